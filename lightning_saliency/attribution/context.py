@@ -1,0 +1,155 @@
+"""Shared state of one attribution call: validated inputs, embeddings, baselines and targets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Optional, Union
+
+import torch
+from torch import nn
+
+from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
+from lightning_saliency.attribution.evaluator import ForwardFn, Job, PathEvaluator
+from lightning_saliency.attribution.targets import TargetArg, TargetSpec, resolve_targets
+from lightning_saliency.attribution.tokens import BASELINES, SpecialTokens, prepare_batch, replaceable_mask
+
+
+@dataclass
+class AttributionConfig:
+    """Options of the attribution methods (all have working defaults).
+
+    Args:
+        n_steps: IG points for a fixed rule.
+        rule: ``"gauss_legendre"`` (default), ``"trapezoid"`` or ``"riemann_middle"``.
+        tolerance: when set, IG is adaptive: each example is refined on nested grids (every
+            earlier gradient reused, Romberg-extrapolated) until ``|sum(attr) - (F(x) - F(x'))|
+            <= tolerance * |F(x) - F(x')|`` (or ``<= 1e-5`` absolute), capped at ``max_steps``.
+        min_steps, max_steps: bounds of the adaptive mode (rounded to ``2**k + 1`` points).
+        baseline: ``"pad"`` (default; special tokens kept), ``"mask"``, ``"unk"`` or ``"zero"``.
+        gradient_norm: per-token reduction of gradients: ``"l2"`` (default), ``"l1"`` or ``"sum"``.
+        smoothgrad_samples, smoothgrad_stdev: SmoothGrad sample count and noise standard deviation
+            as a fraction of each example's embedding range (AllenNLP's convention).
+        attention_layers: ``"last"`` or ``"mean"`` (over all layers).
+        seed: seed of SmoothGrad's private generator (the global RNG is never used).
+        max_tokens: padded tokens per forward/backward chunk (rows x length x choices).
+        bucket: trim each example's padding and group similar lengths (results are unchanged
+            for models that honour ``attention_mask``).
+        return_raw: also return per-dimension attributions.
+    """
+
+    n_steps: int = 50
+    rule: str = "gauss_legendre"
+    tolerance: Optional[float] = None
+    min_steps: int = 9
+    max_steps: int = 129
+    baseline: str = "pad"
+    gradient_norm: str = "l2"
+    smoothgrad_samples: int = 10
+    smoothgrad_stdev: float = 0.01
+    attention_layers: str = "last"
+    seed: int = 0
+    max_tokens: int = 4096
+    bucket: bool = True
+    return_raw: bool = False
+
+    def __post_init__(self) -> None:
+        if self.baseline not in BASELINES:
+            raise ValueError(f"Unknown baseline {self.baseline!r}; choose one of {BASELINES}.")
+        if self.gradient_norm not in ("l2", "l1", "sum"):
+            raise ValueError(f"gradient_norm must be 'l2', 'l1' or 'sum', got {self.gradient_norm!r}.")
+        if self.attention_layers not in ("last", "mean"):
+            raise ValueError(f"attention_layers must be 'last' or 'mean', got {self.attention_layers!r}.")
+        if self.tolerance is not None and not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance is a relative error in (0, 1), got {self.tolerance}.")
+        if self.min_steps < 2 or self.max_steps < self.min_steps:
+            raise ValueError(f"Need 2 <= min_steps <= max_steps, got {self.min_steps} and {self.max_steps}.")
+        if self.smoothgrad_samples < 1 or self.smoothgrad_stdev < 0:
+            raise ValueError("smoothgrad_samples must be >= 1 and smoothgrad_stdev >= 0.")
+
+
+class AttributionContext:
+    """Validated batch plus per-example input and baseline embeddings (trimmed, float32)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        *,
+        config: AttributionConfig,
+        spec: TargetSpec,
+        tokenizer: Any = None,
+        special_tokens: Optional[SpecialTokens] = None,
+        embedding_layer: Union[str, nn.Module, None] = None,
+        forward_fn: Optional[ForwardFn] = None,
+        forward_context: Optional[Callable[[], ContextManager]] = None,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        self.model, self.config, self.spec = model, config, spec
+        if special_tokens is None:
+            special_tokens = SpecialTokens.from_tokenizer(tokenizer) if tokenizer is not None else SpecialTokens()
+        self.special = special_tokens
+        vocab = len(tokenizer) if tokenizer is not None and hasattr(tokenizer, "__len__") else None
+        self.layer = find_embedding_layer(model, embedding_layer, vocab)
+        weight = getattr(self.layer, "weight", None)
+        device = weight.device if weight is not None else None
+        self.batch = prepare_batch(inputs, self.special, num_embeddings(self.layer), device=device)
+        if not config.bucket:
+            self.batch.starts = torch.zeros_like(self.batch.starts)
+            self.batch.ends = torch.full_like(self.batch.ends, self.batch.input_ids.shape[-1])
+        self.evaluator = PathEvaluator(
+            model, self.layer, self.batch, spec, self.special.pad_id, forward_fn, forward_context,
+            config.max_tokens, progress,
+        )
+        self.size = self.batch.size
+        self.special_masks = [self._trim(self.batch.special_mask, i) for i in range(self.size)]
+        self.replace = [replaceable_mask(self.evaluator.examples[i], self.special_masks[i]) for i in range(self.size)]
+        self.inputs = [self.evaluator.embed(i) for i in range(self.size)]
+        replacement = self.special.replacement_id(config.baseline)
+        self.baselines = []
+        for i in range(self.size):
+            ids = self.evaluator.examples[i]["input_ids"]
+            base = self.evaluator.embed(i, torch.where(self.replace[i], torch.full_like(ids, replacement), ids))
+            if config.baseline == "zero":
+                base = base.masked_fill(self.replace[i].to(base.device).unsqueeze(-1), 0.0)
+            self.baselines.append(base)
+        self.head_at_input: list[Optional[torch.Tensor]] = [None] * self.size
+        self.baseline_head: list[Optional[torch.Tensor]] = [None] * self.size
+
+    def _trim(self, padded: torch.Tensor, index: int) -> torch.Tensor:
+        return padded[index, ..., int(self.batch.starts[index]) : int(self.batch.ends[index])]
+
+    def interpolate(self, example: int, alphas: torch.Tensor) -> torch.Tensor:
+        """Rows on the straight path ``x' + alpha (x - x')`` for the given alphas."""
+        base, inp = self.baselines[example], self.inputs[example]
+        shape = (-1,) + (1,) * inp.dim()
+        return base + alphas.to(base).view(shape) * (inp - base)
+
+    def resolve(self, target: TargetArg, with_baseline: bool) -> None:
+        """Forward pass at the inputs (and baselines) to fix targets and the end-point scores."""
+
+        def build(example: int, alphas: list) -> torch.Tensor:
+            return self.interpolate(example, torch.tensor(alphas, dtype=torch.float32))
+
+        def consume(group, head, scores, grads, output) -> None:
+            for alpha, row in zip(group.params, head):
+                (self.head_at_input if alpha == 1.0 else self.baseline_head)[group.example] = row
+
+        alphas = (1.0, 0.0) if with_baseline else (1.0,)
+        jobs = [Job(i, a) for i in range(self.size) for a in alphas]
+        self.evaluator.run(jobs, build, consume, need_grad=False)
+        heads = torch.stack(self.head_at_input)
+        self.targets = resolve_targets(target, heads)
+        self.evaluator.targets = self.targets
+        self.predicted = heads.argmax(dim=-1).cpu()
+        self.probability = heads.softmax(dim=-1).max(dim=-1).values.cpu()
+        self.target_score = self.spec.score(heads, self.targets).cpu()
+        self.baseline_score = self.spec.score(torch.stack(self.baseline_head), self.targets).cpu() if with_baseline else None
+
+    def scatter(self, per_example: list[torch.Tensor]) -> torch.Tensor:
+        """Place trimmed per-position results back into the padded input layout."""
+        trailing = per_example[0].shape[self.batch.input_ids.dim() - 1 :]
+        out = torch.zeros(*self.batch.input_ids.shape, *trailing, dtype=torch.float32)
+        seq_dim = self.batch.input_ids.dim() - 2  # sequence axis inside one example
+        for i, values in enumerate(per_example):
+            window = (slice(None),) * seq_dim + (slice(int(self.batch.starts[i]), int(self.batch.ends[i])),)
+            out[i][window] = values.detach().float().cpu()
+        return out

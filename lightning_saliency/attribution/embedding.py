@@ -1,0 +1,72 @@
+"""Find the word-embedding layer whose output the attribution path runs through."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from torch import nn
+
+
+def resolve_module(root: nn.Module, dotted_path: str) -> nn.Module:
+    """``root.a.b.0.c`` style lookup with a message that lists what exists where it fails."""
+    module = root
+    walked = []
+    for part in dotted_path.split("."):
+        children = dict(module.named_children())
+        if part not in children:
+            available = ", ".join(children) or "no submodules"
+            where = ".".join(walked) or type(root).__name__
+            raise ValueError(f"embedding_layer={dotted_path!r}: {where!r} has no submodule {part!r} (it has: {available}).")
+        module = children[part]
+        walked.append(part)
+    return module
+
+
+def find_embedding_layer(
+    model: nn.Module,
+    layer: Union[str, nn.Module, None] = None,
+    vocab_size: Optional[int] = None,
+) -> nn.Module:
+    """Return the module whose output is the word (token) embedding.
+
+    Order: an explicit module or dotted path; ``get_input_embeddings()`` on the model or the first
+    submodule that has it (Hugging Face models); else the single ``nn.Embedding`` whose
+    ``num_embeddings`` equals ``vocab_size`` (or the single ``nn.Embedding`` when no size is given).
+
+    Raises:
+        ValueError: when nothing or more than one candidate is found; the message lists the
+            candidates and says to pass ``embedding_layer="dotted.path"``.
+    """
+    if isinstance(layer, nn.Module):
+        return layer
+    if isinstance(layer, str):
+        return resolve_module(model, layer)
+    for module in model.modules():
+        getter = getattr(module, "get_input_embeddings", None)
+        if callable(getter):
+            try:
+                found = getter()
+            except (NotImplementedError, AttributeError):
+                continue
+            if isinstance(found, nn.Module):
+                return found
+    embeddings = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    matching = [(n, m) for n, m in embeddings if vocab_size is None or m.num_embeddings == vocab_size]
+    if len(matching) == 1:
+        return matching[0][1]
+    listing = ", ".join(f"{n or '<root>'} ({m.num_embeddings}x{m.embedding_dim})" for n, m in embeddings) or "none"
+    reason = "several match" if matching else "none matches"
+    size = f" with {vocab_size} rows (the tokenizer's vocabulary)" if vocab_size is not None else ""
+    raise ValueError(
+        f"Could not pick the word-embedding layer: {reason}{size}. nn.Embedding modules found: {listing}. "
+        "Pass embedding_layer='dotted.path.to.embedding'."
+    )
+
+
+def num_embeddings(layer: nn.Module) -> int:
+    """Vocabulary size of an embedding layer (``nn.Embedding`` or anything with ``weight``)."""
+    if isinstance(layer, nn.Embedding):
+        return layer.num_embeddings
+    weight = getattr(layer, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        return int(weight.shape[0])
+    raise ValueError(f"{type(layer).__name__} is not an embedding layer (no 2-D weight); pass the nn.Embedding itself.")

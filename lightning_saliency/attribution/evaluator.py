@@ -1,0 +1,187 @@
+"""Batched forward (and backward) passes over rows built in word-embedding space.
+
+A *job* is one row to evaluate: an example index and a method-specific parameter (an alpha on the
+IG path, a noise sample, an occluded position). Jobs of all examples are sorted by example length
+and cut into chunks whose padded token count stays under ``max_tokens`` so the steps x batch
+expansion never exceeds a memory budget; each chunk is padded only to its own longest example.
+The word-embedding layer's output is replaced by the rows' embeddings through a forward hook, so
+position and token-type embeddings (added after it) are those of the real input.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Optional, Sequence
+
+import torch
+from torch import nn
+
+from lightning_saliency.attribution.targets import TargetSpec, extract_logits
+from lightning_saliency.attribution.tokens import TokenBatch
+
+ForwardFn = Callable[[nn.Module, dict], Any]
+Builder = Callable[[int, list], torch.Tensor]
+
+
+@dataclass
+class Job:
+    example: int
+    param: Any
+
+
+@dataclass
+class RowGroup:
+    """Consecutive rows of one example inside a chunk, handed to a consumer."""
+
+    example: int
+    params: list
+    rows: slice
+    length: int
+
+
+def default_forward(model: nn.Module, inputs: dict) -> Any:
+    return model(**inputs)
+
+
+class PathEvaluator:
+    """Evaluates jobs in token-budgeted chunks on a model already in isolated eval mode."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: nn.Module,
+        batch: TokenBatch,
+        spec: TargetSpec,
+        pad_id: int,
+        forward_fn: Optional[ForwardFn] = None,
+        forward_context: Optional[Callable[[], ContextManager]] = None,
+        max_tokens: int = 4096,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}.")
+        self.model, self.layer, self.batch, self.spec = model, layer, batch, spec
+        self.pad_id = pad_id
+        self.forward_fn = forward_fn or default_forward
+        self.forward_context = forward_context or nullcontext
+        self.max_tokens = max_tokens
+        self.progress = progress
+        self.examples = [batch.example(i) for i in range(batch.size)]
+        self.lengths = [int(n) for n in batch.lengths()]
+        self.choices = int(batch.input_ids[0, ..., 0].numel())
+        self.targets: Optional[torch.Tensor] = None
+        weight = getattr(layer, "weight", None)
+        self.device = weight.device if weight is not None else batch.input_ids.device
+        self.dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
+
+    def embed(self, example: int, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Word embeddings (float32) of an example's tokens, or of ``ids`` shaped like them."""
+        ids = self.examples[example]["input_ids"] if ids is None else ids
+        with torch.no_grad():
+            return self.layer(ids.to(self.device)).float()
+
+    def chunks(self, jobs: Sequence[Job]) -> list[list[Job]]:
+        """Length-sorted chunks of jobs whose padded token count stays within ``max_tokens``."""
+        ordered = sorted(jobs, key=lambda job: (self.lengths[job.example], job.example))
+        chunks: list[list[Job]] = []
+        current: list[Job] = []
+        for job in ordered:
+            row_tokens = self.lengths[job.example] * self.choices
+            if current and (len(current) + 1) * row_tokens > self.max_tokens:
+                chunks.append(current)
+                current = []
+            current.append(job)
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _collate(self, chunk: list[Job], build: Builder) -> tuple[torch.Tensor, dict, list[RowGroup]]:
+        width = max(self.lengths[job.example] for job in chunk)
+        groups: list[RowGroup] = []
+        for job in chunk:
+            if groups and groups[-1].example == job.example:
+                groups[-1].params.append(job.param)
+            else:
+                groups.append(RowGroup(job.example, [job.param], slice(0, 0), self.lengths[job.example]))
+        embeddings, inputs = [], {key: [] for key in self.examples[0]}
+        offset = 0
+        for group in groups:
+            count = len(group.params)
+            group.rows = slice(offset, offset + count)
+            offset += count
+            pad = width - group.length
+            rows = build(group.example, group.params)
+            embeddings.append(nn.functional.pad(rows, (0, 0, 0, pad)))
+            for key, value in self.examples[group.example].items():
+                fill = self.pad_id if key == "input_ids" else 0
+                padded = nn.functional.pad(value, (0, pad), value=fill)
+                inputs[key].append(padded.unsqueeze(0).expand(count, *padded.shape))
+        stacked = {key: torch.cat(values).to(self.device) for key, values in inputs.items()}
+        return torch.cat(embeddings), stacked, groups
+
+    def _last_positions(self, groups: list[RowGroup]) -> torch.Tensor:
+        return torch.cat([torch.full((len(g.params),), g.length - 1, dtype=torch.long) for g in groups])
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        build: Builder,
+        consume: Callable[..., None],
+        need_grad: bool,
+        extra_inputs: Optional[dict] = None,
+    ) -> None:
+        """Evaluate ``jobs``; ``consume(group, head, scores, grads, output)`` receives each example's rows.
+
+        ``head`` is the per-row score vector ``(k, classes)``, ``scores`` the attributed scalar
+        (only when targets are set), ``grads`` the float32 gradient of ``scores`` with respect to
+        the rows' word embeddings (when ``need_grad``), ``output`` the raw model output of the chunk.
+        """
+        for chunk in self.chunks(jobs):
+            embeddings, inputs, groups = self._collate(chunk, build)
+            if extra_inputs:
+                inputs.update(extra_inputs)
+            leaf = embeddings.to(self.dtype).detach().requires_grad_(need_grad)
+            calls = []
+
+            def substitute(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+                if output.numel() != leaf.numel():
+                    raise ValueError(
+                        f"The embedding layer {type(module).__name__} produced {tuple(output.shape)}, which does not "
+                        f"match the attributed tokens {tuple(leaf.shape)}; pass embedding_layer= for the word embeddings."
+                    )
+                calls.append(1)
+                return leaf.reshape(output.shape)
+
+            handle = self.layer.register_forward_hook(substitute)
+            try:
+                with torch.set_grad_enabled(need_grad), self.forward_context():
+                    output = self.forward_fn(self.model, inputs)
+                    head = self.spec.head(extract_logits(output), self._last_positions(groups))
+                    scores = None
+                    if self.targets is not None:
+                        row_targets = torch.cat([self.targets[g.example].repeat(len(g.params)) for g in groups])
+                        scores = self.spec.score(head, row_targets)
+            finally:
+                handle.remove()
+            if not calls:
+                raise ValueError(
+                    f"The embedding layer {type(self.layer).__name__} was not called by the model's forward; "
+                    "pass embedding_layer= naming the layer that embeds input_ids."
+                )
+            grads = None
+            if need_grad:
+                if scores is None:
+                    raise RuntimeError("Gradients need targets; resolve targets before a gradient pass.")
+                (grads,) = torch.autograd.grad(scores.sum(), leaf)
+                grads = grads.float()
+            head = head.detach().float()
+            for group in groups:
+                consume(
+                    group,
+                    head[group.rows],
+                    None if scores is None else scores.detach()[group.rows],
+                    None if grads is None else grads[group.rows][..., : group.length, :],
+                    output,
+                )
+            if self.progress is not None:
+                self.progress(len(chunk))

@@ -1,0 +1,47 @@
+"""Run attribution on a live model without leaving a trace on training.
+
+Everything attribution could change is recorded on entry and put back on exit: every module's
+``training`` flag (not just the root's), every parameter's ``requires_grad``, the CPU and CUDA RNG
+states, and the autograd mode. Parameter ``.grad`` tensors are never touched because gradients are
+taken with :func:`torch.autograd.grad` with respect to the embedding output only.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def isolated_eval(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode with frozen parameters and autograd enabled, then restore it all.
+
+    Works when entered under :func:`torch.no_grad` or :func:`torch.inference_mode`.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    requires_grad = [(param, param.requires_grad) for param in model.parameters()]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            model.eval()
+            for param, _ in requires_grad:
+                param.requires_grad_(False)
+            yield
+    finally:
+        with torch.inference_mode(False):
+            for param, flag in requires_grad:
+                param.requires_grad_(flag)
+        for module, mode in modes:
+            module.training = mode
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def detach_from_inference(tensor: torch.Tensor) -> torch.Tensor:
+    """A normal (autograd-usable) copy of a tensor that may have been made under inference mode."""
+    with torch.inference_mode(False):
+        return tensor.clone() if tensor.is_inference() else tensor

@@ -1,0 +1,87 @@
+"""What scalar is attributed: a class logit or probability, a choice, or a next-token logit."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+TASKS = ("classification", "multiple_choice", "causal_lm")
+OUTPUTS = ("logit", "probability")
+TargetArg = Union[None, int, Sequence[int], torch.Tensor]
+
+
+def extract_logits(output: Any) -> torch.Tensor:
+    """Logits from a model output: a tensor, an object or mapping with ``logits``, or a tuple's first tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    keys = list(output.keys()) if hasattr(output, "keys") else type(output).__name__
+    raise ValueError(
+        f"The model output has no logits (got {keys}). Attribute a model with a classification or LM head, "
+        "or pass forward_fn=lambda model, inputs: <logits tensor>."
+    )
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Which output is attributed.
+
+    Args:
+        task: ``"classification"`` (logits ``(N, classes)``), ``"multiple_choice"`` (logits
+            ``(N, choices)`` for inputs ``(N, choices, seq)``) or ``"causal_lm"`` (logits
+            ``(N, seq, vocab)``; the next token after the last real position).
+        output: attribute the raw ``"logit"`` or the softmax ``"probability"``.
+    """
+
+    task: str = "classification"
+    output: str = "logit"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"Unknown task {self.task!r}; choose one of {TASKS}.")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"Unknown output {self.output!r}; choose one of {OUTPUTS}.")
+
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
+        """Reduce model logits to one score vector per row: ``(N, classes)``."""
+        if self.task == "causal_lm":
+            if logits.dim() != 3:
+                raise ValueError(f"task='causal_lm' expects logits (batch, seq, vocab), got shape {tuple(logits.shape)}.")
+            rows = torch.arange(logits.shape[0], device=logits.device)
+            return logits[rows, last_positions.to(logits.device)]
+        if logits.dim() != 2:
+            raise ValueError(
+                f"task={self.task!r} expects logits (batch, classes), got shape {tuple(logits.shape)}; "
+                "use task='causal_lm' for language models or a forward_fn that returns class logits."
+            )
+        return logits
+
+    def score(self, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The attributed scalar per row, in float32."""
+        head = head.float()
+        if self.output == "probability":
+            head = head.softmax(dim=-1)
+        return head.gather(1, targets.view(-1, 1).to(head.device)).squeeze(1)
+
+
+def resolve_targets(target: TargetArg, head: torch.Tensor) -> torch.Tensor:
+    """Per-example target indices: the predicted class when ``target`` is None."""
+    batch, classes = head.shape
+    if target is None:
+        return head.argmax(dim=-1).cpu()
+    resolved = torch.as_tensor(target, dtype=torch.long).cpu().reshape(-1)
+    if resolved.numel() == 1 and batch > 1:
+        resolved = resolved.expand(batch).clone()
+    if resolved.numel() != batch:
+        raise ValueError(f"target has {resolved.numel()} entries for {batch} examples; give one per example or a single int.")
+    bad = (resolved < 0) | (resolved >= classes)
+    if bad.any():
+        raise ValueError(f"target {int(resolved[bad][0])} is out of range: the model has {classes} outputs (0..{classes - 1}).")
+    return resolved
+
+
