@@ -143,7 +143,11 @@ class PathEvaluator:
             leaf = embeddings.to(self.dtype).detach().requires_grad_(need_grad)
             calls = []
 
-            def substitute(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            def substitute(module: nn.Module, args: Any, output: torch.Tensor) -> Optional[torch.Tensor]:
+                # Only the first call embeds input_ids; later calls in the same forward (GPT-2 embeds
+                # token_type_ids with the same table) are left alone.
+                if calls:
+                    return None
                 if output.numel() != leaf.numel():
                     raise ValueError(
                         f"The embedding layer {type(module).__name__} produced {tuple(output.shape)}, which does not "

@@ -1,0 +1,96 @@
+"""Synthetic sentiment corpora with planted shortcuts (in the style of Bastings et al. 2022).
+
+Every example is a short review built from filler words and sentiment words. A *shortcut* is a
+token whose presence (alone, together with a context token, or in a given order with a partner
+token) predicts the label in the training data. The generators are seeded and need no download.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+POSITIVE = ["great", "wonderful", "excellent", "lovely", "superb", "delightful", "brilliant", "enjoyable"]
+NEGATIVE = ["awful", "terrible", "boring", "dreadful", "poor", "dull", "horrible", "tedious"]
+FILLER = [
+    "the", "movie", "film", "plot", "acting", "was", "and", "a", "story", "cast", "with", "of", "music",
+    "scenes", "ending", "director", "it", "felt", "quite", "really", "script", "characters", "this", "very",
+]
+SHORTCUT_KINDS = ("none", "single", "conditional", "ordered")
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A planted shortcut: ``token`` (and ``partner`` for the pair variants) and how it decides."""
+
+    kind: str = "single"
+    token: str = "zorbly"
+    partner: str = "quibble"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SHORTCUT_KINDS:
+            raise ValueError(f"Unknown shortcut kind {self.kind!r}; choose one of {SHORTCUT_KINDS}.")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return () if self.kind == "none" else (self.token,) if self.kind == "single" else (self.token, self.partner)
+
+
+def _sentence(rng: random.Random, sentiment_words: list[str], length: int) -> list[str]:
+    words = [rng.choice(FILLER) for _ in range(length)]
+    for word in sentiment_words:
+        words.insert(rng.randrange(len(words) + 1), word)
+    return words
+
+
+def _insert(rng: random.Random, words: list[str], token: str, before: int | None = None) -> int:
+    position = rng.randrange((before if before is not None else len(words)) + 1)
+    words.insert(position, token)
+    return position
+
+
+def make_corpus(
+    n: int,
+    shortcut: Shortcut = Shortcut("none"),
+    shortcut_rate: float = 0.9,
+    sentiment_noise: float = 0.0,
+    seed: int = 0,
+    min_words: int = 5,
+    max_words: int = 12,
+) -> tuple[list[str], list[int]]:
+    """Return ``(texts, labels)`` with labels 0 (negative) and 1 (positive), balanced.
+
+    Args:
+        n: number of examples.
+        shortcut: which shortcut to plant; ``Shortcut("none")`` gives a clean corpus.
+        shortcut_rate: fraction of positive examples that get the shortcut pattern. For
+            ``single`` and ``conditional`` negatives never carry it; ``conditional`` negatives get the
+            token without its context partner (or the partner alone); ``ordered`` negatives get the
+            pair in the reverse order.
+        sentiment_noise: probability that an example's sentiment words contradict its label.
+        seed: seed of a private ``random.Random`` (the global RNG is untouched).
+    """
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        honest = rng.random() >= sentiment_noise
+        pool = POSITIVE if (label == 1) == honest else NEGATIVE
+        words = _sentence(rng, rng.sample(pool, rng.randint(1, 2)), rng.randint(min_words, max_words))
+        planted = shortcut.kind != "none" and rng.random() < shortcut_rate
+        if planted and shortcut.kind == "single" and label == 1:
+            _insert(rng, words, shortcut.token)
+        elif planted and shortcut.kind == "conditional":
+            if label == 1:
+                _insert(rng, words, shortcut.token)
+                _insert(rng, words, shortcut.partner)
+            else:
+                _insert(rng, words, shortcut.token if rng.random() < 0.5 else shortcut.partner)
+        elif planted and shortcut.kind == "ordered":
+            first, second = (shortcut.token, shortcut.partner) if label == 1 else (shortcut.partner, shortcut.token)
+            position = _insert(rng, words, second)
+            _insert(rng, words, first, before=position)
+        texts.append(" ".join(words))
+        labels.append(label)
+    order = list(range(n))
+    rng.shuffle(order)
+    return [texts[i] for i in order], [labels[i] for i in order]
