@@ -1,0 +1,335 @@
+"""SaliencyMonitor: attribution heatmaps and drift metrics on a fixed probe set every epoch."""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lightning_saliency.attribution import METHODS, AttributionConfig, SpecialTokens, attribute
+from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
+from lightning_saliency.attribution.targets import TASKS
+from lightning_saliency.monitoring import RunLogger, monitor_settings
+from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
+from lightning_saliency.records import build_record
+
+ForwardFn = Callable[[Any, dict], Any]
+
+
+class SaliencyMonitor(Callback):
+    r"""Run Integrated Gradients and gradient saliency on a fixed probe set of validation examples
+    each validation epoch and log token heatmaps, top-token tables and drift scalars.
+
+    Attribution runs on the live model in eval mode with frozen parameters under
+    ``torch.autograd.grad`` (never ``.backward()``); every module's mode, every ``requires_grad``,
+    ``.grad`` and the RNG state are restored, so training is bitwise unaffected.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer, or the path of a saved one (for YAML configs).
+        methods: attribution methods, any of ``integrated_gradients``, ``gradient``,
+            ``gradient_x_input``, ``smoothgrad``, ``occlusion``, ``attention``.
+        num_examples: probe-set size, sampled once (seeded, stratified by label).
+        every_n_epochs: attribute every n-th validation epoch during fit.
+        examples: raw texts to probe instead of sampling the validation set.
+        example_labels: true labels of ``examples``.
+        target: ``"predicted"``, ``"label"`` or a class index.
+        n_steps: IG steps (fixed mode).
+        tolerance: relative completeness error for adaptive IG (``n_steps`` is then ignored).
+        baseline: ``"pad"``, ``"mask"``, ``"unk"`` or ``"zero"``.
+        embedding_layer: dotted path of the word-embedding layer inside the LightningModule.
+        forward_fn: ``(pl_module, inputs) -> logits`` for modules that are not Hugging Face models.
+        task: ``"classification"``, ``"multiple_choice"`` or ``"causal_lm"``.
+        label_names: class names for captions (default: the model config's ``id2label``).
+        top_k: tokens per example in the markdown table and drift metrics.
+        max_tokens: padded tokens per attribution chunk (memory bound).
+        log_example_images: also log one image per example (the grid image is always logged).
+        reference_pass: attribute once before training (run label ``"start"``).
+        dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``).
+        seed: probe sampling and SmoothGrad seed (private generators; training RNG untouched).
+        on_error: ``"warn"`` (report once, keep training) or ``"raise"``.
+        attribution_options: further :class:`~lightning_saliency.AttributionConfig` fields.
+        shortcut_min_examples, shortcut_min_fraction, shortcut_top1_rate, shortcut_min_share,
+            shortcut_min_rise: a token is a shortcut suspect when it appears in at least
+            ``max(min_examples, min_fraction * num_examples)`` probe examples, is the top token in at
+            least ``top1_rate`` of them, holds on average ``min_share`` of their |attribution| and its
+            share rose by ``min_rise`` since the ``start`` run
+            (see :func:`lightning_saliency.metrics.shortcut_suspects`).
+        on_shortcut: called as ``on_shortcut(suspects, record)`` when suspects are found.
+        faithfulness: compute ERASER comprehensiveness / sufficiency for IG and gradient.
+
+    Raises:
+        ValueError: at ``setup`` for an unknown method or option, no tokenizer, no embedding layer,
+            a vocabulary larger than the embedding table, no validation data, or no way to call
+            the model.
+
+    Example::
+
+        from lightning import Trainer
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from lightning_saliency import SaliencyMonitor
+
+        trainer = Trainer(callbacks=[SaliencyMonitor(tokenizer=tokenizer)], logger=TensorBoardLogger("runs"))
+        trainer.fit(model, datamodule)
+    """
+
+    def __init__(
+        self,
+        tokenizer: Optional[Union[str, Any]] = None,
+        methods: Sequence[str] = ("integrated_gradients", "gradient"),
+        num_examples: int = 8,
+        every_n_epochs: int = 1,
+        examples: Optional[list[str]] = None,
+        example_labels: Optional[list[int]] = None,
+        target: Union[str, int] = "predicted",
+        n_steps: int = 32,
+        tolerance: Optional[float] = None,
+        baseline: str = "pad",
+        embedding_layer: Optional[str] = None,
+        forward_fn: Optional[ForwardFn] = None,
+        task: str = "classification",
+        label_names: Optional[list[str]] = None,
+        top_k: int = 5,
+        max_tokens: int = 4096,
+        log_example_images: bool = True,
+        reference_pass: bool = True,
+        dirpath: Optional[str] = None,
+        seed: int = 0,
+        on_error: str = "warn",
+        attribution_options: Optional[dict[str, Any]] = None,
+        shortcut_min_examples: int = 3,
+        shortcut_min_fraction: float = 0.15,
+        shortcut_top1_rate: float = 0.5,
+        shortcut_min_share: float = 0.25,
+        shortcut_min_rise: float = 0.05,
+        on_shortcut: Optional[Callable[[list, dict], None]] = None,
+        faithfulness: bool = True,
+    ) -> None:
+        super().__init__()
+        self.methods = tuple(methods)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"Unknown method(s) {unknown or self.methods}; choose from {METHODS}.")
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}.")
+        if not (target in ("predicted", "label") or isinstance(target, int)):
+            raise ValueError(f"target must be 'predicted', 'label' or a class index, got {target!r}.")
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
+        if num_examples < 1 or every_n_epochs < 1 or top_k < 1:
+            raise ValueError("num_examples, every_n_epochs and top_k must be positive.")
+        self.config = AttributionConfig(
+            n_steps=n_steps, tolerance=tolerance, baseline=baseline, seed=seed, max_tokens=max_tokens,
+            **(attribution_options or {}),
+        )
+        self.tokenizer = tokenizer
+        self.num_examples, self.every_n_epochs = num_examples, every_n_epochs
+        self.examples, self.example_labels = examples, example_labels
+        self.target, self.task = target, task
+        self.embedding_layer, self.forward_fn = embedding_layer, forward_fn
+        self.label_names, self.top_k = label_names, top_k
+        self.log_example_images, self.reference_pass = log_example_images, reference_pass
+        self.dirpath, self.seed, self.on_error = dirpath, seed, on_error
+        self.shortcut_options = {
+            "min_examples": shortcut_min_examples, "min_fraction": shortcut_min_fraction,
+            "top1_rate": shortcut_top1_rate, "min_share": shortcut_min_share, "min_rise": shortcut_min_rise,
+        }
+        self.on_shortcut, self.faithfulness = on_shortcut, faithfulness
+        self.history: list[dict[str, Any]] = []
+        self.probe: Optional[ProbeSet] = None
+        self._probe_indices: Optional[list[int]] = None
+        self._reference: Optional[dict[str, Any]] = None
+        self._completed: set[str] = set()
+        self._reported_errors: set[str] = set()
+        self._epoch_started: Optional[float] = None
+        self._special: Optional[SpecialTokens] = None
+        self._call_model: Optional[ForwardFn] = None
+        self._logger = RunLogger()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(methods=self.methods, num_examples=self.num_examples, seed=self.seed)
+
+    # ----------------------------------------------------------------------------------- setup
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if isinstance(self.tokenizer, (str, Path)):
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer))
+        if self.tokenizer is None:
+            raise ValueError(
+                "SaliencyMonitor needs tokenizer= (a Hugging Face tokenizer or the path of a saved one) to know the "
+                "special tokens and to print tokens in heatmaps."
+            )
+        self._special = SpecialTokens.from_tokenizer(self.tokenizer)
+        vocab = len(self.tokenizer)
+        layer = find_embedding_layer(pl_module, self.embedding_layer, vocab)
+        if vocab > num_embeddings(layer):
+            raise ValueError(
+                f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
+                "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
+            )
+        self._call_model = self.forward_fn or _hf_forward(pl_module)
+        if self.examples is None and stage in ("fit", "validate"):
+            loop = trainer.fit_loop.epoch_loop.val_loop if stage == "fit" else trainer.validate_loop
+            if not loop._data_source.is_defined() or (stage == "fit" and trainer.limit_val_batches == 0):
+                raise ValueError(
+                    "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
+                    "or give the probe texts with SaliencyMonitor(examples=[...])."
+                )
+        if self.target == "label" and self.examples is not None and self.example_labels is None:
+            raise ValueError("target='label' with examples= needs example_labels=[...].")
+
+    # ---------------------------------------------------------------------------------- hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.reference_pass and self._reference is None:
+            self._prepare_validation_data(trainer)
+            self._guarded_run(trainer, pl_module, "start", "fit", epoch=None)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        if trainer.state.fn == "fit":
+            label = f"{epoch:03d}"
+            if (epoch + 1) % self.every_n_epochs != 0 or label in self._completed:
+                return
+            self._guarded_run(trainer, pl_module, label, "fit", epoch)
+        else:
+            self._guarded_run(trainer, pl_module, f"validate_{epoch:03d}", "validate", epoch)
+
+    # ------------------------------------------------------------------------------ resuming
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probe_indices": self._probe_indices,
+            "reference": self._reference,
+            "previous": self.history[-1] if self.history else None,
+            "completed": sorted(self._completed),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._probe_indices = state_dict.get("probe_indices")
+        self._reference = state_dict.get("reference")
+        self._completed = set(state_dict.get("completed", []))
+        previous = state_dict.get("previous")
+        self.history = [previous] if previous is not None else []
+        self.probe = None  # rebuilt from the stored indices on the next run
+
+    # ------------------------------------------------------------------------------ internals
+    def _prepare_validation_data(self, trainer: L.Trainer) -> None:
+        # Every rank runs this (it contains a barrier); attribution itself runs on rank zero only.
+        if self.examples is None and trainer.val_dataloaders is None:
+            trainer.fit_loop.epoch_loop.val_loop.setup_data()
+
+    def _ensure_probe(self, trainer: L.Trainer) -> ProbeSet:
+        if self.probe is not None:
+            return self.probe
+        if self.examples is not None:
+            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels)
+        else:
+            loaders = trainer.val_dataloaders
+            loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+            if isinstance(loaders, dict):
+                loader = next(iter(loaders.values()))
+            if loader is None:
+                raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
+            if self._probe_indices is not None:
+                self.probe = probe_from_dataloader(loader, indices=self._probe_indices, tokenizer=self.tokenizer)
+            else:
+                self.probe = probe_from_dataloader(loader, self.num_examples, self.seed, self.tokenizer)
+        self._probe_indices = list(self.probe.indices)
+        return self.probe
+
+    def _target_argument(self, probe: ProbeSet) -> Any:
+        if self.target == "predicted":
+            return None
+        if self.target == "label":
+            if probe.labels is None:
+                raise ValueError("target='label' but the validation batches have no 'labels'.")
+            return probe.labels
+        return self.target
+
+    def _guarded_run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
+        if not trainer.is_global_zero:
+            return
+        try:
+            self._run(trainer, pl_module, label, stage, epoch)
+        except Exception as error:  # attribution must never cost the user's training run
+            if self.on_error == "raise":
+                raise
+            key = f"{type(error).__name__}: {error}"
+            if key not in self._reported_errors:
+                self._reported_errors.add(key)
+                where = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3))
+                rank_zero_warn(
+                    f"SaliencyMonitor: attribution for run {label!r} failed and was skipped; training continues. "
+                    f"Cause: {key}\n{where}Set on_error='raise' to stop on such errors."
+                )
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
+        started = time.perf_counter()
+        epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
+        probe = self._ensure_probe(trainer)
+        total_rows = _rows_per_example(self.methods, self.config) * len(probe)
+        with self._logger.progress(trainer, f"Saliency [{label}]", total_rows) as advance:
+            result = attribute(
+                pl_module, probe.inputs, self.methods, tokenizer=self.tokenizer, special_tokens=self._special,
+                embedding_layer=self.embedding_layer, forward_fn=self._call_model,
+                target=self._target_argument(probe), task=self.task, config=self.config,
+                forward_context=trainer.precision_plugin.forward_context, progress=advance,
+            )
+        names = self.label_names or _config_label_names(pl_module)
+        record = build_record(
+            label=label, stage=stage, epoch=epoch, global_step=trainer.global_step,
+            settings=monitor_settings(self), probe=probe, result=result, label_names=names,
+        )
+        self._logger.analyse(self, pl_module, record, result, probe)
+        if label == "start":
+            self._reference = record
+        self._logger.publish(self, trainer, record, started, epoch_seconds)
+        self.history.append(record)
+        self._completed.add(label)
+        rank_zero_info(
+            f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(probe)} examples "
+            f"took {record['seconds']:.2f} s."
+        )
+
+
+def _rows_per_example(methods: Sequence[str], config: AttributionConfig) -> int:
+    rows = 1
+    if "integrated_gradients" in methods:
+        rows += 1 + (config.n_steps if config.tolerance is None else config.min_steps)
+    if {"gradient", "gradient_x_input"} & set(methods):
+        rows += 1
+    if "smoothgrad" in methods:
+        rows += config.smoothgrad_samples
+    return rows
+
+
+def _hf_forward(pl_module: Any) -> ForwardFn:
+    """Call the Hugging Face model inside the LightningModule (the module itself or a child)."""
+    candidates = [pl_module] + [child for _, child in pl_module.named_children()]
+    for candidate in candidates:
+        if callable(getattr(candidate, "get_input_embeddings", None)):
+            return lambda module, inputs, model=candidate: model(**inputs)
+    raise ValueError(
+        f"{type(pl_module).__name__} holds no Hugging Face model (no child with get_input_embeddings()). "
+        "Pass forward_fn=lambda pl_module, inputs: <logits> and embedding_layer='path.to.embedding'."
+    )
+
+
+def _config_label_names(pl_module: Any) -> Optional[list[str]]:
+    for module in pl_module.modules():
+        id2label = getattr(getattr(module, "config", None), "id2label", None)
+        if isinstance(id2label, dict) and id2label:
+            names = [str(id2label[i]) for i in sorted(id2label)]
+            if not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+                return names
+            return None
+    return None

@@ -1,0 +1,30 @@
+"""Pure metric functions on attribution vectors: drift, concentration, shortcuts."""
+from lightning_saliency.metrics.concentration import concentration
+from lightning_saliency.metrics.drift import (
+    DRIFT_METRICS,
+    drift,
+    jensen_shannon,
+    kendall,
+    sign_agreement,
+    spearman,
+    summarize,
+    topk_overlap,
+)
+from lightning_saliency.metrics.shortcut import Suspect, TokenStat, association_z, shortcut_suspects, token_statistics
+
+__all__ = [
+    "DRIFT_METRICS",
+    "Suspect",
+    "TokenStat",
+    "association_z",
+    "concentration",
+    "drift",
+    "jensen_shannon",
+    "kendall",
+    "shortcut_suspects",
+    "sign_agreement",
+    "spearman",
+    "summarize",
+    "token_statistics",
+    "topk_overlap",
+]

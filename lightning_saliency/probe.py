@@ -1,0 +1,164 @@
+"""The fixed probe set: validation examples sampled once and reused every epoch."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+_MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class ProbeSet:
+    """Probe examples as one collated batch plus what the heatmaps need to print them.
+
+    Attributes:
+        indices: dataset indices (positions from the start for iterable datasets).
+        inputs: model inputs on CPU (``input_ids``, ``attention_mask``, optional ``token_type_ids``).
+        labels: true labels when the data has them.
+        tokens: token strings per example, padding removed.
+        texts: decoded text per example.
+        word_ids: word index per token (``None`` for special tokens) when a fast tokenizer gives it.
+    """
+
+    indices: list[int]
+    inputs: dict[str, torch.Tensor]
+    labels: Optional[torch.Tensor]
+    tokens: list[list[str]]
+    texts: list[str]
+    word_ids: list[list[Optional[int]]]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _label_of(item: Any, label_key: str) -> Optional[int]:
+    value = item.get(label_key) if isinstance(item, dict) else None
+    if value is None and isinstance(item, dict):
+        value = item.get("label")
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return int(value) if isinstance(value, (int, float)) or hasattr(value, "__index__") else None
+
+
+def choose_indices(dataset: Any, num_examples: int, seed: int, label_key: str = "labels") -> list[int]:
+    """Seeded choice of dataset indices, stratified by label when items carry one.
+
+    Uses a private ``random.Random``; labels are read from at most ``max(50 * num_examples, 1000)``
+    candidates so large datasets are not scanned whole.
+    """
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        return list(range(num_examples))
+    size = len(dataset)
+    if size == 0:
+        raise ValueError("The validation dataset is empty; SaliencyMonitor needs examples to probe.")
+    rng = random.Random(seed)
+    candidates = rng.sample(range(size), min(size, max(50 * num_examples, 1000)))
+    by_label: dict[Optional[int], list[int]] = {}
+    for index in candidates:
+        by_label.setdefault(_label_of(dataset[index], label_key), []).append(index)
+    groups = [by_label[key] for key in sorted(by_label, key=lambda k: (k is None, k if k is not None else 0))]
+    chosen: list[int] = []
+    while len(chosen) < min(num_examples, size):
+        for group in groups:
+            if group and len(chosen) < num_examples:
+                chosen.append(group.pop(0))
+    return chosen
+
+
+def _fetch(dataset: Any, indices: Sequence[int]) -> list:
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
+        items = []
+        for position, item in enumerate(iter(dataset)):
+            if position >= len(indices):
+                break
+            items.append(item)
+        return items
+    return [dataset[i] for i in indices]
+
+
+def model_inputs(batch: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a collated batch that are model inputs (``labels`` left out)."""
+    if not isinstance(batch, dict) or "input_ids" not in batch:
+        kind = type(batch).__name__
+        raise ValueError(
+            f"Validation batches are {kind}, not dicts with 'input_ids'. Pass examples=[...texts] with a "
+            "tokenizer, or collate batches into dicts with input_ids / attention_mask."
+        )
+    ids = batch["input_ids"]
+    return {
+        key: value for key, value in batch.items()
+        if isinstance(value, torch.Tensor) and value.shape == ids.shape and key not in ("labels", "label")
+    }
+
+
+def _describe(inputs: dict[str, torch.Tensor], tokenizer: Any, id_to_token: Optional[Callable[[int], str]]):
+    tokens, texts, word_ids = [], [], []
+    for row, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        ids = row[mask.bool()].tolist()
+        if tokenizer is not None:
+            tokens.append(tokenizer.convert_ids_to_tokens(ids))
+            texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+        else:
+            tokens.append([id_to_token(i) if id_to_token else str(i) for i in ids])
+            texts.append(" ".join(tokens[-1]))
+        word_ids.append(_word_ids(tokenizer, ids, texts[-1]))
+    return tokens, texts, word_ids
+
+
+def _word_ids(tokenizer: Any, ids: list[int], text: str) -> list[Optional[int]]:
+    if tokenizer is not None and getattr(tokenizer, "is_fast", False):
+        encoding = tokenizer(text, add_special_tokens=True)
+        if encoding["input_ids"] == ids:
+            return encoding.word_ids()
+        without = tokenizer(text, add_special_tokens=False)
+        if without["input_ids"] == ids:
+            return without.word_ids()
+    return list(range(len(ids)))  # unknown word boundaries: every token is its own word
+
+
+def probe_from_dataloader(
+    dataloader: DataLoader,
+    num_examples: int = 8,
+    seed: int = 0,
+    tokenizer: Any = None,
+    label_key: str = "labels",
+    id_to_token: Optional[Callable[[int], str]] = None,
+    indices: Optional[Sequence[int]] = None,
+) -> ProbeSet:
+    """Sample from the loader's dataset (or take ``indices``) and collate with its own ``collate_fn``.
+
+    The loader itself is never iterated, so its sampler and workers are left alone.
+    """
+    dataset = dataloader.dataset
+    indices = list(indices) if indices is not None else choose_indices(dataset, num_examples, seed, label_key)
+    items = _fetch(dataset, indices)
+    if not items:
+        raise ValueError("The validation dataset yielded no examples; SaliencyMonitor needs examples to probe.")
+    indices = indices[: len(items)]
+    batch = dataloader.collate_fn(items) if dataloader.collate_fn is not None else items
+    inputs = model_inputs(batch)
+    inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
+    labels = batch.get(label_key, batch.get("label")) if isinstance(batch, dict) else None
+    labels = torch.as_tensor(labels).reshape(-1).cpu() if labels is not None else None
+    tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
+    return ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, labels, tokens, texts, word_ids)
+
+
+def probe_from_texts(
+    texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]] = None, max_length: int = 128
+) -> ProbeSet:
+    """A probe set from raw texts (``examples=[...]``), tokenized with ``tokenizer``."""
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    inputs = {k: v for k, v in encoded.items() if k in _MODEL_INPUT_KEYS}
+    tokens, _, _ = _describe(inputs, tokenizer, None)
+    word_ids = []
+    for i in range(len(texts)):
+        ids = encoded.word_ids(i) if getattr(encoded, "encodings", None) else None
+        mask = inputs["attention_mask"][i].bool().tolist()
+        word_ids.append([w for w, m in zip(ids, mask) if m] if ids is not None else list(range(sum(mask))))
+    label_tensor = torch.as_tensor(list(labels)) if labels is not None else None
+    return ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids)

@@ -1,0 +1,140 @@
+"""Token heatmaps as images (matplotlib Agg, no display) and markdown tables for TensorBoard.
+
+TensorBoard's text plugin escapes HTML, so colored tokens are drawn as images and tables are
+written as markdown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+# Red for negative, white for zero, green for positive evidence (captum's visualize_text convention).
+ATTRIBUTION_CMAP = LinearSegmentedColormap.from_list("saliency", ["#c0392b", "#f7f7f7", "#1e8449"])
+_CHAR_INCHES = 0.085  # DejaVu Sans Mono advance at 10 pt
+_LINE_CHARS = 72
+_FONT = {"family": "DejaVu Sans Mono", "size": 10}
+
+
+@dataclass
+class HeatmapRow:
+    """One example to draw: its tokens, their scores and the caption shown above them."""
+
+    tokens: Sequence[str]
+    scores: Sequence[float]
+    caption: str
+
+
+def _layout(tokens: Sequence[str], line_chars: int) -> list[tuple[int, int, int]]:
+    """(line, start column, width in characters) per token, wrapping at ``line_chars``."""
+    placed, line, column = [], 0, 0
+    for token in tokens:
+        width = max(len(token), 1) + 1
+        if column and column + width > line_chars:
+            line, column = line + 1, 0
+        placed.append((line, column, width))
+        column += width
+    return placed
+
+
+def _draw_tokens(ax, row: HeatmapRow, norm: Normalize, line_chars: int) -> None:
+    placed = _layout(row.tokens, line_chars)
+    lines = (placed[-1][0] + 1) if placed else 1
+    for token, score, (line, column, width) in zip(row.tokens, row.scores, placed):
+        color = ATTRIBUTION_CMAP(norm(score))
+        ax.add_patch(
+            Rectangle(
+                (column, -line - 0.9), width - 0.2, 0.8, facecolor=color, edgecolor="#bbbbbb", linewidth=0.4
+            )
+        )
+        ax.text(column + 0.4, -line - 0.5, token, va="center", ha="left", fontdict=_FONT)
+    ax.set_xlim(0, line_chars)
+    ax.set_ylim(-lines - 0.1, 0.1)
+    ax.set_axis_off()
+    ax.set_title(row.caption, loc="left", fontsize=9, fontfamily="DejaVu Sans")
+
+
+def _to_array(figure: Figure) -> np.ndarray:
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _lines_needed(row: HeatmapRow, line_chars: int) -> int:
+    placed = _layout(row.tokens, line_chars)
+    return (placed[-1][0] + 1) if placed else 1
+
+
+def _symmetric_limit(scores: Sequence[float]) -> float:
+    largest = float(np.max(np.abs(np.asarray(scores, dtype=float)))) if len(scores) else 0.0
+    return largest if largest > 0 else 1.0
+
+
+def heatmap_image(row: HeatmapRow, line_chars: int = _LINE_CHARS, colorbar_label: str = "attribution") -> np.ndarray:
+    """One example: wrapped colored tokens, caption and a colorbar in score units. HWC uint8."""
+    lines = _lines_needed(row, line_chars)
+    limit = _symmetric_limit(row.scores)
+    norm = Normalize(-limit, limit)
+    height = 0.8 + 0.3 * lines + 0.6
+    figure = Figure(figsize=(line_chars * _CHAR_INCHES + 0.4, height), dpi=100)
+    token_ax = figure.add_axes((0.01, 0.6 / height + 0.1 / height, 0.98, (0.3 * lines) / height))
+    _draw_tokens(token_ax, row, norm, line_chars)
+    bar_ax = figure.add_axes((0.25, 0.2 / height, 0.5, 0.12 / height))
+    figure.colorbar(
+        ScalarMappable(norm=norm, cmap=ATTRIBUTION_CMAP),
+        cax=bar_ax, orientation="horizontal",
+    ).set_label(colorbar_label, fontsize=8)
+    bar_ax.tick_params(labelsize=7)
+    return _to_array(figure)
+
+
+def grid_image(rows: Sequence[HeatmapRow], title: str, line_chars: int = _LINE_CHARS) -> np.ndarray:
+    """All probe examples stacked, each scaled to its own max |score| (colorbar in relative units)."""
+    heights = [0.3 * _lines_needed(row, line_chars) + 0.35 for row in rows]
+    total = sum(heights) + 1.1
+    figure = Figure(figsize=(line_chars * _CHAR_INCHES + 0.4, total), dpi=100)
+    figure.text(0.01, 1 - 0.25 / total, title, fontsize=11, fontweight="bold", va="center")
+    top = total - 0.5
+    norm = Normalize(-1.0, 1.0)
+    for row, height in zip(rows, heights):
+        limit = _symmetric_limit(row.scores)
+        scaled = HeatmapRow(row.tokens, [float(s) / limit for s in row.scores], row.caption)
+        ax = figure.add_axes((0.01, (top - height + 0.05) / total, 0.98, (height - 0.35) / total))
+        _draw_tokens(ax, scaled, norm, line_chars)
+        top -= height
+    bar_ax = figure.add_axes((0.25, 0.2 / total, 0.5, 0.12 / total))
+    figure.colorbar(
+        ScalarMappable(norm=norm, cmap=ATTRIBUTION_CMAP),
+        cax=bar_ax, orientation="horizontal",
+    ).set_label("attribution / max |attribution| of the example", fontsize=8)
+    bar_ax.tick_params(labelsize=7)
+    return _to_array(figure)
+
+
+def escape_markdown(text: str) -> str:
+    """Make token text safe inside a markdown table cell."""
+    for char in "\\|`*_[]<>#":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def top_tokens(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], k: int) -> list[tuple[str, float]]:
+    """The ``k`` non-special tokens with the largest |score|, largest first."""
+    order = sorted((i for i in range(len(tokens)) if not special[i]), key=lambda i: -abs(scores[i]))
+    return [(tokens[i], float(scores[i])) for i in order[:k]]
+
+
+def format_top(pairs: Sequence[tuple[str, float]]) -> str:
+    return ", ".join(f"{escape_markdown(t)} ({s:+.3f})" for t, s in pairs)
