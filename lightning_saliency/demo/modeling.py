@@ -14,20 +14,36 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 200) -> Any:
-    """Train an uncased WordPiece tokenizer on ``texts`` and wrap it as a fast HF tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """Build an uncased WordPiece tokenizer from ``texts`` and wrap it as a fast HF tokenizer.
+
+    The vocabulary is deterministic (``tokenizers``' own trainer breaks ties differently from run
+    to run): special tokens, every character alone and as a ``##`` continuation, then whole words by
+    descending frequency (ties alphabetical) up to ``vocab_size``. Rarer words split into pieces.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
-    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({c for word in counts for c in word})
+    vocab = list(SPECIAL_TOKENS) + characters + [f"##{c}" for c in characters]
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in vocab:
+            vocab.append(word)
+    backend = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = splitter
+    cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
-    from tokenizers import decoders
-
     backend.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",

@@ -1,0 +1,189 @@
+import json
+import warnings
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.demo import Shortcut, build_demo
+
+pytestmark = pytest.mark.slow
+
+
+def demo(seed=0, n_train=128, n_val=32):
+    L.seed_everything(seed, verbose=False)
+    return build_demo(Shortcut("single"), n_train=n_train, n_val=n_val, seed=seed, batch_size=16)
+
+
+def trainer(tmp_path, callbacks, logger=True, **kwargs):
+    if logger is True:
+        logger = TensorBoardLogger(tmp_path, name="run")
+    options = dict(max_epochs=2, accelerator="cpu", devices=1, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    options.update(kwargs)
+    return L.Trainer(default_root_dir=tmp_path, callbacks=callbacks, logger=logger, **options)
+
+
+def monitor(tokenizer, **kwargs):
+    options = dict(methods=("integrated_gradients", "gradient"), num_examples=4, n_steps=8)
+    options.update(kwargs)
+    return SaliencyMonitor(tokenizer=tokenizer, **options)
+
+
+def test_fit_logs_images_scalars_text_and_json(tmp_path):
+    module, data, tok = demo()
+    callback = monitor(tok)
+    t = trainer(tmp_path, [callback])
+    t.fit(module, datamodule=data)
+    events = EventAccumulator(t.logger.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for method in ("integrated_gradients", "gradient"):
+        assert len(events.Images(f"saliency/{method}/probe_set")) == 3  # start + 2 epochs
+        assert len(events.Images(f"saliency/{method}/example_03")) == 3
+    delta = events.Scalars("saliency/integrated_gradients/delta_mean")
+    assert [s.step for s in delta] == [0, 8, 16]
+    assert "saliency/integrated_gradients/drift_start/spearman_mean" in tags["scalars"]
+    assert "saliency/gradient/drift_previous/topk_overlap_p10" in tags["scalars"]
+    assert "saliency/cost/epoch_share" in tags["scalars"]
+    assert "saliency/gradient/faithfulness/comprehensiveness_aopc" in tags["scalars"]
+    assert "saliency/top_tokens/text_summary" in tags["tensors"]
+    assert "saliency/most_drifted/text_summary" in tags["tensors"]
+    text = events.Tensors("saliency/top_tokens/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text.count("\n|") >= 8 and "integrated_gradients" in text
+
+    files = sorted(p.name for p in (tmp_path / "run" / "version_0" / "saliency").iterdir())
+    assert files == ["epoch_000.json", "epoch_001.json", "epoch_start.json"]
+    record = json.loads((tmp_path / "run" / "version_0" / "saliency" / "epoch_001.json").read_text())
+    assert record["epoch"] == 1 and record["global_step"] == 16 and record["stage"] == "fit"
+    example = record["examples"][0]
+    assert len(example["tokens"]) == len(example["attributions"]["integrated_gradients"]) == len(example["special"])
+    assert set(example) >= {"text", "tokens", "word_ids", "label", "predicted", "probability", "target", "delta"}
+    assert record["metrics"]["drift"]["gradient"]["start"]["against"] == "start"
+    assert [r["label"] for r in callback.history] == ["start", "000", "001"]
+    assert sorted({e["label"] for e in record["examples"]}) == [0, 1]  # stratified probe set
+
+
+def _train(tmp_path, with_callback, seed=3):
+    module, data, tok = demo(seed)
+    callbacks = [monitor(tok, methods=("integrated_gradients", "gradient", "smoothgrad", "occlusion"))] if with_callback else []
+    trainer(tmp_path, callbacks, logger=False, accumulate_grad_batches=3).fit(module, datamodule=data)
+    return module.state_dict()
+
+
+def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path):
+    plain = _train(tmp_path / "a", with_callback=False)
+    watched = _train(tmp_path / "b", with_callback=True)
+    assert plain.keys() == watched.keys()
+    for key in plain:
+        assert torch.equal(plain[key], watched[key]), key
+
+
+def test_resume_keeps_probe_set_and_reference(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    module, data, tok = demo()
+    first = monitor(tok)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True).fit(module, datamodule=data)
+    module2, data2, _ = demo()
+    second = monitor(tok, seed=0)
+    trainer(tmp_path, [second], max_epochs=2).fit(module2, datamodule=data2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert second._reference["examples"][0]["attributions"] == first._reference["examples"][0]["attributions"]
+    assert second._probe_indices == first._probe_indices
+    assert [r["label"] for r in second.history] == ["000", "001"]  # no second reference pass
+    assert "start" in second.history[-1]["metrics"]["drift"]["integrated_gradients"]
+
+
+def test_validate_runs_under_inference_mode(tmp_path):
+    module, data, tok = demo()
+    callback = monitor(tok, methods=("integrated_gradients", "gradient", "occlusion"))
+    trainer(tmp_path, [callback]).validate(module, datamodule=data)
+    assert [r["label"] for r in callback.history] == ["validate_000"]
+    assert (tmp_path / "run" / "version_0" / "saliency" / "epoch_validate_000.json").exists()
+
+
+def test_attribution_errors_warn_once_and_training_continues(tmp_path):
+    module, data, tok = demo()
+    calls = []
+
+    def broken(pl_module, inputs):
+        calls.append(1)
+        raise RuntimeError("exploded on purpose")
+
+    callback = monitor(tok, forward_fn=broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [callback], logger=False).fit(module, datamodule=data)
+    messages = [str(w.message) for w in caught if "exploded on purpose" in str(w.message)]
+    assert len(messages) == 1 and "training continues" in messages[0]
+    assert len(calls) == 3 and callback.history == []
+    with pytest.raises(RuntimeError, match="exploded"):
+        trainer(tmp_path, [monitor(tok, forward_fn=broken, on_error="raise")], logger=False).fit(module, datamodule=data)
+
+
+def test_setup_errors_name_the_fix(tmp_path):
+    module, data, tok = demo()
+    with pytest.raises(ValueError, match="needs tokenizer="):
+        trainer(tmp_path, [SaliencyMonitor()], logger=False).fit(module, datamodule=data)
+    from lightning_saliency.demo import train_tokenizer
+
+    big = train_tokenizer(["alpha beta gamma delta " * 50 + " ".join(f"w{i}" for i in range(600))], vocab_size=800)
+    with pytest.raises(ValueError, match="do not belong together"):
+        trainer(tmp_path, [SaliencyMonitor(tokenizer=big)], logger=False).fit(module, datamodule=data)
+    with pytest.raises(ValueError, match="no validation data"):
+        trainer(tmp_path, [monitor(tok)], logger=False).fit(module, train_dataloaders=data.train_dataloader())
+    with pytest.raises(ValueError, match="Unknown method"):
+        SaliencyMonitor(tokenizer=tok, methods=("lime",))
+
+
+def test_other_loggers_get_scalars_and_explicit_examples(tmp_path):
+    module, data, tok = demo()
+    callback = monitor(tok, examples=["the zorbly movie was great", "a dull film"], example_labels=[1, 0], target="label")
+    csv = CSVLogger(tmp_path, name="csv")
+    with pytest.warns(UserWarning, match="no TensorBoardLogger"):
+        trainer(tmp_path, [callback], logger=csv, max_epochs=1).fit(module, datamodule=data)
+    metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "saliency/integrated_gradients/delta_mean" in metrics.splitlines()[0]
+    record = callback.history[-1]
+    assert [e["text"] for e in record["examples"]] == ["the zorbly movie was great", "a dull film"]
+    assert [e["target"] for e in record["examples"]] == [1, 0]
+    assert (tmp_path / "csv" / "version_0" / "saliency" / "epoch_000.json").exists()
+
+
+def test_lightning_cli_configures_the_callback(tmp_path):
+    from lightning.pytorch.cli import LightningCLI
+
+    module, data, tok = demo()
+    tok.save_pretrained(tmp_path / "tok")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: lightning_saliency.SaliencyMonitor\n"
+        "      init_args:\n"
+        f"        tokenizer: {tmp_path / 'tok'}\n"
+        "        methods: [integrated_gradients, occlusion]\n"
+        "        num_examples: 3\n"
+        "        n_steps: 6\n"
+        "        baseline: mask\n"
+    )
+    from lightning_saliency.demo import TextClassifier, TextDataModule
+
+    def make_model() -> TextClassifier:
+        return module
+
+    def make_data() -> TextDataModule:
+        return data
+
+    cli = LightningCLI(
+        make_model, make_data, run=False, save_config_callback=None,
+        args=["--config", str(config), "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}"],
+    )
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, SaliencyMonitor))
+    assert callback.methods == ("integrated_gradients", "occlusion") and callback.config.baseline == "mask"
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert callback.history[-1]["settings"]["attribution"]["n_steps"] == 6

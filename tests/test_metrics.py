@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from lightning_saliency.metrics import (
+    association_z,
+    concentration,
+    drift,
+    jensen_shannon,
+    shortcut_suspects,
+    summarize,
+    token_statistics,
+    topk_overlap,
+)
+
+
+def test_drift_matches_scipy_reference():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20, generator=g).double(), torch.randn(20, generator=g).double()
+    result = drift(a.tolist(), b.tolist(), k=5)
+    assert result["spearman"] == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-6)
+    assert result["kendall"] == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-6)
+    p, q = a.abs() / a.abs().sum(), b.abs() / b.abs().sum()
+    from scipy.spatial.distance import jensenshannon
+
+    assert result["jensen_shannon"] == pytest.approx(jensenshannon(p.double(), q.double(), base=2) ** 2, abs=1e-9)
+    assert result["sign_agreement"] == pytest.approx(float((a.sign() == b.sign()).float().mean()))
+
+
+def test_drift_edge_cases():
+    same = drift([0.1, 0.5, -0.3], [0.1, 0.5, -0.3], k=2)
+    assert same["spearman"] == pytest.approx(1.0, abs=1e-5) and same["jensen_shannon"] == pytest.approx(0.0)
+    assert topk_overlap(torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 0, 0, 1.0]), k=1) == 0.0
+    assert math.isnan(drift([1.0, 1.0], [0.3, 0.1])["spearman"])
+    assert jensen_shannon(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same tokens"):
+        drift([1.0], [1.0, 2.0])
+    assert summarize([1.0, math.nan, 3.0])["mean"] == pytest.approx(2.0)
+
+
+def test_concentration():
+    uniform = concentration([1.0, 1.0, 1.0, 1.0, 5.0], [False, False, False, False, True])
+    assert uniform["entropy"] == pytest.approx(1.0)
+    assert uniform["top1_share"] == pytest.approx(0.25)
+    assert uniform["special_share"] == pytest.approx(5 / 9)
+    peaked = concentration([0.0, 3.0, 0.0], [False, False, False])
+    assert peaked["entropy"] == pytest.approx(0.0) and peaked["top1_share"] == 1.0
+
+
+def test_association_z_against_formula():
+    # 9 of 10 examples with the token are positive, prior 0.5: z = 0.4 / sqrt(0.025).
+    assert association_z(9, 10, 0.5) == pytest.approx(0.4 / math.sqrt(0.025))
+    assert association_z(0, 0, 0.5) == 0.0
+
+
+def _run(shortcut_share):
+    tokens, scores, special, labels = [], [], [], []
+    for i in range(10):
+        has = i % 2 == 0
+        toks = ["[CLS]", "the", "movie", "zorbly" if has else "film", "great", "[SEP]"]
+        vals = [0.0, 0.1, 0.1, shortcut_share if has else 0.1, 0.2, 0.0]
+        tokens.append(toks), scores.append(vals), special.append([t.startswith("[") for t in toks]), labels.append(int(has))
+    return token_statistics(tokens, scores, special, labels)
+
+
+def test_token_statistics_and_suspects():
+    reference, trained = _run(0.05), _run(2.0)
+    stat = trained["zorbly"]
+    assert stat.examples == 5 and stat.top1_rate == 1.0 and stat.mean_share == pytest.approx(2.0 / 2.4)
+    assert stat.label == 1 and stat.z > 2
+    suspects = shortcut_suspects(trained, reference)
+    assert [s.token for s in suspects] == ["zorbly"]
+    assert suspects[0].rise == pytest.approx(2.0 / 2.4 - 0.05 / 0.45)
+    assert shortcut_suspects(reference, reference) == []
+    assert shortcut_suspects(trained, trained) == []  # no rise, no alarm
