@@ -276,8 +276,7 @@ class SaliencyMonitor(Callback):
         started = time.perf_counter()
         epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
         probe = self._ensure_probe(trainer)
-        total_rows = _rows_per_example(self.methods, self.config) * len(probe)
-        with self._logger.progress(trainer, f"Saliency [{label}]", total_rows) as advance:
+        with self._logger.progress(trainer, f"Saliency [{label}]") as advance:
             result = attribute(
                 pl_module, probe.inputs, self.methods, tokenizer=self.tokenizer, special_tokens=self._special,
                 embedding_layer=self.embedding_layer, forward_fn=self._call_model,
@@ -299,17 +298,6 @@ class SaliencyMonitor(Callback):
             f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(probe)} examples "
             f"took {record['seconds']:.2f} s."
         )
-
-
-def _rows_per_example(methods: Sequence[str], config: AttributionConfig) -> int:
-    rows = 1
-    if "integrated_gradients" in methods:
-        rows += 1 + (config.n_steps if config.tolerance is None else config.min_steps)
-    if {"gradient", "gradient_x_input"} & set(methods):
-        rows += 1
-    if "smoothgrad" in methods:
-        rows += config.smoothgrad_samples
-    return rows
 
 
 def _hf_forward(pl_module: Any) -> ForwardFn:

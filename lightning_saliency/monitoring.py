@@ -86,14 +86,16 @@ class RunLogger:
         self._warned_tokens: set[str] = set()
 
     @contextmanager
-    def progress(self, trainer: Any, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    def progress(self, trainer: Any, description: str) -> Iterator[Callable[[int], None]]:
+        # A count of evaluated rows: how many a run needs is not known ahead (adaptive IG refines
+        # per example), so no total is shown rather than a wrong one.
         bar_callback = trainer.progress_bar_callback
         if bar_callback is None or not getattr(bar_callback, "is_enabled", False):
             yield lambda n: None
             return
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, file=sys.stdout, unit="row")
+        bar = tqdm(desc=description, leave=False, dynamic_ncols=True, file=sys.stdout, unit="row")
         try:
             yield bar.update
         finally:

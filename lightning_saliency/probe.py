@@ -95,9 +95,15 @@ def model_inputs(batch: Any) -> dict[str, torch.Tensor]:
     }
 
 
-def _describe(inputs: dict[str, torch.Tensor], tokenizer: Any, id_to_token: Optional[Callable[[int], str]]):
+def _describe(
+    inputs: dict[str, torch.Tensor],
+    tokenizer: Any,
+    id_to_token: Optional[Callable[[int], str]],
+    known_word_ids: Optional[list[list[Optional[int]]]] = None,
+):
+    """Tokens, decoded text and word ids per example (word ids re-derived unless known)."""
     tokens, texts, word_ids = [], [], []
-    for row, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+    for i, (row, mask) in enumerate(zip(inputs["input_ids"], inputs["attention_mask"])):
         ids = row[mask.bool()].tolist()
         if tokenizer is not None:
             tokens.append(tokenizer.convert_ids_to_tokens(ids))
@@ -105,7 +111,7 @@ def _describe(inputs: dict[str, torch.Tensor], tokenizer: Any, id_to_token: Opti
         else:
             tokens.append([id_to_token(i) if id_to_token else str(i) for i in ids])
             texts.append(" ".join(tokens[-1]))
-        word_ids.append(_word_ids(tokenizer, ids, texts[-1]))
+        word_ids.append(known_word_ids[i] if known_word_ids is not None else _word_ids(tokenizer, ids, texts[-1]))
     return tokens, texts, word_ids
 
 
@@ -154,11 +160,10 @@ def probe_from_texts(
     """A probe set from raw texts (``examples=[...]``), tokenized with ``tokenizer``."""
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     inputs = {k: v for k, v in encoded.items() if k in _MODEL_INPUT_KEYS}
-    tokens, _, _ = _describe(inputs, tokenizer, None)
-    word_ids = []
-    for i in range(len(texts)):
-        ids = encoded.word_ids(i) if getattr(encoded, "encodings", None) else None
-        mask = inputs["attention_mask"][i].bool().tolist()
-        word_ids.append([w for w, m in zip(ids, mask) if m] if ids is not None else list(range(sum(mask))))
+    known = None
+    if getattr(encoded, "encodings", None):  # a fast tokenizer already knows the word boundaries
+        masks = inputs["attention_mask"].bool().tolist()
+        known = [[w for w, m in zip(encoded.word_ids(i), masks[i]) if m] for i in range(len(texts))]
+    tokens, _, word_ids = _describe(inputs, tokenizer, None, known)
     label_tensor = torch.as_tensor(list(labels)) if labels is not None else None
     return ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids)

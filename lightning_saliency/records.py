@@ -28,9 +28,11 @@ def build_record(
     probe: ProbeSet,
     result: Attributions,
     label_names: Optional[Sequence[str]] = None,
-    seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Per-example tokens, prediction and per-method token attributions (padding removed)."""
+    """Per-example tokens, prediction and per-method token attributions (padding removed).
+
+    ``seconds`` (the run's wall time, rendering and logging included) is filled in when published.
+    """
     examples = []
     for i in range(len(probe)):
         valid = result.attention_mask[i].bool()
@@ -60,7 +62,7 @@ def build_record(
         "stage": stage,
         "epoch": epoch,
         "global_step": global_step,
-        "seconds": seconds,
+        "seconds": None,
         "settings": settings,
         "methods": list(result.methods),
         "examples": examples,

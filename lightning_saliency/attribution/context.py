@@ -100,7 +100,7 @@ class AttributionContext:
             config.max_tokens, progress,
         )
         self.size = self.batch.size
-        self.special_masks = [self._trim(self.batch.special_mask, i) for i in range(self.size)]
+        self.special_masks = [self.batch.trim(self.batch.special_mask, i) for i in range(self.size)]
         self.replace = [replaceable_mask(self.evaluator.examples[i], self.special_masks[i]) for i in range(self.size)]
         self.inputs = [self.evaluator.embed(i) for i in range(self.size)]
         replacement = self.special.replacement_id(config.baseline)
@@ -114,14 +114,22 @@ class AttributionContext:
         self.head_at_input: list[Optional[torch.Tensor]] = [None] * self.size
         self.baseline_head: list[Optional[torch.Tensor]] = [None] * self.size
 
-    def _trim(self, padded: torch.Tensor, index: int) -> torch.Tensor:
-        return padded[index, ..., int(self.batch.starts[index]) : int(self.batch.ends[index])]
-
     def interpolate(self, example: int, alphas: torch.Tensor) -> torch.Tensor:
         """Rows on the straight path ``x' + alpha (x - x')`` for the given alphas."""
         base, inp = self.baselines[example], self.inputs[example]
         shape = (-1,) + (1,) * inp.dim()
         return base + alphas.to(base).view(shape) * (inp - base)
+
+    def replaced_rows(self, example: int, removals: list) -> torch.Tensor:
+        """One copy of the input embeddings per entry of ``removals``, with those flat positions
+        (over the example's trimmed ``(..., length)`` grid) set to the baseline's embeddings."""
+        x, base = self.inputs[example], self.baselines[example]
+        rows = x.unsqueeze(0).repeat(len(removals), *([1] * x.dim()))
+        flat_rows, flat_base = rows.view(len(removals), -1, x.shape[-1]), base.reshape(-1, x.shape[-1])
+        for row, positions in enumerate(removals):
+            if positions:
+                flat_rows[row, positions] = flat_base[positions]
+        return rows
 
     def resolve(self, target: TargetArg, with_baseline: bool) -> None:
         """Forward pass at the inputs (and baselines) to fix targets and the end-point scores."""

@@ -9,7 +9,6 @@ rows of all examples, methods and fractions go through the model in shared batch
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 import torch
@@ -17,7 +16,7 @@ from torch import nn
 
 from lightning_saliency.attribution.context import AttributionConfig, AttributionContext
 from lightning_saliency.attribution.evaluator import Job
-from lightning_saliency.attribution.isolation import isolated_eval
+from lightning_saliency.attribution.isolation import isolated_eval, private_generator
 from lightning_saliency.attribution.perturbation import target_probability
 from lightning_saliency.attribution.targets import TargetArg, TargetSpec
 
@@ -28,10 +27,8 @@ def _ranking(ctx: AttributionContext, index: int, scores: Optional[torch.Tensor]
     """Replaceable flat positions of example ``index``, most important first."""
     allowed = torch.nonzero(ctx.replace[index].reshape(-1).cpu()).flatten()
     if scores is None:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        return allowed[torch.randperm(allowed.numel(), generator=generator)].tolist()
-    start, end = int(ctx.batch.starts[index]), int(ctx.batch.ends[index])
-    flat = scores[index, ..., start:end].reshape(-1)[allowed]
+        return allowed[torch.randperm(allowed.numel(), generator=private_generator(seed, index))].tolist()
+    flat = ctx.batch.trim(scores, index).reshape(-1)[allowed]
     return allowed[torch.argsort(flat, descending=True, stable=True)].tolist()
 
 
@@ -64,7 +61,7 @@ def erasure_faithfulness(
     """
     if not fractions or any(not 0 < q <= 1 for q in fractions):
         raise ValueError(f"fractions must be in (0, 1], got {tuple(fractions)}.")
-    config = replace(config or AttributionConfig())
+    config = config or AttributionConfig()
     methods: dict[str, Optional[torch.Tensor]] = dict(rankings)
     if random_control:
         methods[RANDOM] = None
@@ -82,14 +79,7 @@ def erasure_faithfulness(
         probabilities: dict[tuple, float] = {}
 
         def build(example: int, keys: list) -> torch.Tensor:
-            x, base = ctx.inputs[example], ctx.baselines[example]
-            rows = x.unsqueeze(0).repeat(len(keys), *([1] * x.dim()))
-            flat_rows, flat_base = rows.view(len(keys), -1, x.shape[-1]), base.reshape(-1, x.shape[-1])
-            for r, key in enumerate(keys):
-                positions = removals[key]
-                if positions:
-                    flat_rows[r, positions] = flat_base[positions]
-            return rows
+            return ctx.replaced_rows(example, [removals[key] for key in keys])
 
         def consume(group, head, scores, grads, output) -> None:
             for key, row in zip(group.params, head):

@@ -41,6 +41,12 @@ def isolated_eval(model: nn.Module) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+def private_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one (seed, stream) pair, so sampling never advances the global RNG and
+    does not depend on how examples are batched or chunked."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
 def detach_from_inference(tensor: torch.Tensor) -> torch.Tensor:
     """A normal (autograd-usable) copy of a tensor that may have been made under inference mode."""
     with torch.inference_mode(False):

@@ -9,13 +9,12 @@ from torch import nn
 
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.evaluator import Job
+from lightning_saliency.attribution.isolation import private_generator
 
 
 def _noise(seed: int, sample: int, like: torch.Tensor) -> torch.Tensor:
-    # A private generator per sample index: results do not depend on chunking or batch
-    # composition, and the global RNG used by training is never advanced.
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + sample)
-    return torch.randn(like.shape, generator=generator).to(like)
+    # One private stream per sample index, shared by all examples of any batch.
+    return torch.randn(like.shape, generator=private_generator(seed, sample)).to(like)
 
 
 def smoothgrad(ctx: AttributionContext) -> list[torch.Tensor]:
@@ -48,12 +47,7 @@ def occlusion(ctx: AttributionContext) -> list[torch.Tensor]:
     results = [torch.zeros(r.shape) for r in ctx.replace]
 
     def build(example: int, positions: list) -> torch.Tensor:
-        x, base = ctx.inputs[example], ctx.baselines[example]
-        rows = x.unsqueeze(0).repeat(len(positions), *([1] * x.dim()))
-        flat_rows, flat_base = rows.view(len(positions), -1, x.shape[-1]), base.reshape(-1, x.shape[-1])
-        for r, position in enumerate(positions):
-            flat_rows[r, position] = flat_base[position]
-        return rows
+        return ctx.replaced_rows(example, [[p] for p in positions])
 
     def consume(group, head, scores, grads, output) -> None:
         reference = target_probability(ctx.head_at_input[group.example], ctx.targets[group.example])

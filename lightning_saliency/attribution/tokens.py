@@ -89,10 +89,13 @@ class TokenBatch:
         """Per-example number of positions kept after trimming padding."""
         return self.ends - self.starts
 
+    def trim(self, padded: torch.Tensor, index: int) -> torch.Tensor:
+        """Example ``index`` of a tensor shaped like ``input_ids``, with its padding cut off."""
+        return padded[index, ..., int(self.starts[index]) : int(self.ends[index])]
+
     def example(self, index: int) -> dict[str, torch.Tensor]:
         """Inputs of one example with padding trimmed off both ends."""
-        start, end = int(self.starts[index]), int(self.ends[index])
-        return {key: value[index, ..., start:end] for key, value in self.inputs.items()}
+        return {key: self.trim(value, index) for key, value in self.inputs.items()}
 
 
 def prepare_batch(
