@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_saliency.attribution import METHODS, AttributionConfig, SpecialTokens, attribute
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
+from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
 from lightning_saliency.attribution.targets import TASKS
-from lightning_saliency.monitoring import RunLogger, monitor_settings
+from lightning_saliency.budget import ComputeBudget, Plan
+from lightning_saliency.distributed import (
+    ShardError, broadcast_object, gather_objects, refuse_sharded_models, shard_rows, world,
+)
+from lightning_saliency.monitoring import RunLogger, monitor_settings, output_directory
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.records import build_record
 
@@ -45,7 +52,15 @@ class SaliencyMonitor(Callback):
         task: ``"classification"``, ``"multiple_choice"`` or ``"causal_lm"``.
         label_names: class names for captions (default: the model config's ``id2label``).
         top_k: tokens per example in the markdown table and drift metrics.
-        max_tokens: padded tokens per attribution chunk (memory bound).
+        max_tokens: padded tokens per attribution chunk, which bounds attribution's memory. Default:
+            the largest training batch seen so far (``input_ids.numel()``), so attribution's peak
+            memory stays at or below a training step's; before the first training batch, the
+            validation loader's batch size times the probe's padded length.
+        budget: the attribution time allowed per run as a fraction of the epoch's wall time (e.g.
+            ``0.1``). Each run's cost is predicted from the previous run's; the IG steps (or the
+            adaptive step cap) are lowered first, down to ``min(9, n_steps)``, then fewer probe
+            examples are attributed (a fixed prefix of the probe order, at least 2), so drift is
+            always compared on the same examples. ``None`` (default): run exactly as configured.
         log_example_images: also log one image per example (the grid image is always logged).
         reference_pass: attribute once before training (run label ``"start"``).
         dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``).
@@ -61,10 +76,13 @@ class SaliencyMonitor(Callback):
         on_shortcut: called as ``on_shortcut(suspects, record)`` when suspects are found.
         faithfulness: compute ERASER comprehensiveness / sufficiency for IG and gradient.
 
+    Under DDP every rank attributes its share of the probe set (balanced by tokens) and rank zero
+    gathers the shards for metrics, images and files; only rank zero writes.
+
     Raises:
         ValueError: at ``setup`` for an unknown method or option, no tokenizer, no embedding layer,
-            a vocabulary larger than the embedding table, no validation data, or no way to call
-            the model.
+            a vocabulary larger than the embedding table, no validation data, no way to call
+            the model, or a strategy that shards parameters (FSDP, DeepSpeed, model parallel).
 
     Example::
 
@@ -93,7 +111,8 @@ class SaliencyMonitor(Callback):
         task: str = "classification",
         label_names: Optional[list[str]] = None,
         top_k: int = 5,
-        max_tokens: int = 4096,
+        max_tokens: Optional[int] = None,
+        budget: Optional[float] = None,
         log_example_images: bool = True,
         reference_pass: bool = True,
         dirpath: Optional[str] = None,
@@ -122,9 +141,17 @@ class SaliencyMonitor(Callback):
         if num_examples < 1 or every_n_epochs < 1 or top_k < 1:
             raise ValueError("num_examples, every_n_epochs and top_k must be positive.")
         self.config = AttributionConfig(
-            n_steps=n_steps, tolerance=tolerance, baseline=baseline, seed=seed, max_tokens=max_tokens,
+            n_steps=n_steps, tolerance=tolerance, baseline=baseline, seed=seed, max_tokens=max_tokens or 4096,
             **(attribution_options or {}),
         )
+        self.max_tokens = max_tokens
+        adaptive = self.config.tolerance is not None
+        steps = self.config.max_steps if adaptive else self.config.n_steps
+        self.budget = None if budget is None else ComputeBudget(
+            budget, num_examples, steps, min_examples=2,
+            min_steps=self.config.min_steps if adaptive else min(9, self.config.n_steps),
+        )
+        self._train_tokens = 0
         self.tokenizer = tokenizer
         self.num_examples, self.every_n_epochs = num_examples, every_n_epochs
         self.examples, self.example_labels = examples, example_labels
@@ -155,6 +182,7 @@ class SaliencyMonitor(Callback):
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        refuse_sharded_models(trainer.strategy)
         if isinstance(self.tokenizer, (str, Path)):
             from transformers import AutoTokenizer
 
@@ -185,12 +213,18 @@ class SaliencyMonitor(Callback):
 
     # ---------------------------------------------------------------------------------- hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.reference_pass and self._reference is None:
+        # Decided from state every rank holds alike (a checkpoint restores it on all ranks).
+        if self.reference_pass and "start" not in self._completed:
             self._prepare_validation_data(trainer)
             self._guarded_run(trainer, pl_module, "start", "fit", epoch=None)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        ids = batch.get("input_ids") if isinstance(batch, dict) else None
+        if isinstance(ids, torch.Tensor):
+            self._train_tokens = max(self._train_tokens, ids.numel())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -233,10 +267,7 @@ class SaliencyMonitor(Callback):
         if self.examples is not None:
             self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels)
         else:
-            loaders = trainer.val_dataloaders
-            loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-            if isinstance(loaders, dict):
-                loader = next(iter(loaders.values()))
+            loader = self._validation_loader(trainer)
             if loader is None:
                 raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
             if self._probe_indices is not None:
@@ -245,6 +276,13 @@ class SaliencyMonitor(Callback):
                 self.probe = probe_from_dataloader(loader, self.num_examples, self.seed, self.tokenizer)
         self._probe_indices = list(self.probe.indices)
         return self.probe
+
+    @staticmethod
+    def _validation_loader(trainer: Optional[L.Trainer]) -> Any:
+        loaders = getattr(trainer, "val_dataloaders", None)
+        if isinstance(loaders, dict):
+            return next(iter(loaders.values()), None)
+        return loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
 
     def _target_argument(self, probe: ProbeSet) -> Any:
         if self.target == "predicted":
@@ -256,8 +294,6 @@ class SaliencyMonitor(Callback):
         return self.target
 
     def _guarded_run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
-        if not trainer.is_global_zero:
-            return
         try:
             self._run(trainer, pl_module, label, stage, epoch)
         except Exception as error:  # attribution must never cost the user's training run
@@ -272,28 +308,83 @@ class SaliencyMonitor(Callback):
                     f"Cause: {key}\n{where}Set on_error='raise' to stop on such errors."
                 )
 
+    def _plan(self, label: str, epoch_seconds: Optional[float]) -> Plan:
+        if self.budget is None:
+            return Plan(self.num_examples, self.config.n_steps)
+        return self.budget.full() if label == "start" else self.budget.plan(epoch_seconds)
+
+    def _run_config(self, plan: Plan, probe: ProbeSet, trainer: L.Trainer) -> AttributionConfig:
+        changes: dict[str, Any] = {}
+        if self.max_tokens is None:
+            changes["max_tokens"] = self._train_tokens or self._validation_tokens(probe, trainer)
+        if self.budget is not None:
+            changes["max_steps" if self.config.tolerance is not None else "n_steps"] = plan.steps
+        return replace(self.config, **changes)
+
+    def _validation_tokens(self, probe: ProbeSet, trainer: L.Trainer) -> int:
+        loader = self._validation_loader(trainer)
+        batch_size = getattr(loader, "batch_size", None) or 1
+        return max(batch_size * probe.inputs["input_ids"].shape[-1], 1)
+
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
         started = time.perf_counter()
         epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
-        probe = self._ensure_probe(trainer)
-        with self._logger.progress(trainer, f"Saliency [{label}]") as advance:
-            result = attribute(
-                pl_module, probe.inputs, self.methods, tokenizer=self.tokenizer, special_tokens=self._special,
-                embedding_layer=self.embedding_layer, forward_fn=self._call_model,
-                target=self._target_argument(probe), task=self.task, config=self.config,
-                forward_context=trainer.precision_plugin.forward_context, progress=advance,
-            )
+        rank, world_size = world(trainer)
+        # Every rank makes the same collective calls in the same order, whatever fails locally:
+        # one broadcast (the plan), then one gather (a shard, nothing, or an error).
+        plan = broadcast_object(self._plan(label, epoch_seconds), world_size)
+        shard: Optional[Attributions] = None
+        failure: Optional[str] = None
+        try:
+            probe = self._ensure_probe(trainer)
+            probe = probe.select(range(plan.num_examples)) if plan.num_examples < len(probe) else probe
+            config = self._run_config(plan, probe, trainer)
+            rows = shard_rows(probe.lengths(), rank, world_size)
+            if rows:
+                with self._logger.progress(trainer, f"Saliency [{label}]") as advance:
+                    part = probe.select(rows)
+                    shard = attribute(
+                        pl_module, part.inputs, self.methods, tokenizer=self.tokenizer, special_tokens=self._special,
+                        embedding_layer=self.embedding_layer, forward_fn=self._call_model,
+                        target=self._target_argument(part), task=self.task, config=config,
+                        forward_context=trainer.precision_plugin.forward_context, progress=advance,
+                    )
+                    shard = select_rows(shard, range(len(rows))) if world_size > 1 else shard
+        except Exception as error:
+            if world_size == 1:
+                raise
+            rows, failure = [], f"rank {rank}: {type(error).__name__}: {error}"
+        directory = output_directory(self, trainer)  # a collective under DDP, so outside rank zero's branch
+        gathered = gather_objects((rows, shard, failure), world_size)
+        failures = [f for _, _, f in gathered if f is not None]
+        if failures:
+            raise ShardError("; ".join(failures))
+        self._completed.add(label)
+        if not trainer.is_global_zero:
+            return
+        parts = [(r, s) for r, s, _ in gathered if s is not None]
+        result = parts[0][1] if len(parts) == 1 else concatenate([s for _, s in parts], [i for r, _ in parts for i in r])
+        self._record(trainer, pl_module, label, stage, epoch, probe, result, config, plan, (started, epoch_seconds),
+                     directory)
+
+    def _record(self, trainer, pl_module, label, stage, epoch, probe, result, config, plan, timing, directory):
         names = self.label_names or _config_label_names(pl_module)
         record = build_record(
             label=label, stage=stage, epoch=epoch, global_step=trainer.global_step,
-            settings=monitor_settings(self), probe=probe, result=result, label_names=names,
+            settings=monitor_settings(self, config, plan if self.budget is not None else None), probe=probe,
+            result=result, label_names=names,
         )
         self._logger.analyse(self, pl_module, record, result, probe)
         if label == "start":
             self._reference = record
-        self._logger.publish(self, trainer, record, started, epoch_seconds)
+        self._logger.publish(self, trainer, record, *timing, directory)
         self.history.append(record)
-        self._completed.add(label)
+        if self.budget is not None:
+            ig = result.methods.get("integrated_gradients")
+            self.budget.observe(
+                seconds=record["seconds"], ig_seconds=result.timings.get("integrated_gradients", 0.0),
+                examples=len(probe), mean_steps=float(ig.steps.float().mean()) if ig is not None else 0.0,
+            )
         rank_zero_info(
             f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(probe)} examples "
             f"took {record['seconds']:.2f} s."

@@ -47,8 +47,9 @@ SCALAR_LAYOUT = {
 }
 
 
-def monitor_settings(monitor: Any) -> dict[str, Any]:
-    """The settings that make runs comparable, stored in every record."""
+def monitor_settings(monitor: Any, config: Any, plan: Any = None) -> dict[str, Any]:
+    """The settings that make runs comparable, stored in every record (``budget``: what the compute
+    budget chose for this run, when one is set)."""
     return {
         "methods": list(monitor.methods),
         "target": monitor.target,
@@ -56,7 +57,8 @@ def monitor_settings(monitor: Any) -> dict[str, Any]:
         "num_examples": monitor.num_examples,
         "seed": monitor.seed,
         "top_k": monitor.top_k,
-        "attribution": asdict(monitor.config),
+        "attribution": asdict(config),
+        "budget": None if plan is None else {"fraction": monitor.budget.fraction, **plan.as_dict()},
     }
 
 
@@ -64,16 +66,28 @@ def _regular(example: dict, method: str) -> list[float]:
     return [s for s, special in zip(example["attributions"][method], example["special"]) if not special]
 
 
+def restricted_to(run: dict, indices: list[int]) -> dict:
+    """``run`` with only the examples whose dataset index is in ``indices`` (in that order)."""
+    by_index = {e["index"]: e for e in run["examples"]}
+    return {**run, "examples": [by_index[i] for i in indices if i in by_index]}
+
+
 def _drift_block(record: dict, other: dict, method: str, k: int) -> Optional[dict]:
+    """Drift against ``other`` over the examples both runs attributed (all of them unless a compute
+    budget shortened one run: then a prefix of the same probe order)."""
     if other is None or method not in other.get("methods", []):
         return None
-    if [e["index"] for e in other["examples"]] != [e["index"] for e in record["examples"]]:
+    before = {e["index"]: e for e in other["examples"]}
+    positions = [p for p, e in enumerate(record["examples"]) if e["index"] in before]
+    if not positions:
         return None
-    per_example = [drift(_regular(b, method), _regular(a, method), k) for a, b in zip(record["examples"], other["examples"])]
+    pairs = [(record["examples"][p], before[record["examples"][p]["index"]]) for p in positions]
+    per_example = [drift(_regular(b, method), _regular(a, method), k) for a, b in pairs]
     return {
         "against": other["label"],
+        "positions": positions,
         "per_example": per_example,
-        "before_top": [render.top_tokens(e["tokens"], e["attributions"][method], e["special"], k) for e in other["examples"]],
+        "before_top": [render.top_tokens(b["tokens"], b["attributions"][method], b["special"], k) for _, b in pairs],
         "summary": {m: summarize([d[m] for d in per_example]) for m in DRIFT_METRICS},
     }
 
@@ -107,7 +121,6 @@ class RunLogger:
         scalars = metrics["scalars"]
         previous = monitor.history[-1] if monitor.history else None
         reference = monitor._reference
-        labels = [e["label"] for e in record["examples"]]
         for method in record["methods"]:
             deltas = [abs(e["delta"][method]) for e in record["examples"] if method in e["delta"]]
             if deltas:
@@ -126,7 +139,7 @@ class RunLogger:
                 for metric, summary in block["summary"].items():
                     scalars[f"saliency/{method}/drift_{name}/{metric}_mean"] = summary["mean"]
                     scalars[f"saliency/{method}/drift_{name}/{metric}_p10"] = summary["p10"]
-            self._shortcuts(monitor, record, reference, method, labels, metrics)
+            self._shortcuts(monitor, record, reference, method, metrics)
         if monitor.faithfulness:
             self._faithfulness(monitor, pl_module, record, result, probe, metrics)
         if probe.labels is not None:
@@ -134,16 +147,17 @@ class RunLogger:
             scalars["saliency/probe/accuracy"] = sum(correct) / len(correct)
         record["metrics"] = metrics
 
-    def _shortcuts(self, monitor, record, reference, method, labels, metrics) -> None:
+    def _shortcuts(self, monitor, record, reference, method, metrics) -> None:
         def stats_of(run: dict) -> dict:
             return token_statistics(
                 [e["tokens"] for e in run["examples"]], [e["attributions"][method] for e in run["examples"]],
-                [e["special"] for e in run["examples"]], labels,
+                [e["special"] for e in run["examples"]], [e["label"] for e in run["examples"]],
             )
 
         current = stats_of(record)
         has_reference = reference is not None and reference is not record and method in reference["methods"]
-        before = stats_of(reference) if has_reference else None
+        # Over the same examples as this run (a compute budget may have attributed only a prefix).
+        before = stats_of(restricted_to(reference, [e["index"] for e in record["examples"]])) if has_reference else None
         options = dict(monitor.shortcut_options)
         fraction = options.pop("min_fraction")
         options["min_examples"] = max(options["min_examples"], math.ceil(fraction * len(record["examples"])))
@@ -182,7 +196,9 @@ class RunLogger:
                 metrics["scalars"][f"saliency/{method}/faithfulness/{key}"] = summary[key]
 
     # ------------------------------------------------------------------------------ publishing
-    def publish(self, monitor: Any, trainer: Any, record: dict, started: float, epoch_seconds: Optional[float]) -> None:
+    def publish(
+        self, monitor: Any, trainer: Any, record: dict, started: float, epoch_seconds: Optional[float], directory: Path
+    ) -> None:
         loggers, step = trainer.loggers, trainer.global_step
         self.sinks.layout(loggers, SCALAR_LAYOUT)
         for method in record["methods"]:
@@ -203,10 +219,16 @@ class RunLogger:
         scalars["saliency/cost/seconds"] = seconds
         if epoch_seconds:
             scalars["saliency/cost/epoch_share"] = seconds / epoch_seconds
+        budget = record["settings"].get("budget")
+        if budget is not None:
+            scalars["saliency/cost/planned_examples"] = budget["num_examples"]
+            scalars["saliency/cost/planned_steps"] = budget["steps"]
+            if budget["target_seconds"] is not None:
+                scalars["saliency/cost/budget_seconds"] = budget["target_seconds"]
         record["metrics"]["scalars"] = scalars
         self.sinks.scalars(loggers, scalars, step)
         self.sinks.flush(loggers)
-        write_record(record, output_directory(monitor, trainer))
+        write_record(record, directory)
 
     def _alert(self, monitor: Any, trainer: Any, record: dict, step: int) -> None:
         found = {m: v["suspects"] for m, v in record["metrics"]["shortcut"].items() if v["suspects"]}
@@ -232,6 +254,7 @@ class RunLogger:
 
 
 def output_directory(monitor: Any, trainer: Any) -> Path:
+    """Where ``saliency/*.json`` go. ``trainer.log_dir`` broadcasts under DDP: call this on every rank."""
     if monitor.dirpath is not None:
         return Path(monitor.dirpath)
     return Path(trainer.log_dir or trainer.default_root_dir)
@@ -268,10 +291,10 @@ def drifted_markdown(record: dict, k: int, count: int = 3) -> Optional[str]:
         order = sorted(range(len(rho)), key=lambda i: (math.inf if math.isnan(rho[i]) else rho[i]))[:count]
         rows = []
         for i in order:
-            e = record["examples"][i]
+            e = record["examples"][block["positions"][i]]
             now = render.top_tokens(e["tokens"], e["attributions"][method], e["special"], k)
             before = render.format_top(block["before_top"][i])
-            rows.append([i, f"{rho[i]:.2f}", before, render.format_top(now)])
+            rows.append([block["positions"][i], f"{rho[i]:.2f}", before, render.format_top(now)])
         header = ["#", "spearman", f"top-{k} at run {block['against']}", f"top-{k} now"]
         sections.append(f"**{method}**\n\n" + render.markdown_table(header, rows))
     return "\n\n".join(sections) if sections else None

@@ -34,6 +34,20 @@ class ProbeSet:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def lengths(self) -> list[int]:
+        """Tokens per example, padding excluded."""
+        return [len(t) for t in self.tokens]
+
+    def select(self, rows: Sequence[int]) -> "ProbeSet":
+        """The examples at positions ``rows`` (in that order), as a probe set of their own."""
+        rows = list(rows)
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return ProbeSet(
+            [self.indices[r] for r in rows], {k: v[index] for k, v in self.inputs.items()},
+            None if self.labels is None else self.labels[index], [self.tokens[r] for r in rows],
+            [self.texts[r] for r in rows], [self.word_ids[r] for r in rows],
+        )
+
 
 def _label_of(item: Any, label_key: str) -> Optional[int]:
     value = item.get(label_key) if isinstance(item, dict) else None

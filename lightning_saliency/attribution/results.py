@@ -63,3 +63,52 @@ class Attributions:
 
     def __contains__(self, method: str) -> bool:
         return method in self.methods
+
+
+def _rows(value: Optional[torch.Tensor], rows: torch.Tensor) -> Optional[torch.Tensor]:
+    return None if value is None else value.detach().cpu()[rows]
+
+
+def select_rows(result: Attributions, rows: list[int]) -> Attributions:
+    """The examples ``rows`` of a result, on the CPU (e.g. to send one shard to another process)."""
+    index = torch.as_tensor(rows, dtype=torch.long)
+    methods = {
+        name: MethodAttribution(name, _rows(m.scores, index), _rows(m.raw, index), _rows(m.delta, index),
+                                _rows(m.steps, index))
+        for name, m in result.methods.items()
+    }
+    return Attributions(
+        methods=methods, target=_rows(result.target, index), predicted=_rows(result.predicted, index),
+        probability=_rows(result.probability, index), target_score=_rows(result.target_score, index),
+        special_mask=_rows(result.special_mask, index), attention_mask=_rows(result.attention_mask, index),
+        baseline_score=_rows(result.baseline_score, index), timings=dict(result.timings),
+    )
+
+
+def _cat(values: list[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
+    return None if any(v is None for v in values) else torch.cat([v.detach().cpu() for v in values])
+
+
+def concatenate(parts: list[Attributions], order: list[int]) -> Attributions:
+    """Join results computed on disjoint shards of one batch; row ``order[k]`` of the joined rows
+    becomes row ``k``. Timings are the slowest shard's (shards run at the same time)."""
+    if not parts:
+        raise ValueError("concatenate needs at least one result.")
+    joined = Attributions(
+        methods={
+            name: MethodAttribution(
+                name, _cat([p[name].scores for p in parts]), _cat([p[name].raw for p in parts]),
+                _cat([p[name].delta for p in parts]), _cat([p[name].steps for p in parts]),
+            )
+            for name in parts[0].methods
+        },
+        target=_cat([p.target for p in parts]), predicted=_cat([p.predicted for p in parts]),
+        probability=_cat([p.probability for p in parts]), target_score=_cat([p.target_score for p in parts]),
+        special_mask=_cat([p.special_mask for p in parts]), attention_mask=_cat([p.attention_mask for p in parts]),
+        baseline_score=_cat([p.baseline_score for p in parts]),
+        timings={key: max(p.timings.get(key, 0.0) for p in parts) for key in parts[0].timings},
+    )
+    inverse = [0] * len(order)
+    for position, row in enumerate(order):
+        inverse[row] = position
+    return select_rows(joined, inverse)

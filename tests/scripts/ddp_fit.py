@@ -1,0 +1,46 @@
+"""Fit the demo with SaliencyMonitor, in one process or under DDP on CPU (gloo); run as a script
+because Lightning's DDP launcher re-executes the command for every rank.
+
+    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp} NUM_EXAMPLES [FAILING_RANK]
+
+FAILING_RANK makes attribution raise on that rank only (to check that no rank is left waiting).
+"""
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.demo import Shortcut, build_demo
+
+
+def failing_forward(pl_module, inputs, failing_rank):
+    if pl_module.trainer.global_rank == failing_rank:
+        raise RuntimeError("planted failure")
+    return pl_module.model(**inputs)
+
+
+def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> None:
+    L.seed_everything(0, verbose=False)
+    module, data, tokenizer = build_demo(Shortcut("single"), n_train=64, n_val=24, seed=0, batch_size=8)
+    monitor = SaliencyMonitor(
+        tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=num_examples, n_steps=8,
+        max_tokens=64,  # several chunks per shard
+        forward_fn=lambda pl_module, inputs: failing_forward(pl_module, inputs, failing_rank),
+    )
+    devices = 2 if mode == "ddp" else 1
+    trainer = L.Trainer(
+        accelerator="cpu", strategy="ddp" if mode == "ddp" else "auto", devices=devices, max_epochs=1,
+        logger=TensorBoardLogger(out, name="run"), enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=out, callbacks=[monitor],
+    )
+    trainer.fit(module, datamodule=data)
+    summary = {"rank": trainer.global_rank, "history": [r["label"] for r in monitor.history],
+               "completed": sorted(monitor._completed)}
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2], *map(int, sys.argv[3:]))

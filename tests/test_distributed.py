@@ -1,0 +1,106 @@
+"""DDP on CPU (gloo, two processes): sharded attribution, gathered on rank zero."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.attribution.results import Attributions, MethodAttribution, concatenate, select_rows
+from lightning_saliency.distributed import refuse_sharded_models, shard_rows
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_fit.py"
+
+
+def fit(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), str(out), mode, str(num_examples), str(failing_rank)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def ranks(out: Path) -> dict[int, dict]:
+    return {int(p.stem[4:]): json.loads(p.read_text()) for p in out.glob("rank*.json")}
+
+
+def saliency_dir(out: Path) -> Path:
+    return out / "run" / "version_0" / "saliency"
+
+
+@pytest.mark.slow
+def test_ddp_shards_equal_a_single_process_run(tmp_path):
+    fit(tmp_path / "single", "single", 6)
+    fit(tmp_path / "ddp", "ddp", 6)
+    single = json.loads((saliency_dir(tmp_path / "single") / "epoch_start.json").read_text())
+    ddp = json.loads((saliency_dir(tmp_path / "ddp") / "epoch_start.json").read_text())
+    assert [e["index"] for e in ddp["examples"]] == [e["index"] for e in single["examples"]]
+    for a, b in zip(single["examples"], ddp["examples"]):
+        assert a["tokens"] == b["tokens"] and a["predicted"] == b["predicted"]
+        for method in ("integrated_gradients", "gradient"):
+            torch.testing.assert_close(torch.tensor(b["attributions"][method]), torch.tensor(a["attributions"][method]),
+                                       rtol=1e-5, atol=1e-5)
+        assert b["delta"]["integrated_gradients"] == pytest.approx(a["delta"]["integrated_gradients"], abs=1e-5)
+    # Only rank zero keeps records and writes; every rank agrees on what was done.
+    by_rank = ranks(tmp_path / "ddp")
+    assert by_rank[0]["history"] == ["start", "000"] and by_rank[1]["history"] == []
+    assert by_rank[0]["completed"] == by_rank[1]["completed"] == ["000", "start"]
+    assert sorted(p.name for p in saliency_dir(tmp_path / "ddp").iterdir()) == ["epoch_000.json", "epoch_start.json"]
+    assert len(list((tmp_path / "ddp" / "run" / "version_0").glob("events.out.tfevents*"))) == 1
+
+
+@pytest.mark.slow
+def test_ddp_with_an_empty_shard_and_a_failing_rank_does_not_hang(tmp_path):
+    fit(tmp_path / "empty", "ddp", 1)  # rank 1 has nothing to attribute
+    assert ranks(tmp_path / "empty")[0]["history"] == ["start", "000"]
+    record = json.loads((saliency_dir(tmp_path / "empty") / "epoch_000.json").read_text())
+    assert len(record["examples"]) == 1
+
+    done = fit(tmp_path / "failing", "ddp", 4, failing_rank=1)  # finishes: both ranks skip both runs
+    assert "rank 1: RuntimeError: planted failure" in done.stderr + done.stdout
+    by_rank = ranks(tmp_path / "failing")
+    assert by_rank[0]["history"] == by_rank[1]["history"] == []
+
+
+def test_shards_balance_tokens_and_cover_every_row():
+    lengths = [50, 10, 40, 30, 20, 60, 5]
+    shards = [shard_rows(lengths, r, 3) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(7))
+    tokens = [sum(lengths[i] for i in s) for s in shards]
+    assert max(tokens) - min(tokens) <= 5
+    assert shard_rows([7], 1, 2) == []
+
+
+def _fake(rows, width=5, hidden=3):
+    g = torch.Generator().manual_seed(len(rows))
+    n = len(rows)
+    ig = MethodAttribution("integrated_gradients", torch.randn(n, width, generator=g), torch.randn(n, width, hidden),
+                           torch.randn(n), torch.full((n,), 9))
+    ids = torch.tensor(rows, dtype=torch.float)
+    return Attributions({"integrated_gradients": ig}, ids.long(), ids.long(), ids, ids, torch.zeros(n, width).bool(),
+                        torch.ones(n, width).bool(), ids, timings={"integrated_gradients": float(n)})
+
+
+def test_concatenate_restores_probe_order():
+    parts = [_fake([0, 3, 4]), _fake([1, 2])]
+    joined = concatenate(parts, [0, 3, 4, 1, 2])
+    assert joined.target.tolist() == [0, 1, 2, 3, 4]
+    assert torch.equal(joined["integrated_gradients"].scores[3], parts[0]["integrated_gradients"].scores[1])
+    assert torch.equal(joined["integrated_gradients"].raw[1], parts[1]["integrated_gradients"].raw[0])
+    assert joined.timings == {"integrated_gradients": 3.0}  # the slowest shard
+    assert select_rows(joined, [4, 0]).target.tolist() == [4, 0]
+
+
+def test_sharded_strategies_are_refused_at_setup():
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+    for cls in (FSDPStrategy, DeepSpeedStrategy):
+        with pytest.raises(ValueError, match=f"does not support {cls.__name__}.*strategy='ddp'"):
+            refuse_sharded_models(cls.__new__(cls))
+    refuse_sharded_models(DDPStrategy.__new__(DDPStrategy))  # plain DDP is fine
+    monitor = SaliencyMonitor(tokenizer=object())
+    trainer = SimpleNamespace(strategy=FSDPStrategy.__new__(FSDPStrategy))
+    with pytest.raises(ValueError, match="FSDPStrategy"):
+        monitor.setup(trainer, None, "fit")
