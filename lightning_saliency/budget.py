@@ -78,11 +78,11 @@ class ComputeBudget:
 
         if per_step > 0:
             affordable = (target / self.num_examples - per_example) / per_step
-            steps = int(min(self.steps, max(self.min_steps, math.floor(affordable))))
+            steps = int(min(self.steps, max(self.min_steps, math.floor(affordable + 1e-9))))
         else:
             steps = self.steps
         examples = self.num_examples
         if cost(examples, steps) > target:
             per_run = steps * per_step + per_example
-            examples = int(min(self.num_examples, max(self.min_examples, math.floor(target / per_run))))
+            examples = int(min(self.num_examples, max(self.min_examples, math.floor(target / per_run + 1e-9))))
         return Plan(examples, steps, target, cost(examples, steps))

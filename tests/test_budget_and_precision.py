@@ -1,0 +1,75 @@
+"""Compute budget, the token budget taken from training batches, and mixed precision."""
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.budget import ComputeBudget, Plan
+from lightning_saliency.demo import Shortcut, build_demo
+
+
+def test_budget_lowers_steps_first_then_examples():
+    budget = ComputeBudget(0.1, num_examples=10, steps=50, min_steps=9)
+    assert budget.plan(100.0) == budget.full() == Plan(10, 50)  # nothing measured yet
+    # 10 examples x 50 steps took 5 s of IG plus 1 s of the rest: 0.01 s per step, 0.1 s per example.
+    budget.observe(seconds=6.0, ig_seconds=5.0, examples=10, mean_steps=50)
+    assert budget.plan(100.0) == Plan(10, 50, 10.0, pytest.approx(6.0))  # fits: as configured
+    plan = budget.plan(30.0)  # 3 s allowed: 10 x (s x 0.01 + 0.1) <= 3 -> s = 20
+    assert (plan.num_examples, plan.steps) == (10, 20) and plan.estimated_seconds <= 3.0 + 1e-9
+    plan = budget.plan(10.0)  # 1 s: even 9 steps cost 1.9 s, so 5 examples at 9 steps
+    assert (plan.num_examples, plan.steps) == (5, 9) and plan.estimated_seconds <= 1.0
+    assert budget.plan(0.1).num_examples == 2  # the floor, even over budget
+    with pytest.raises(ValueError, match="fraction"):
+        ComputeBudget(1.5, 10, 50)
+
+
+def _fit(tmp_path, precision="32-true", **options):
+    L.seed_everything(0, verbose=False)
+    module, data, tokenizer = build_demo(Shortcut("single"), n_train=96, n_val=24, seed=0, batch_size=12)
+    settings = dict(methods=("integrated_gradients", "gradient"), num_examples=8, n_steps=32, dirpath=str(tmp_path))
+    settings.update(options)
+    monitor = SaliencyMonitor(tokenizer=tokenizer, **settings)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, precision=precision,
+                        callbacks=[monitor])
+    trainer.fit(module, datamodule=data)
+    records = {p.stem[6:]: json.loads(p.read_text()) for p in (tmp_path / "saliency").glob("epoch_*.json")}
+    return monitor, records
+
+
+@pytest.mark.slow
+def test_budget_shrinks_runs_and_keeps_drift_on_the_same_examples(tmp_path):
+    monitor, records = _fit(tmp_path, budget=0.02)
+    start, first, second = records["start"], records["000"], records["001"]
+    assert len(start["examples"]) == 8 and start["settings"]["budget"]["steps"] == 32  # the reference is full
+    plan = second["settings"]["budget"]
+    assert plan["fraction"] == 0.02 and plan["target_seconds"] > 0
+    assert plan["steps"] < 32 or plan["num_examples"] < 8  # the demo epoch is too short for the full run
+    assert second["settings"]["attribution"]["n_steps"] == plan["steps"]
+    assert len(second["examples"]) == plan["num_examples"]
+    # A prefix of the probe order, and drift against the start run over exactly those examples.
+    assert [e["index"] for e in second["examples"]] == [e["index"] for e in start["examples"]][: plan["num_examples"]]
+    block = second["metrics"]["drift"]["integrated_gradients"]["start"]
+    assert block["positions"] == list(range(plan["num_examples"]))
+    assert set(second["metrics"]["scalars"]) >= {"saliency/cost/planned_steps", "saliency/cost/planned_examples"}
+    assert first["settings"]["budget"] is not None
+
+
+@pytest.mark.slow
+def test_token_budget_follows_the_training_batch_and_bf16_mixed_matches_fp32(tmp_path):
+    _, full = _fit(tmp_path / "fp32", methods=("integrated_gradients",))
+    # Before training: validation batch size x padded probe length; then the training batch's tokens.
+    ids_width = len(max((e["tokens"] for e in full["start"]["examples"]), key=len))
+    assert full["start"]["settings"]["attribution"]["max_tokens"] >= 12 * ids_width
+    assert full["000"]["settings"]["attribution"]["max_tokens"] % 12 == 0  # 12 rows x the longest batch
+
+    _, half = _fit(tmp_path / "bf16", precision="bf16-mixed", methods=("integrated_gradients",))
+    for a, b in zip(full["start"]["examples"], half["start"]["examples"]):
+        assert a["predicted"] == b["predicted"]
+        x, y = torch.tensor(a["attributions"]["integrated_gradients"]), torch.tensor(b["attributions"]["integrated_gradients"])
+        assert torch.isfinite(y).all()
+        assert torch.corrcoef(torch.stack([x, y]))[0, 1] > 0.95
+        # Completeness still holds within bf16's resolution: IG is accumulated in float32.
+        assert abs(b["delta"]["integrated_gradients"]) <= 0.05 * abs(b["target_score"]) + 0.05
