@@ -60,7 +60,7 @@ def main(argv=None) -> Path:
     )
     L.seed_everything(0, verbose=False)
     data = TextDataModule(read_reviews("Train"), read_reviews("Test"), tokenizer, batch_size=16, max_length=args.max_length)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=6, n_steps=24, max_tokens=2048)
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=6, n_steps=24)
     logger = TensorBoardLogger(args.root, name="minilm_drug_reviews")
     trainer = L.Trainer(max_epochs=args.epochs, callbacks=[monitor], logger=logger, accelerator="auto", devices=1,
                         enable_checkpointing=False, log_every_n_steps=10)

@@ -201,17 +201,8 @@ class RunLogger:
     ) -> None:
         loggers, step = trainer.loggers, trainer.global_step
         self.sinks.layout(loggers, SCALAR_LAYOUT)
-        for method in record["methods"]:
-            rows = [_heatmap_row(e, method, k) for k, e in enumerate(record["examples"])]
-            title = f"{method}: run {record['label']} (step {step})"
-            self.sinks.image(loggers, f"saliency/{method}/probe_set", render.grid_image(rows, title), step)
-            if monitor.log_example_images:
-                for k, row in enumerate(rows):
-                    self.sinks.image(loggers, f"saliency/{method}/example_{k:02d}", render.heatmap_image(row), step)
-        self.sinks.text(loggers, "saliency/top_tokens", top_token_markdown(record, monitor.top_k), step)
-        drift_table = drifted_markdown(record, monitor.top_k)
-        if drift_table:
-            self.sinks.text(loggers, "saliency/most_drifted", drift_table, step)
+        if self.sinks.wants_images(loggers):
+            self._images_and_tables(monitor, trainer, record, step)
         self._alert(monitor, trainer, record, step)
         seconds = time.perf_counter() - started
         record["seconds"] = seconds
@@ -229,6 +220,20 @@ class RunLogger:
         self.sinks.scalars(loggers, scalars, step)
         self.sinks.flush(loggers)
         write_record(record, directory)
+
+    def _images_and_tables(self, monitor: Any, trainer: Any, record: dict, step: int) -> None:
+        loggers = trainer.loggers
+        for method in record["methods"]:
+            rows = [_heatmap_row(e, method, k) for k, e in enumerate(record["examples"])]
+            title = f"{method}: run {record['label']} (step {step})"
+            self.sinks.image(loggers, f"saliency/{method}/probe_set", render.grid_image(rows, title), step)
+            if monitor.log_example_images:
+                for k, row in enumerate(rows):
+                    self.sinks.image(loggers, f"saliency/{method}/example_{k:02d}", render.heatmap_image(row), step)
+        self.sinks.text(loggers, "saliency/top_tokens", top_token_markdown(record, monitor.top_k), step)
+        drift_table = drifted_markdown(record, monitor.top_k)
+        if drift_table:
+            self.sinks.text(loggers, "saliency/most_drifted", drift_table, step)
 
     def _alert(self, monitor: Any, trainer: Any, record: dict, step: int) -> None:
         found = {m: v["suspects"] for m, v in record["metrics"]["shortcut"].items() if v["suspects"]}

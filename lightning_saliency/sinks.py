@@ -46,6 +46,10 @@ class Sinks:
             )
         return writers
 
+    def wants_images(self, loggers: list[Logger]) -> bool:
+        """Whether any logger takes images and text (rendering costs ~0.2 s per heatmap: skip it otherwise)."""
+        return bool(self._writers(loggers))
+
     def image(self, loggers: list[Logger], tag: str, image: np.ndarray, step: int) -> None:
         for writer in self._writers(loggers):
             writer.add_image(tag, image, step, dataformats="HWC")

