@@ -1,0 +1,211 @@
+"""One self-contained HTML file of colored-token views, drift summaries and charts.
+
+Every string taken from a record (tokens, texts, labels, run names, method names) passes through
+:func:`html.escape` before it enters the page, and the page's only script reads ``data-*``
+attributes and writes ``textContent``: record data never becomes markup or code. CSS and JS are
+inlined from ``static/``, so the file opens offline and from ``file://``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import math
+from importlib import resources
+from typing import Any, Iterable, Optional, Sequence
+
+from matplotlib.colors import to_hex
+
+from lightning_saliency.render import ATTRIBUTION_CMAP
+from lightning_saliency.report.charts import line_chart
+from lightning_saliency.report.reading import Run
+
+DRIFT_CHARTS = (
+    ("spearman", "start", "Spearman vs start"),
+    ("topk_overlap", "start", "top-k overlap vs start"),
+    ("jensen_shannon", "start", "Jensen-Shannon vs start"),
+    ("spearman", "previous", "Spearman vs previous run"),
+)
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _static(name: str) -> str:
+    return resources.files("lightning_saliency.report").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def token_color(score: float, limit: float) -> str:
+    """Background color of a token: red (negative) - white - green (positive), scaled by ``limit``."""
+    position = 0.5 if limit <= 0 or not math.isfinite(score) else 0.5 + 0.5 * max(-1.0, min(1.0, score / limit))
+    return to_hex(ATTRIBUTION_CMAP(position))
+
+
+def _text_color(background: str) -> str:
+    r, g, b = (int(background[i:i + 2], 16) for i in (1, 3, 5))
+    return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#111111"
+
+
+def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str]) -> str:
+    """Colored tokens of one example and method; each span carries its score for the hover view."""
+    regular = [abs(s) for s, sp in zip(scores, special) if not sp and math.isfinite(s)]
+    limit = max(regular, default=0.0) or 1.0
+    marked = set(suspects)
+    spans = []
+    for token, score, is_special in zip(tokens, scores, special):
+        background = token_color(score, limit)
+        classes = "tok" + (" special" if is_special else "") + (" suspect" if token in marked else "")
+        spans.append(
+            f'<span class="{classes}" style="background:{background};color:{_text_color(background)}" '
+            f'data-token="{esc(token)}" data-score="{score:+.4g}" title="{esc(token)}: {score:+.4g}">{esc(token)}</span>'
+        )
+    return "".join(spans)
+
+
+def _suspect_tokens(record: dict, method: str) -> list[str]:
+    block = record.get("metrics", {}).get("shortcut", {}).get(method, {})
+    return [s["token"] for s in block.get("suspects", [])]
+
+
+def _drift_value(record: dict, method: str, against: str, metric: str) -> Optional[float]:
+    block = record.get("metrics", {}).get("drift", {}).get(method, {}).get(against)
+    value = None if block is None else block.get("summary", {}).get(metric, {}).get("mean")
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _format(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def summary_table(run: Run) -> str:
+    """Per run of the callback: step, cost, accuracy, drift per method and the shortcut suspects."""
+    header = ["run", "step", "seconds", "probe accuracy", "method", "Spearman vs start", "top-k vs start",
+              "JS vs start", "suspects"]
+    rows = []
+    for position, record in enumerate(run.records):
+        scalars = record.get("metrics", {}).get("scalars", {})
+        accuracy = scalars.get("saliency/probe/accuracy")
+        for k, method in enumerate(record["methods"]):
+            suspects = _suspect_tokens(record, method)
+            marks = " ".join(f"<mark>{esc(t)}</mark>" for t in suspects) or "none"
+            lead = [esc(record["label"]), esc(record.get("global_step", "")),
+                    _format(record.get("seconds")), _format(accuracy)] if k == 0 else ["", "", "", ""]
+            cells = lead + [esc(method)] + [
+                _format(_drift_value(record, method, "start", m)) for m in ("spearman", "topk_overlap", "jensen_shannon")
+            ] + [marks]
+            flagged = " flagged" if suspects else ""
+            rows.append(f'<tr class="summary-row{flagged}" data-epoch="{position}">' +
+                        "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def drift_charts(run: Run) -> str:
+    labels = [str(r["label"]) for r in run.records]
+    charts = []
+    for metric, against, title in DRIFT_CHARTS:
+        series = {
+            method: [_drift_value(r, method, against, metric) for r in run.records] for method in run.methods
+        }
+        if any(v is not None for values in series.values() for v in values):
+            charts.append(line_chart(title, labels, series))
+    if not charts:
+        return '<p class="note">Drift charts appear once there are two runs to compare.</p>'
+    return '<div class="charts">' + "".join(charts) + "</div>"
+
+
+def _example_header(example: dict, number: int) -> str:
+    truth = example.get("label_name") if example.get("label_name") is not None else example.get("label")
+    return (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.get("index"))} · '
+            f'true: <b>{esc("?" if truth is None else truth)}</b></div>'
+            f'<div class="example-text">{esc(example.get("text", ""))}</div>')
+
+
+def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], position: int) -> str:
+    title = f'run {esc(record["label"])} · step {esc(record.get("global_step", ""))}'
+    if example is None:
+        body = '<p class="note">Not attributed in this run (a compute budget attributed fewer examples).</p>'
+    else:
+        name = example.get("predicted_name") if example.get("predicted_name") is not None else example.get("predicted")
+        body = (f'<div class="prediction">predicted: <b>{esc(name)}</b> '
+                f'(p = {float(example.get("probability", float("nan"))):.2f})</div>')
+        for method in methods:
+            scores = example.get("attributions", {}).get(method)
+            if scores is None:
+                body += f'<div class="method"><span class="method-name">{esc(method)}</span>' \
+                        f'<span class="note">not computed in this run</span></div>'
+                continue
+            special = example.get("special") or [False] * len(scores)
+            delta = example.get("delta", {}).get(method)
+            extra = "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
+            line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method))
+            body += (f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>'
+                     f'<div class="tokens">{line}</div></div>')
+    return f'<div class="epoch-view" data-epoch="{position}"><div class="epoch-title">{title}</div>{body}</div>'
+
+
+def examples_section(run: Run) -> str:
+    order: list[Any] = []
+    for record in run.records:
+        order += [e["index"] for e in record["examples"] if e["index"] not in order]
+    methods = run.methods
+    blocks = []
+    for number, index in enumerate(order):
+        per_record = [next((e for e in r["examples"] if e["index"] == index), None) for r in run.records]
+        first = next(e for e in per_record if e is not None)
+        views = "".join(_epoch_view(r, e, methods, p) for p, (r, e) in enumerate(zip(run.records, per_record)))
+        blocks.append(f'<div class="example">{_example_header(first, number)}<div class="views">{views}</div></div>')
+    return "".join(blocks)
+
+
+def run_section(run: Run, number: int) -> str:
+    problems = "".join(f"<li>{esc(p)}</li>" for p in run.problems)
+    problems = f'<ul class="problems">{problems}</ul>' if problems else ""
+    if not run.records:
+        return (f'<section class="run" data-run="{number}"><h2>{esc(run.name)}</h2>{problems}'
+                '<p class="note">No readable saliency records.</p></section>')
+    last = len(run.records) - 1
+    ticks = "".join(f'<option value="{p}" label="{esc(r["label"])}"></option>' for p, r in enumerate(run.records))
+    controls = (
+        '<div class="controls">'
+        f'<label>run <input type="range" class="epoch-slider" min="0" max="{last}" value="{last}" step="1" '
+        f'list="ticks-{number}"></label><datalist id="ticks-{number}">{ticks}</datalist>'
+        f'<output class="epoch-label">{esc(run.records[last]["label"])}</output>'
+        '<label><input type="checkbox" class="side-by-side"> all runs side by side</label>'
+        '</div>'
+    )
+    labels = "".join(f'<span class="label-of" data-epoch="{p}">{esc(r["label"])}</span>'
+                     for p, r in enumerate(run.records))
+    return (
+        f'<section class="run" data-run="{number}"><h2>{esc(run.name)}</h2>{problems}'
+        f'<h3>Summary</h3>{summary_table(run)}<h3>Drift over runs</h3>{drift_charts(run)}'
+        f'<h3>Probe examples</h3>{controls}<div class="labels" hidden>{labels}</div>'
+        f'<div class="examples">{examples_section(run)}</div></section>'
+    )
+
+
+def build_report(runs: Sequence[Run], title: str = "lightning_saliency report") -> str:
+    """The whole page as a string."""
+    chooser = ""
+    if len(runs) > 1:
+        options = "".join(f'<option value="{k}">{esc(r.name)}</option>' for k, r in enumerate(runs))
+        chooser = f'<label class="run-chooser">training run <select id="run-select">{options}</select></label>'
+    sections = "".join(run_section(run, k) for k, run in enumerate(runs)) or '<p class="note">No runs found.</p>'
+    legend = ('<p class="legend">Token background: <span class="swatch neg">negative</span> '
+              '<span class="swatch zero">0</span> <span class="swatch pos">positive</span> attribution, scaled per '
+              'example and method to its largest |score|. Hover a token to read its score. '
+              '<mark>Marked</mark> tokens are shortcut suspects of that run.</p>')
+    script = _static("report.js")
+    # Only this exact script may run (its hash), nothing may be fetched: markup slipped in by a
+    # record could neither execute nor reach the network.
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    policy = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; img-src data:"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">"
+        f"<title>{esc(title)}</title><style>{_static('report.css')}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1>{chooser}{legend}</header>{sections}"
+        '<div id="inspector" role="status" aria-live="polite"></div>'
+        f"<script>{script}</script></body></html>\n"
+    )

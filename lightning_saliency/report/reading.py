@@ -1,0 +1,71 @@
+"""Finding runs under a log directory and reading their ``saliency/epoch_*.json`` records.
+
+A record that cannot be read (a run still writing, a crash mid-write, hand edits) is reported and
+skipped: a report over a live or broken run never fails because of one file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_REQUIRED = ("label", "methods", "examples")
+_STAGE_ORDER = {"fit": 0, "validate": 1}
+
+
+@dataclass
+class Run:
+    """One training run's records, in the order they were made, and the files that were skipped."""
+
+    name: str
+    directory: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def methods(self) -> list[str]:
+        """Every method seen in any record, first-seen order."""
+        return list(dict.fromkeys(m for r in self.records for m in r["methods"]))
+
+
+def find_runs(logdir: Path) -> list[Path]:
+    """Directories under ``logdir`` (itself included) that hold ``saliency/epoch_*.json``."""
+    logdir = Path(logdir)
+    found = {p.parent.parent for p in logdir.rglob("saliency/epoch_*.json")}
+    return sorted(found)
+
+
+def _order(record: dict[str, Any]) -> tuple:
+    label = str(record["label"])
+    stage = _STAGE_ORDER.get(record.get("stage", "fit"), 2)
+    first = 0 if label == "start" else 1
+    return (stage, first, record.get("global_step") or 0, label)
+
+
+def read_run(directory: Path, logdir: Path) -> Run:
+    """The readable records of one run directory, ordered start, epochs, then validate runs."""
+    directory = Path(directory)
+    name = directory.relative_to(logdir).as_posix() if directory != Path(logdir) else directory.name
+    run = Run(name=name or ".", directory=directory)
+    for path in sorted((directory / "saliency").glob("epoch_*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            run.problems.append(f"{path.name}: truncated or unreadable JSON ({error}); skipped")
+            continue
+        missing = [key for key in _REQUIRED if not isinstance(record, dict) or key not in record]
+        if missing:
+            run.problems.append(f"{path.name}: not a saliency record (missing {', '.join(missing)}); skipped")
+            continue
+        run.records.append(record)
+    run.records.sort(key=_order)
+    return run
+
+
+def read_runs(logdir: Path) -> list[Run]:
+    """Every run under ``logdir``."""
+    logdir = Path(logdir)
+    if not logdir.is_dir():
+        raise FileNotFoundError(f"{logdir} is not a directory.")
+    return [read_run(directory, logdir) for directory in find_runs(logdir)]
