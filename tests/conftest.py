@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,3 +52,24 @@ def batch():
 def demo_tokenizer():
     texts, _ = make_corpus(300, Shortcut("single"), seed=0)
     return train_tokenizer(texts)
+
+
+@pytest.fixture(scope="session")
+def saliency_run(tmp_path_factory):
+    """A real demo fit with SaliencyMonitor: ``(logdir root, run directory)`` with epoch_{start,000,001}.json."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_saliency import SaliencyMonitor
+    from lightning_saliency.demo import build_demo
+
+    root = tmp_path_factory.mktemp("saliency_run")
+    L.seed_everything(0, verbose=False)
+    module, data, tokenizer = build_demo(Shortcut("single"), n_train=128, n_val=32, seed=0, batch_size=16)
+    module.model.config.id2label = {0: "negative", 1: "positive"}
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=4, n_steps=8, log_example_images=False)
+    logger = TensorBoardLogger(root, name="demo")
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=logger, callbacks=[monitor],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    return root, Path(logger.log_dir)
