@@ -226,10 +226,11 @@ class RunLogger:
         for method in record["methods"]:
             rows = [_heatmap_row(e, method, k) for k, e in enumerate(record["examples"])]
             title = f"{method}: run {record['label']} (step {step})"
-            self.sinks.image(loggers, f"saliency/{method}/probe_set", render.grid_image(rows, title), step)
+            grid, per_example = render.grid_and_row_images(rows, title)
+            self.sinks.image(loggers, f"saliency/{method}/probe_set", grid, step)
             if monitor.log_example_images:
-                for k, row in enumerate(rows):
-                    self.sinks.image(loggers, f"saliency/{method}/example_{k:02d}", render.heatmap_image(row), step)
+                for k, image in enumerate(per_example):
+                    self.sinks.image(loggers, f"saliency/{method}/example_{k:02d}", image, step)
         self.sinks.text(loggers, "saliency/top_tokens", top_token_markdown(record, monitor.top_k), step)
         drift_table = drifted_markdown(record, monitor.top_k)
         if drift_table:

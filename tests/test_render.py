@@ -25,3 +25,14 @@ def test_markdown_escaping():
     assert escape_markdown("a|b<img>") == "a\\|b\\<img\\>"
     table = markdown_table(["x", "y"], [[1, 2]])
     assert table.splitlines() == ["| x | y |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_per_example_images_are_cut_from_the_grid():
+    from lightning_saliency.render import grid_and_row_images
+
+    rows = [HeatmapRow(["a"] * n, [0.5] * n, f"#{n}") for n in (3, 40, 120)]
+    grid, crops = grid_and_row_images(rows, "title")
+    assert len(crops) == 3 and all(c.shape[1] == grid.shape[1] and c.dtype == grid.dtype for c in crops)
+    assert crops[0].shape[0] < crops[1].shape[0] < crops[2].shape[0]  # longer examples wrap onto more lines
+    assert (grid[-5:] == crops[0][-5:]).all()  # each ends with the grid's colorbar band
+    assert sum(c.shape[0] for c in crops) < grid.shape[0] + 3 * 75
