@@ -20,11 +20,10 @@ from lightning_saliency.budget import ComputeBudget, Plan
 from lightning_saliency.distributed import (
     ShardError, broadcast_object, gather_objects, refuse_sharded_models, shard_rows, world,
 )
+from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward
 from lightning_saliency.monitoring import RunLogger, monitor_settings, output_directory
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.records import build_record
-
-ForwardFn = Callable[[Any, dict], Any]
 
 
 class SaliencyMonitor(Callback):
@@ -200,7 +199,7 @@ class SaliencyMonitor(Callback):
                 f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
                 "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
             )
-        self._call_model = self.forward_fn or _hf_forward(pl_module)
+        self._call_model = self.forward_fn or hf_forward(pl_module)
         if self.examples is None and stage in ("fit", "validate"):
             loop = trainer.fit_loop.epoch_loop.val_loop if stage == "fit" else trainer.validate_loop
             if not loop._data_source.is_defined() or (stage == "fit" and trainer.limit_val_batches == 0):
@@ -368,7 +367,7 @@ class SaliencyMonitor(Callback):
                      directory)
 
     def _record(self, trainer, pl_module, label, stage, epoch, probe, result, config, plan, timing, directory):
-        names = self.label_names or _config_label_names(pl_module)
+        names = self.label_names or config_label_names(pl_module)
         record = build_record(
             label=label, stage=stage, epoch=epoch, global_step=trainer.global_step,
             settings=monitor_settings(self, config, plan if self.budget is not None else None), probe=probe,
@@ -389,26 +388,3 @@ class SaliencyMonitor(Callback):
             f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(probe)} examples "
             f"took {record['seconds']:.2f} s."
         )
-
-
-def _hf_forward(pl_module: Any) -> ForwardFn:
-    """Call the Hugging Face model inside the LightningModule (the module itself or a child)."""
-    candidates = [pl_module] + [child for _, child in pl_module.named_children()]
-    for candidate in candidates:
-        if callable(getattr(candidate, "get_input_embeddings", None)):
-            return lambda module, inputs, model=candidate: model(**inputs)
-    raise ValueError(
-        f"{type(pl_module).__name__} holds no Hugging Face model (no child with get_input_embeddings()). "
-        "Pass forward_fn=lambda pl_module, inputs: <logits> and embedding_layer='path.to.embedding'."
-    )
-
-
-def _config_label_names(pl_module: Any) -> Optional[list[str]]:
-    for module in pl_module.modules():
-        id2label = getattr(getattr(module, "config", None), "id2label", None)
-        if isinstance(id2label, dict) and id2label:
-            names = [str(id2label[i]) for i in sorted(id2label)]
-            if not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
-                return names
-            return None
-    return None
