@@ -119,7 +119,7 @@ class SaliencyMonitor(Callback):
         on_error: str = "warn",
         attribution_options: Optional[dict[str, Any]] = None,
         shortcut_min_examples: int = 3,
-        shortcut_min_fraction: float = 0.15,
+        shortcut_min_fraction: float = 0.25,
         shortcut_top1_rate: float = 0.6,
         shortcut_min_share: float = 0.3,
         shortcut_min_rise: float = 0.05,

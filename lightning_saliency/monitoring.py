@@ -13,7 +13,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_saliency import render
 from lightning_saliency.attribution.faithfulness import erasure_faithfulness
-from lightning_saliency.metrics import DRIFT_METRICS, concentration, drift, shortcut_suspects, summarize, token_statistics
+from lightning_saliency.metrics import (
+    DRIFT_METRICS,
+    concentration,
+    drift,
+    pair_statistics,
+    shortcut_suspects,
+    summarize,
+    token_statistics,
+)
 from lightning_saliency.records import write_record
 from lightning_saliency.sinks import Sinks
 
@@ -148,22 +156,29 @@ class RunLogger:
         record["metrics"] = metrics
 
     def _shortcuts(self, monitor, record, reference, method, metrics) -> None:
-        def stats_of(run: dict) -> dict:
-            return token_statistics(
+        def stats_of(run: dict, statistics=token_statistics, **extra) -> dict:
+            return statistics(
                 [e["tokens"] for e in run["examples"]], [e["attributions"][method] for e in run["examples"]],
-                [e["special"] for e in run["examples"]], [e["label"] for e in run["examples"]],
+                [e["special"] for e in run["examples"]], [e["label"] for e in run["examples"]], **extra,
             )
 
-        current = stats_of(record)
+        current, pairs = stats_of(record), stats_of(record, pair_statistics)
         has_reference = reference is not None and reference is not record and method in reference["methods"]
-        # Over the same examples as this run (a compute budget may have attributed only a prefix).
-        before = stats_of(restricted_to(reference, [e["index"] for e in record["examples"]])) if has_reference else None
+        before = pairs_before = None
+        if has_reference:  # over the same examples (a compute budget may have attributed only a prefix)
+            same = restricted_to(reference, [e["index"] for e in record["examples"]])
+            before, pairs_before = stats_of(same), stats_of(same, pair_statistics, pairs=list(pairs))
         options = dict(monitor.shortcut_options)
         fraction = options.pop("min_fraction")
         options["min_examples"] = max(options["min_examples"], math.ceil(fraction * len(record["examples"])))
+        suspects = []
         # The reference run is what later runs are compared with; it cannot show a rise itself.
-        is_reference = record["label"] == "start"
-        suspects = [] if is_reference else shortcut_suspects(current, before, **options)
+        if record["label"] != "start":
+            suspects = shortcut_suspects(current, before, **options)
+            # A pair must hold as much as two single suspects would: twice the share.
+            pair_options = {**options, "min_share": 2 * options["min_share"]}
+            suspects += shortcut_suspects(pairs, pairs_before, **pair_options)
+            suspects.sort(key=lambda s: (-s.top1_rate * s.mean_share, s.token))
         top = sorted(current.values(), key=lambda s: -s.mean_share * s.top1_rate)[:10]
         metrics["shortcut"][method] = {
             "suspects": [s.as_dict() for s in suspects],

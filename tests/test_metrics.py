@@ -75,3 +75,27 @@ def test_token_statistics_and_suspects():
     assert suspects[0].rise == pytest.approx(2.0 / 2.4 - 0.05 / 0.45)
     assert shortcut_suspects(reference, reference) == []
     assert shortcut_suspects(trained, trained) == []  # no rise, no alarm
+
+
+def test_pair_statistics_find_a_pair_that_shares_the_top_two_places():
+    from lightning_saliency.metrics import pair_statistics
+
+    tokens, scores, special = [], [], []
+    for i in range(8):
+        # The pair splits the mass and alternates at the top, so neither token alone is top-1 in 60%.
+        first, second = (0.5, 0.4) if i % 2 else (0.4, 0.5)
+        tokens.append(["[CLS]", "zorbly", "the", "quibble", f"w{i}", "[SEP]"])
+        scores.append([0.0, first, 0.05, -second, 0.05, 0.0])
+        special.append([True, False, False, False, False, True])
+    singles = token_statistics(tokens, scores, special)
+    assert singles["zorbly"].top1_rate == singles["quibble"].top1_rate == 0.5
+    assert shortcut_suspects(singles, min_share=0.3, top1_rate=0.6) == []
+    pairs = pair_statistics(tokens, scores, special, labels=[1] * 8)
+    stat = pairs["quibble + zorbly"]
+    assert stat.examples == 8 and stat.top1_rate == 1.0 and stat.mean_share == pytest.approx(0.9)
+    suspect = shortcut_suspects(pairs, min_share=0.6, top1_rate=0.6)[0]
+    assert suspect.members == ("quibble", "zorbly") and suspect.token == "quibble + zorbly"
+    # Measured on another run for the same pair keys (the reference): here a run without the pair on top.
+    flat = [[0.0] + [0.2] * 4 + [0.0] for _ in range(8)]
+    before = pair_statistics(tokens, flat, special, pairs=list(pairs))
+    assert set(before) == set(pairs) and before["quibble + zorbly"].top1_rate < 1.0

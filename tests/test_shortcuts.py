@@ -1,5 +1,8 @@
 """Planted shortcuts in the style of Bastings et al. (2022): the planted token must become the top
 suspect and the top-attributed token while the model relies on it; a clean run raises no alarm."""
+import functools
+from pathlib import Path
+
 import lightning as L
 import pytest
 
@@ -9,7 +12,7 @@ from lightning_saliency.demo import Shortcut, build_demo
 pytestmark = pytest.mark.slow
 
 
-def train_with_monitor(tmp_path, kind, epochs=6):
+def train_with_monitor(tmp_path, kind, epochs):
     L.seed_everything(0, verbose=False)
     noise = 0.5 if kind != "none" else 0.0  # with noise 0.5 the sentiment words carry no signal
     module, data, tok = build_demo(Shortcut(kind), n_train=800, n_val=200, sentiment_noise=noise,
@@ -38,40 +41,49 @@ def precision_at(record, method, planted, k, required):
     return hits / total, total
 
 
-ORDERED_GAP = pytest.mark.xfail(
-    reason="measured precision@2 = 0.54 for IG on the ordered-pair shortcut after 10 epochs (bar 0.85): "
-    "position-dependent evidence is spread over the pair's neighbours; open in issue 4",
+ORDERED_IG_GAP = pytest.mark.xfail(
+    reason="measured: IG precision@2 = 0.54 on the ordered-pair shortcut after 10 epochs (bar 0.85), with any "
+    "baseline (pad/zero 0.54, mask/unk 0.58) and at 16 or 64 steps (mean |delta| 8e-4 at 64): relative to the "
+    "baseline, IG gives the output change to the first token of the pair and little to its partner, which "
+    "ties with filler words. Gradient-L2 reaches 1.0 on the same model. Open in issue 4",
     strict=False,
 )
+
+
+@functools.lru_cache(maxsize=None)
+def trained(kind):
+    import tempfile
+
+    return train_with_monitor(Path(tempfile.mkdtemp()), kind, epochs=6 if kind in ("single", "none") else 10)
 
 
 @pytest.mark.parametrize(
-    "kind,k,threshold",
-    [("single", 1, 0.95), ("conditional", 2, 0.85), pytest.param("ordered", 2, 0.85, marks=ORDERED_GAP)],
+    "kind,method,k,threshold",
+    [
+        ("single", "integrated_gradients", 1, 0.95),
+        ("single", "gradient", 1, 0.95),
+        ("conditional", "integrated_gradients", 2, 0.85),
+        ("conditional", "gradient", 2, 0.85),
+        pytest.param("ordered", "integrated_gradients", 2, 0.85, marks=ORDERED_IG_GAP),
+        ("ordered", "gradient", 2, 0.85),
+    ],
 )
-def test_planted_shortcut_is_found(tmp_path, kind, k, threshold):
-    monitor, found = train_with_monitor(tmp_path, kind, epochs=6 if k == 1 else 10)
-    shortcut = Shortcut(kind)
-    planted = set(shortcut.tokens)
+def test_planted_shortcut_is_found(kind, method, k, threshold):
+    monitor, found = trained(kind)
+    planted = set(Shortcut(kind).tokens)
     last = monitor.history[-1]
     assert last["metrics"]["scalars"]["saliency/probe/accuracy"] >= 0.9  # the model relies on the pattern
-    for method in ("integrated_gradients", "gradient"):
-        precision, count = precision_at(last, method, planted, k, planted)
-        assert count >= 4
-        assert precision >= threshold, (method, precision)
-        suspects = last["metrics"]["shortcut"][method]["suspects"]
-        assert suspects and suspects[0]["token"] in planted, suspects
-    assert found and found[-1][0]["token"] in planted
+    precision, count = precision_at(last, method, planted, k, planted)
+    assert count >= 4
+    assert precision >= threshold, (method, precision)
+    suspects = last["metrics"]["shortcut"][method]["suspects"]
+    # The strongest suspect is the planted token or, for the pair variants, the planted pair.
+    assert suspects and set(suspects[0]["members"]) <= planted, suspects
+    assert found and set(found[-1][0]["members"]) <= planted
 
 
-@pytest.mark.xfail(
-    reason="measured: on the clean corpus a genuine sentiment word (4 of 24 probe examples, share 0.80, rise "
-    "from 0.25) meets every suspect threshold; telling real features from shortcuts needs more than "
-    "attribution statistics (e.g. the label z across data splits). Open in issue 4",
-    strict=False,
-)
-def test_clean_control_raises_no_alarm(tmp_path):
-    monitor, found = train_with_monitor(tmp_path, "none", epochs=4)
+def test_clean_control_raises_no_alarm():
+    monitor, found = trained("none")
     assert found == []
     for record in monitor.history:
         for method in ("integrated_gradients", "gradient"):

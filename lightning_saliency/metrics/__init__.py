@@ -10,7 +10,14 @@ from lightning_saliency.metrics.drift import (
     summarize,
     topk_overlap,
 )
-from lightning_saliency.metrics.shortcut import Suspect, TokenStat, association_z, shortcut_suspects, token_statistics
+from lightning_saliency.metrics.shortcut import (
+    Suspect,
+    TokenStat,
+    association_z,
+    pair_statistics,
+    shortcut_suspects,
+    token_statistics,
+)
 
 __all__ = [
     "DRIFT_METRICS",
@@ -21,6 +28,7 @@ __all__ = [
     "drift",
     "jensen_shannon",
     "kendall",
+    "pair_statistics",
     "shortcut_suspects",
     "sign_agreement",
     "spearman",

@@ -5,12 +5,17 @@ in most examples that contain it, its share of attribution rose during training,
 often enough to matter. The token-label association is the z statistic of Gardner et al. (2021),
 "Competency Problems": ``z = (p(y | token) - p0) / sqrt(p0 (1 - p0) / n)`` with ``p0`` the label
 prior in the probe set.
+
+Pair shortcuts (a token that counts only with a partner, or only in a given order) split the
+attribution between the two tokens, so neither may be top-1 often enough. :func:`pair_statistics`
+treats each pair of token types that shares the top two places of some example as one unit: its
+combined share, and how often exactly those two are the top two of the examples containing both.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 
@@ -27,6 +32,9 @@ class TokenStat:
 
 @dataclass
 class Suspect:
+    """A suspected shortcut. For a pair, ``token`` reads ``"a + b"``, ``members`` lists both, and
+    ``top1_rate`` is the rate at which the pair holds the top two places."""
+
     token: str
     examples: int
     mean_share: float
@@ -35,6 +43,10 @@ class Suspect:
     top1_rate: float
     z: float
     label: Optional[int]
+    members: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.members = tuple(self.members) or (self.token,)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +57,45 @@ def association_z(count_with_label: int, count: int, prior: float) -> float:
     if count == 0 or prior <= 0 or prior >= 1:
         return 0.0
     return (count_with_label / count - prior) / math.sqrt(prior * (1 - prior) / count)
+
+
+def _example_shares(toks: Sequence[str], vals: Sequence[float], spec: Sequence[bool]):
+    """Share of the example's non-special |attribution| per token type, strongest type first."""
+    values = torch.as_tensor(vals, dtype=torch.float64).abs()
+    keep = [j for j in range(len(toks)) if not spec[j]]
+    total = float(values[keep].sum()) if keep else 0.0
+    share_of: dict[str, float] = {}
+    for j in keep:
+        share_of[toks[j]] = share_of.get(toks[j], 0.0) + (float(values[j]) / total if total > 0 else 0.0)
+    ranked = list(dict.fromkeys(toks[j] for j in sorted(keep, key=lambda j: -float(values[j]))))
+    return share_of, ranked
+
+
+def _with_association(
+    counts: dict[str, int], shares: dict[str, float], tops: dict[str, int], by_label: dict[str, dict[int, int]],
+    labels: Optional[Sequence[Optional[int]]],
+) -> dict[str, TokenStat]:
+    priors: dict[int, float] = {}
+    if labels is not None:
+        known = [int(y) for y in labels if y is not None]
+        priors = {y: known.count(y) / len(known) for y in set(known)} if known else {}
+    stats = {}
+    for key, count in counts.items():
+        z, label = 0.0, None
+        for y, prior in priors.items():
+            value = association_z(by_label.get(key, {}).get(y, 0), count, prior)
+            if value > z:
+                z, label = value, y
+        stats[key] = TokenStat(key, count, shares[key] / count, tops.get(key, 0) / count, z, label)
+    return stats
+
+
+def _count(key: str, share: float, label: Optional[int], counts, shares, by_label) -> None:
+    counts[key] = counts.get(key, 0) + 1
+    shares[key] = shares.get(key, 0.0) + share
+    if label is not None:
+        by_label.setdefault(key, {}).setdefault(int(label), 0)
+        by_label[key][int(label)] += 1
 
 
 def token_statistics(
@@ -59,35 +110,47 @@ def token_statistics(
     top1: dict[str, int] = {}
     by_label: dict[str, dict[int, int]] = {}
     for i, (toks, vals, spec) in enumerate(zip(tokens, scores, special)):
-        values = torch.as_tensor(vals, dtype=torch.float64).abs()
-        keep = [j for j in range(len(toks)) if not spec[j]]
-        total = float(values[keep].sum()) if keep else 0.0
-        if not keep:
+        share_of, ranked = _example_shares(toks, vals, spec)
+        if not ranked:
             continue
-        share_of: dict[str, float] = {}
-        for j in keep:
-            share_of[toks[j]] = share_of.get(toks[j], 0.0) + (float(values[j]) / total if total > 0 else 0.0)
-        best = toks[max(keep, key=lambda j: float(values[j]))]
         for token, share in share_of.items():
-            counts[token] = counts.get(token, 0) + 1
-            shares[token] = shares.get(token, 0.0) + share
-            if labels is not None and labels[i] is not None:
-                by_label.setdefault(token, {}).setdefault(int(labels[i]), 0)
-                by_label[token][int(labels[i])] += 1
-        top1[best] = top1.get(best, 0) + 1
-    priors: dict[int, float] = {}
-    if labels is not None:
-        known = [int(y) for y in labels if y is not None]
-        priors = {y: known.count(y) / len(known) for y in set(known)} if known else {}
-    stats = {}
-    for token, count in counts.items():
-        z, label = 0.0, None
-        for y, prior in priors.items():
-            value = association_z(by_label.get(token, {}).get(y, 0), count, prior)
-            if value > z:
-                z, label = value, y
-        stats[token] = TokenStat(token, count, shares[token] / count, top1.get(token, 0) / count, z, label)
-    return stats
+            _count(token, share, labels[i] if labels is not None else None, counts, shares, by_label)
+        top1[ranked[0]] = top1.get(ranked[0], 0) + 1
+    return _with_association(counts, shares, top1, by_label, labels)
+
+
+PAIR_SEPARATOR = " + "
+
+
+def pair_statistics(
+    tokens: Sequence[Sequence[str]],
+    scores: Sequence[Sequence[float]],
+    special: Sequence[Sequence[bool]],
+    labels: Optional[Sequence[Optional[int]]] = None,
+    pairs: Optional[Iterable[str]] = None,
+) -> dict[str, TokenStat]:
+    """Per pair of token types that holds the top two places of at least one example (key
+    ``"a + b"``, names sorted): examples containing both, their mean combined share, the rate at
+    which exactly this pair is the top two, and the association z of their co-occurrence.
+    ``pairs`` (keys) fixes which pairs to measure, e.g. a later run's pairs on the reference run."""
+    per_example = [_example_shares(t, v, s) for t, v, s in zip(tokens, scores, special)]
+    if pairs is None:
+        candidates = {tuple(sorted(ranked[:2])) for _, ranked in per_example if len(ranked) >= 2}
+    else:
+        candidates = {tuple(key.split(PAIR_SEPARATOR)) for key in pairs}
+    counts: dict[str, int] = {}
+    shares: dict[str, float] = {}
+    top2: dict[str, int] = {}
+    by_label: dict[str, dict[int, int]] = {}
+    for i, (share_of, ranked) in enumerate(per_example):
+        for a, b in candidates:
+            if a in share_of and b in share_of:
+                key = a + PAIR_SEPARATOR + b
+                _count(key, share_of[a] + share_of[b], labels[i] if labels is not None else None, counts, shares,
+                       by_label)
+                if set(ranked[:2]) == {a, b}:
+                    top2[key] = top2.get(key, 0) + 1
+    return _with_association(counts, shares, top2, by_label, labels)
 
 
 def shortcut_suspects(
@@ -109,5 +172,7 @@ def shortcut_suspects(
         rise = stat.mean_share - before
         strong = stat.top1_rate >= top1_rate and stat.mean_share >= min_share
         if stat.examples >= min_examples and strong and rise >= min_rise:
-            suspects.append(Suspect(token, stat.examples, stat.mean_share, before, rise, stat.top1_rate, stat.z, stat.label))
+            members = tuple(token.split(PAIR_SEPARATOR)) if PAIR_SEPARATOR in token else (token,)
+            suspects.append(Suspect(token, stat.examples, stat.mean_share, before, rise, stat.top1_rate, stat.z,
+                                    stat.label, members))
     return sorted(suspects, key=lambda s: (-s.top1_rate * s.mean_share, s.token))

@@ -63,8 +63,11 @@ def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence
     return "".join(spans)
 
 
-def _suspect_tokens(record: dict, method: str) -> list[str]:
+def _suspect_tokens(record: dict, method: str, members: bool = False) -> list[str]:
+    """Suspect names (a pair reads "a + b"), or with ``members`` the token types to outline."""
     block = record.get("metrics", {}).get("shortcut", {}).get(method, {})
+    if members:
+        return [t for s in block.get("suspects", []) for t in (s.get("members") or [s["token"]])]
     return [s["token"] for s in block.get("suspects", [])]
 
 
@@ -139,7 +142,7 @@ def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], p
             special = example.get("special") or [False] * len(scores)
             delta = example.get("delta", {}).get(method)
             extra = "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
-            line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method))
+            line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method, members=True))
             body += (f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>'
                      f'<div class="tokens">{line}</div></div>')
     return f'<div class="epoch-view" data-epoch="{position}"><div class="epoch-title">{title}</div>{body}</div>'
