@@ -175,9 +175,11 @@ class RunLogger:
         # The reference run is what later runs are compared with; it cannot show a rise itself.
         if record["label"] != "start":
             suspects = shortcut_suspects(current, before, **options)
-            # A pair must hold as much as two single suspects would: twice the share.
+            # A pair must hold as much as two single suspects would (twice the share), and is only
+            # news when neither member is a suspect on its own (else any frequent neighbour pairs up).
             pair_options = {**options, "min_share": 2 * options["min_share"]}
-            suspects += shortcut_suspects(pairs, pairs_before, **pair_options)
+            singles = {s.token for s in suspects}
+            suspects += [s for s in shortcut_suspects(pairs, pairs_before, **pair_options) if not singles & set(s.members)]
             suspects.sort(key=lambda s: (-s.top1_rate * s.mean_share, s.token))
         top = sorted(current.values(), key=lambda s: -s.mean_share * s.top1_rate)[:10]
         metrics["shortcut"][method] = {
