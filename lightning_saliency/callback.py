@@ -321,8 +321,10 @@ class SaliencyMonitor(Callback):
         return replace(self.config, **changes)
 
     def _validation_tokens(self, probe: ProbeSet, trainer: L.Trainer) -> int:
-        loader = self._validation_loader(trainer)
-        batch_size = getattr(loader, "batch_size", None) or 1
+        """Before any training batch: a validation batch's tokens, else the engine's default."""
+        batch_size = getattr(self._validation_loader(trainer), "batch_size", None)
+        if not batch_size:  # examples= without a validation loader, or a batch sampler
+            return self.config.max_tokens
         return max(batch_size * probe.inputs["input_ids"].shape[-1], 1)
 
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
