@@ -141,7 +141,10 @@ def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], p
                 continue
             special = example.get("special") or [False] * len(scores)
             delta = example.get("delta", {}).get(method)
-            extra = "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
+            # The colors are scaled per line, so the scale is printed: near-zero lines look vivid too.
+            scale = max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
+            extra = f' <span class="delta">scale ±{scale:.2g}</span>'
+            extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
             line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method, members=True))
             body += (f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>'
                      f'<div class="tokens">{line}</div></div>')
