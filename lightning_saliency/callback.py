@@ -244,6 +244,7 @@ class SaliencyMonitor(Callback):
             "reference": self._reference,
             "previous": self.history[-1] if self.history else None,
             "completed": sorted(self._completed),
+            "budget_costs": None if self.budget is None else [self.budget.seconds_per_step, self.budget.seconds_per_example],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -252,6 +253,9 @@ class SaliencyMonitor(Callback):
         self._completed = set(state_dict.get("completed", []))
         previous = state_dict.get("previous")
         self.history = [previous] if previous is not None else []
+        costs = state_dict.get("budget_costs")
+        if self.budget is not None and costs is not None:  # plan the first run after resuming from the last one
+            self.budget.seconds_per_step, self.budget.seconds_per_example = costs
         self.probe = None  # rebuilt from the stored indices on the next run
 
     # ------------------------------------------------------------------------------ internals

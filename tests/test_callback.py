@@ -86,16 +86,18 @@ def test_resume_keeps_probe_set_and_reference(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     module, data, tok = demo()
-    first = monitor(tok)
+    first = monitor(tok, budget=0.5)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True).fit(module, datamodule=data)
     module2, data2, _ = demo()
-    second = monitor(tok, seed=0)
+    second = monitor(tok, seed=0, budget=0.5)
     trainer(tmp_path, [second], max_epochs=2).fit(module2, datamodule=data2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert second._reference["examples"][0]["attributions"] == first._reference["examples"][0]["attributions"]
     assert second._probe_indices == first._probe_indices
     assert [r["label"] for r in second.history] == ["000", "001"]  # no second reference pass
     assert "start" in second.history[-1]["metrics"]["drift"]["integrated_gradients"]
+    # The budget's measured costs are restored: the first run after resuming is planned, not full.
+    assert second.history[-1]["settings"]["budget"]["target_seconds"] is not None
 
 
 def test_validate_runs_under_inference_mode(tmp_path):
