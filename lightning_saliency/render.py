@@ -76,29 +76,6 @@ def _symmetric_limit(scores: Sequence[float]) -> float:
     return largest if largest > 0 else 1.0
 
 
-def heatmap_image(row: HeatmapRow, line_chars: int = _LINE_CHARS, colorbar_label: str = "attribution") -> np.ndarray:
-    """One example: wrapped colored tokens, caption and a colorbar in score units. HWC uint8."""
-    lines = _lines_needed(row, line_chars)
-    limit = _symmetric_limit(row.scores)
-    norm = Normalize(-limit, limit)
-    height = 0.8 + 0.3 * lines + 0.6
-    figure = Figure(figsize=(line_chars * _CHAR_INCHES + 0.4, height), dpi=100)
-    token_ax = figure.add_axes((0.01, 0.6 / height + 0.1 / height, 0.98, (0.3 * lines) / height))
-    _draw_tokens(token_ax, row, norm, line_chars)
-    bar_ax = figure.add_axes((0.25, 0.2 / height, 0.5, 0.12 / height))
-    figure.colorbar(
-        ScalarMappable(norm=norm, cmap=ATTRIBUTION_CMAP),
-        cax=bar_ax, orientation="horizontal",
-    ).set_label(colorbar_label, fontsize=8)
-    bar_ax.tick_params(labelsize=7)
-    return _to_array(figure)
-
-
-def grid_image(rows: Sequence[HeatmapRow], title: str, line_chars: int = _LINE_CHARS) -> np.ndarray:
-    """All probe examples stacked, each scaled to its own max |score| (colorbar in relative units)."""
-    return grid_and_row_images(rows, title, line_chars)[0]
-
-
 def grid_and_row_images(
     rows: Sequence[HeatmapRow], title: str, line_chars: int = _LINE_CHARS
 ) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -1,20 +1,19 @@
 import numpy as np
 
-from lightning_saliency.render import HeatmapRow, escape_markdown, grid_image, heatmap_image, markdown_table
+from lightning_saliency.render import HeatmapRow, escape_markdown, grid_and_row_images, markdown_table
 
 
 def test_heatmap_images_are_rgb_and_wrap_long_texts():
     short = HeatmapRow(["[CLS]", "good", "[SEP]"], [0.0, 1.0, 0.0], "caption")
     long = HeatmapRow(["word"] * 80, list(np.linspace(-1, 1, 80)), "caption")
-    a, b = heatmap_image(short), heatmap_image(long)
+    grid, (a, b) = grid_and_row_images([short, long], "title")
     assert a.dtype == np.uint8 and a.shape[2] == 3
     assert b.shape[0] > a.shape[0] and b.shape[1] == a.shape[1]  # wrapped onto more lines, same width
-    grid = grid_image([short, long], "title")
     assert grid.shape[0] > b.shape[0]
 
 
 def test_positive_tokens_are_green_and_negative_red():
-    image = heatmap_image(HeatmapRow(["AAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBB"], [1.0, -1.0], "x"))
+    _, (image,) = grid_and_row_images([HeatmapRow(["AAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBB"], [1.0, -1.0], "x")], "t")
     pixels = image.reshape(-1, 3).astype(int)
     greenish = ((pixels[:, 1] - pixels[:, 0]) > 60).sum()
     reddish = ((pixels[:, 0] - pixels[:, 1]) > 60).sum()
