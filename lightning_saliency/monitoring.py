@@ -19,6 +19,7 @@ from lightning_saliency.metrics import (
     drift,
     pair_statistics,
     shortcut_suspects,
+    strongest_first,
     summarize,
     token_statistics,
 )
@@ -179,8 +180,8 @@ class RunLogger:
             # news when neither member is a suspect on its own (else any frequent neighbour pairs up).
             pair_options = {**options, "min_share": 2 * options["min_share"]}
             singles = {s.token for s in suspects}
-            suspects += [s for s in shortcut_suspects(pairs, pairs_before, **pair_options) if not singles & set(s.members)]
-            suspects.sort(key=lambda s: (-s.top1_rate * s.mean_share, s.token))
+            pair_suspects = shortcut_suspects(pairs, pairs_before, **pair_options)
+            suspects = strongest_first(suspects + [s for s in pair_suspects if not singles & set(s.members)])
         top = sorted(current.values(), key=lambda s: -s.mean_share * s.top1_rate)[:10]
         metrics["shortcut"][method] = {
             "suspects": [s.as_dict() for s in suspects],

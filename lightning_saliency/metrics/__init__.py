@@ -16,6 +16,7 @@ from lightning_saliency.metrics.shortcut import (
     association_z,
     pair_statistics,
     shortcut_suspects,
+    strongest_first,
     token_statistics,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "shortcut_suspects",
     "sign_agreement",
     "spearman",
+    "strongest_first",
     "summarize",
     "token_statistics",
     "topk_overlap",

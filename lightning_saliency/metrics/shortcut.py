@@ -172,7 +172,11 @@ def shortcut_suspects(
         rise = stat.mean_share - before
         strong = stat.top1_rate >= top1_rate and stat.mean_share >= min_share
         if stat.examples >= min_examples and strong and rise >= min_rise:
-            members = tuple(token.split(PAIR_SEPARATOR)) if PAIR_SEPARATOR in token else (token,)
             suspects.append(Suspect(token, stat.examples, stat.mean_share, before, rise, stat.top1_rate, stat.z,
-                                    stat.label, members))
+                                    stat.label, tuple(token.split(PAIR_SEPARATOR))))
+    return strongest_first(suspects)
+
+
+def strongest_first(suspects: Iterable[Suspect]) -> list[Suspect]:
+    """Suspects ordered by top rate x share (ties by name), e.g. single and pair suspects together."""
     return sorted(suspects, key=lambda s: (-s.top1_rate * s.mean_share, s.token))
