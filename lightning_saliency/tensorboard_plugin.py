@@ -27,12 +27,11 @@ class SaliencyPlugin(base_plugin.TBPlugin):
         self._logdir = Path(context.logdir) if getattr(context, "logdir", None) else None
 
     def _runs(self) -> dict[str, Path]:
-        from lightning_saliency.report import find_runs
+        from lightning_saliency.report.reading import find_runs, run_name
 
         if self._logdir is None or not self._logdir.is_dir():
             return {}
-        names = {d: d.relative_to(self._logdir).as_posix() for d in find_runs(self._logdir)}
-        return {(name if name != "." else self._logdir.resolve().name): d for d, name in names.items()}
+        return {run_name(d, self._logdir): d for d in find_runs(self._logdir)}
 
     def is_active(self) -> bool:
         return bool(self._runs())

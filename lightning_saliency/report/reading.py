@@ -43,11 +43,16 @@ def _order(record: dict[str, Any]) -> tuple:
     return (stage, first, record.get("global_step") or 0, label)
 
 
+def run_name(directory: Path, logdir: Path) -> str:
+    """A run's name: its path below ``logdir``, or the logdir's own name when it is the run."""
+    relative = Path(directory).relative_to(logdir).as_posix()
+    return relative if relative != "." else Path(logdir).resolve().name
+
+
 def read_run(directory: Path, logdir: Path) -> Run:
     """The readable records of one run directory, ordered start, epochs, then validate runs."""
     directory = Path(directory)
-    name = directory.relative_to(logdir).as_posix() if directory != Path(logdir) else directory.name
-    run = Run(name=name or ".", directory=directory)
+    run = Run(name=run_name(directory, logdir), directory=directory)
     for path in sorted((directory / "saliency").glob("epoch_*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
