@@ -47,10 +47,14 @@ def _text_color(background: str) -> str:
     return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#111111"
 
 
+def line_scale(scores: Sequence[float], special: Sequence[bool]) -> float:
+    """The largest |score| over the non-special tokens: what one line's colors are scaled to."""
+    return max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
+
+
 def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str]) -> str:
     """Colored tokens of one example and method; each span carries its score for the hover view."""
-    regular = [abs(s) for s, sp in zip(scores, special) if not sp and math.isfinite(s)]
-    limit = max(regular, default=0.0) or 1.0
+    limit = line_scale(scores, special) or 1.0
     marked = set(suspects)
     spans = []
     for token, score, is_special in zip(tokens, scores, special):
@@ -142,8 +146,7 @@ def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], p
             special = example.get("special") or [False] * len(scores)
             delta = example.get("delta", {}).get(method)
             # The colors are scaled per line, so the scale is printed: near-zero lines look vivid too.
-            scale = max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
-            extra = f' <span class="delta">scale ±{scale:.2g}</span>'
+            extra = f' <span class="delta">scale ±{line_scale(scores, special):.2g}</span>'
             extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
             line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method, members=True))
             body += (f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>'
