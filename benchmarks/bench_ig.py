@@ -22,7 +22,8 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from common import interleaved, minilm_folder, peak_memory_mib, rerun_with_fixed_mmap_threshold  # noqa: E402
+from common import interleaved, peak_memory_mib, rerun_with_fixed_mmap_threshold  # noqa: E402
+from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
 from lightning_saliency import attribute  # noqa: E402
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
 

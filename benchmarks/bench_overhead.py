@@ -23,7 +23,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
-from common import minilm_folder  # noqa: E402
+from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
 from lightning_saliency import SaliencyMonitor  # noqa: E402
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo  # noqa: E402
 

