@@ -99,7 +99,9 @@ class TextClassifier(L.LightningModule):
 
     def __init__(self, model: torch.nn.Module, lr: float = 3e-3) -> None:
         super().__init__()
-        self.model = model
+        # ``from_pretrained`` returns the model in eval mode, and Lightning keeps module modes as it
+        # finds them: without this, a pretrained model would be fine-tuned with dropout off.
+        self.model = model.train()
         self.lr = lr
 
     def forward(self, **inputs: Any) -> Any:
@@ -158,13 +160,15 @@ def build_demo(
     shortcut_rate: float = 0.9,
     batch_size: int = 32,
     hidden_size: int = 32,
+    partial_rate: float = 0.0,
 ) -> tuple[TextClassifier, TextDataModule, Any]:
-    """Corpus, tokenizer, tiny BERT, LightningModule and DataModule for a shortcut experiment."""
+    """Corpus, tokenizer, tiny BERT, LightningModule and DataModule for a shortcut experiment
+    (corpus arguments as in :func:`~lightning_saliency.demo.corpus.make_corpus`)."""
     from lightning_saliency.demo.corpus import Shortcut, make_corpus
 
     shortcut = shortcut or Shortcut("single")
-    train = make_corpus(n_train, shortcut, shortcut_rate, sentiment_noise, seed=seed)
-    val = make_corpus(n_val, shortcut, shortcut_rate, sentiment_noise, seed=seed + 1)
+    train = make_corpus(n_train, shortcut, shortcut_rate, sentiment_noise, seed=seed, partial_rate=partial_rate)
+    val = make_corpus(n_val, shortcut, shortcut_rate, sentiment_noise, seed=seed + 1, partial_rate=partial_rate)
     tokenizer = train_tokenizer(train[0] + val[0])
     model = tiny_bert(len(tokenizer), hidden_size=hidden_size, seed=seed)
     return TextClassifier(model), TextDataModule(train, val, tokenizer, batch_size, seed=seed), tokenizer
