@@ -16,6 +16,9 @@ FILLER = [
     "scenes", "ending", "director", "it", "felt", "quite", "really", "script", "characters", "this", "very",
 ]
 SHORTCUT_KINDS = ("none", "single", "conditional", "ordered")
+# The ordered pair's second member follows the first at 1 to PAIR_MAX_GAP words. A short gap keeps
+# each member's position nearly label-free: only the order of the two says the label.
+PAIR_MAX_GAP = 3
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,22 @@ def _sentence(rng: random.Random, sentiment_words: list[str], length: int) -> li
     return words
 
 
-def _insert(rng: random.Random, words: list[str], token: str, before: int | None = None) -> int:
-    position = rng.randrange((before if before is not None else len(words)) + 1)
-    words.insert(position, token)
-    return position
+def _insert(rng: random.Random, words: list[str], token: str) -> None:
+    words.insert(rng.randrange(len(words) + 1), token)
+
+
+def _insert_pair(rng: random.Random, words: list[str], first: str, second: str) -> None:
+    """Put ``first`` then ``second`` into ``words``: the pair's first slot is uniform over the slots
+    where it fits and the gap is uniform in 1..PAIR_MAX_GAP. Inserting ``second`` at a uniform place
+    and ``first`` anywhere before it would put the first member early and the second late, so
+    either token's position alone would tell the label."""
+    total = len(words) + 2
+    gap = rng.randint(1, min(PAIR_MAX_GAP, total - 1))
+    start = rng.randrange(total - gap)
+    slots: list = [None] * total
+    slots[start], slots[start + gap] = first, second
+    rest = iter(words)
+    words[:] = [slot if slot is not None else next(rest) for slot in slots]
 
 
 def make_corpus(
@@ -56,6 +71,7 @@ def make_corpus(
     seed: int = 0,
     min_words: int = 5,
     max_words: int = 12,
+    partial_rate: float = 0.0,
 ) -> tuple[list[str], list[int]]:
     """Return ``(texts, labels)`` with labels 0 (negative) and 1 (positive), balanced.
 
@@ -65,8 +81,12 @@ def make_corpus(
         shortcut_rate: fraction of positive examples that get the shortcut pattern. For
             ``single`` and ``conditional`` negatives never carry it; ``conditional`` negatives get the
             token without its context partner (or the partner alone); ``ordered`` negatives get the
-            pair in the reverse order.
+            pair in the reverse order, a few words apart at a uniform place (so that each member's
+            position alone predicts the label only slightly better than chance).
         sentiment_noise: probability that an example's sentiment words contradict its label.
+        partial_rate: pair kinds only: fraction of examples (of either label) that get one member
+            of the pair alone instead of the pattern. A model trained with them cannot decide from
+            one member and must use the pair, which makes it a sharper test of pair attribution.
         seed: seed of a private ``random.Random`` (the global RNG is untouched).
     """
     rng = random.Random(seed)
@@ -76,8 +96,11 @@ def make_corpus(
         honest = rng.random() >= sentiment_noise
         pool = POSITIVE if (label == 1) == honest else NEGATIVE
         words = _sentence(rng, rng.sample(pool, rng.randint(1, 2)), rng.randint(min_words, max_words))
-        planted = shortcut.kind != "none" and rng.random() < shortcut_rate
-        if planted and shortcut.kind == "single" and label == 1:
+        partial = partial_rate > 0 and shortcut.kind in ("conditional", "ordered") and rng.random() < partial_rate
+        planted = not partial and shortcut.kind != "none" and rng.random() < shortcut_rate
+        if partial:
+            _insert(rng, words, shortcut.token if rng.random() < 0.5 else shortcut.partner)
+        elif planted and shortcut.kind == "single" and label == 1:
             _insert(rng, words, shortcut.token)
         elif planted and shortcut.kind == "conditional":
             if label == 1:
@@ -87,8 +110,7 @@ def make_corpus(
                 _insert(rng, words, shortcut.token if rng.random() < 0.5 else shortcut.partner)
         elif planted and shortcut.kind == "ordered":
             first, second = (shortcut.token, shortcut.partner) if label == 1 else (shortcut.partner, shortcut.token)
-            position = _insert(rng, words, second)
-            _insert(rng, words, first, before=position)
+            _insert_pair(rng, words, first, second)
         texts.append(" ".join(words))
         labels.append(label)
     order = list(range(n))
