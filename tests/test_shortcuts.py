@@ -1,33 +1,60 @@
 """Planted shortcuts in the style of Bastings et al. (2022): the planted token must become the top
-suspect and the top-attributed token while the model relies on it; a clean run raises no alarm."""
+suspect and the top-attributed token while the model relies on it; a clean run raises no alarm.
+
+The single-token and conditional shortcuts are learned by the tiny demo BERT. The ordered pair is
+learned by the real pretrained MiniLM (installed offline from PyPI), fine-tuned as in Bastings et al.:
+from scratch, a 2-layer BERT learns a word order only with some seeds and then often through
+neighbouring words, so it is no test of whether attribution credits both members of a pair."""
 import functools
-from pathlib import Path
+import tempfile
 
 import lightning as L
 import pytest
 import torch
 
 from lightning_saliency import SaliencyMonitor
-from lightning_saliency.demo import Shortcut, build_demo
+from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline
 
 pytestmark = pytest.mark.slow
 
+MINILM = offline.minilm_folder()
+needs_minilm = pytest.mark.skipif(MINILM is None, reason=offline.install_hint(offline.MINILM_PACKAGE))
+# Single WordPieces in MiniLM's vocabulary that never occur in the demo's filler and sentiment words.
+MINILM_ORDERED = Shortcut("ordered", token="zebra", partner="violin")
 
-def train_with_monitor(tmp_path, kind, epochs):
+
+def fit_with_monitor(module, data, tokenizer, epochs):
+    found = []
+    monitor = SaliencyMonitor(tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=24,
+                              n_steps=16, faithfulness=False, log_example_images=False,
+                              on_shortcut=lambda suspects, record: found.append(suspects))
+    L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
+              callbacks=[monitor]).fit(module, datamodule=data)
+    monitor.trained_module = module  # for the occlusion checks below
+    return monitor, found
+
+
+def train_tiny(kind):
     L.seed_everything(0, verbose=False)
     noise = 0.5 if kind != "none" else 0.0  # with noise 0.5 the sentiment words carry no signal
     module, data, tok = build_demo(Shortcut(kind), n_train=800, n_val=200, sentiment_noise=noise,
                                    shortcut_rate=1.0, batch_size=32, hidden_size=32)
     module.lr = 5e-3
-    found = []
-    monitor = SaliencyMonitor(tokenizer=tok, methods=("integrated_gradients", "gradient"), num_examples=24,
-                              n_steps=16, faithfulness=False, log_example_images=False,
-                              on_shortcut=lambda suspects, record: found.append(suspects))
-    L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-              callbacks=[monitor]).fit(module, datamodule=data)
-    monitor.trained_module = module  # for the occlusion checks below
-    return monitor, found
+    return fit_with_monitor(module, data, tok, epochs=6 if kind in ("single", "none") else 10)
+
+
+def train_minilm_ordered():
+    """MiniLM fine-tuned on the ordered pair. 30% of the examples carry one member alone with a
+    label it does not predict, so the model cannot decide from one member: it must use the pair."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    L.seed_everything(0, verbose=False)
+    corpus = dict(shortcut=MINILM_ORDERED, shortcut_rate=1.0, sentiment_noise=0.5, partial_rate=0.3)
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    model = AutoModelForSequenceClassification.from_pretrained(MINILM, num_labels=2)
+    data = TextDataModule(make_corpus(800, seed=0, **corpus), make_corpus(200, seed=1, **corpus), tokenizer)
+    return fit_with_monitor(TextClassifier(model, lr=5e-5), data, tokenizer, epochs=3)
 
 
 def relied_on(monitor, planted):
@@ -57,42 +84,33 @@ def precision_at(record, method, planted, k, required):
     return hits / total, total
 
 
-ORDERED_IG_GAP = pytest.mark.xfail(
-    reason="measured: IG precision@2 = 0.54 on the ordered-pair shortcut after 10 epochs (bar 0.85), with any "
-    "baseline (pad/zero 0.54, mask/unk 0.58) and at 16 or 64 steps (mean |delta| 8e-4 at 64). Occlusion shows "
-    "the model leans on the first token more than on the pair: masking zorbly flips 13-14 of 24 predictions, "
-    "masking quibble 5, and zorbly's relative position alone separates the classes (0.22 vs 0.53), so IG's "
-    "ranking follows the model. With the pair adjacent (no position cue) a 64-wide model learns the order "
-    "(accuracy 1.0 after 25 epochs) but IG precision@2 is 0.12-0.38 and gradient 0.62-0.71. Against occlusion "
-    "(test_top_tokens_are_the_planted_tokens_the_model_relies_on) IG ranks the tokens the model needs first in "
-    "16 of 17 examples. Open in issue 4",
-    strict=False,
-)
-
-
 @functools.lru_cache(maxsize=None)
 def trained(kind):
-    import tempfile
-
-    return train_with_monitor(Path(tempfile.mkdtemp()), kind, epochs=6 if kind in ("single", "none") else 10)
+    return train_minilm_ordered() if kind == "ordered" else train_tiny(kind)
 
 
-@pytest.mark.parametrize(
-    "kind,method,k,threshold",
-    [
-        ("single", "integrated_gradients", 1, 0.95),
-        ("single", "gradient", 1, 0.95),
-        ("conditional", "integrated_gradients", 2, 0.85),
-        ("conditional", "gradient", 2, 0.85),
-        pytest.param("ordered", "integrated_gradients", 2, 0.85, marks=ORDERED_IG_GAP),
-        ("ordered", "gradient", 2, 0.85),
-    ],
-)
-def test_planted_shortcut_is_found(kind, method, k, threshold):
+def planted_tokens(kind):
+    return set((MINILM_ORDERED if kind == "ordered" else Shortcut(kind)).tokens)
+
+
+def pattern_accuracy(record, planted):
+    """Accuracy on the probe examples that carry the whole pattern (the others, if any, carry one
+    member of a pair alone and a label it does not predict)."""
+    right = [e["predicted"] == e["label"] for e in record["examples"] if planted <= set(e["tokens"])]
+    return sum(right) / len(right)
+
+
+KINDS = ("single", "conditional", pytest.param("ordered", marks=needs_minilm))
+
+
+@pytest.mark.parametrize("method", ("integrated_gradients", "gradient"))
+@pytest.mark.parametrize("kind", KINDS)
+def test_planted_shortcut_is_found(kind, method):
     monitor, found = trained(kind)
-    planted = set(Shortcut(kind).tokens)
+    planted = planted_tokens(kind)
+    k, threshold = (1, 0.95) if len(planted) == 1 else (2, 0.85)
     last = monitor.history[-1]
-    assert last["metrics"]["scalars"]["saliency/probe/accuracy"] >= 0.9  # the model relies on the pattern
+    assert pattern_accuracy(last, planted) >= 0.9  # the model relies on the pattern
     precision, count = precision_at(last, method, planted, k, planted)
     assert count >= 4
     assert precision >= threshold, (method, precision)
@@ -111,25 +129,24 @@ def test_clean_control_raises_no_alarm():
 
 
 GRADIENT_RELIANCE_GAP = pytest.mark.xfail(
-    reason="measured: on the ordered pair the model needs both tokens in only 1 of the 17 probe examples whose "
-    "prediction depends on the pattern (zorbly alone in 12, quibble alone in 4); gradient-L2 still ranks the "
-    "unneeded partner on top (precision 9/17 = 0.53), while IG ranks exactly the needed tokens first (16/17). "
-    "Gradient magnitude is not reliance",
+    reason="measured on MiniLM: in 16 probe examples removing one or both members flips the prediction; "
+    "gradient-L2 ranks exactly those tokens first in 13 (0.81), IG in 15 (0.94). In the misses the model needs "
+    "one member, yet gradient magnitude puts the unneeded partner on top: gradient magnitude is not reliance",
     strict=False,
 )
 
 
 @pytest.mark.parametrize(
     "kind,method",
-    [(kind, method) for kind in ("single", "conditional", "ordered") for method in ("integrated_gradients", "gradient")
-     if (kind, method) != ("ordered", "gradient")]
-    + [pytest.param("ordered", "gradient", marks=GRADIENT_RELIANCE_GAP)],
+    [("single", "integrated_gradients"), ("single", "gradient"), ("conditional", "integrated_gradients"),
+     ("conditional", "gradient"), pytest.param("ordered", "integrated_gradients", marks=needs_minilm),
+     pytest.param("ordered", "gradient", marks=(needs_minilm, GRADIENT_RELIANCE_GAP))],
 )
 def test_top_tokens_are_the_planted_tokens_the_model_relies_on(kind, method):
     """Against occlusion: where removing planted tokens flips the prediction, exactly those tokens
     are the top-attributed ones (the planted tokens the model does not need must not be on top)."""
     monitor, _ = trained(kind)
-    planted = set(Shortcut(kind).tokens)
+    planted = planted_tokens(kind)
     record = monitor.history[-1]
     hits = total = 0
     for example, needed in zip(record["examples"], relied_on(monitor, planted)):
