@@ -1,26 +1,26 @@
 """Pure attribution functions on token embeddings (no Lightning needed)."""
-from lightning_saliency.attribution.api import (
-    METHODS,
-    attention,
-    attribute,
-    gradient,
-    gradient_x_input,
-    integrated_gradients,
-    occlusion,
-    reduce_gradient,
-    smoothgrad,
-)
+from lightning_saliency.attribution.api import attribute, check_methods
 from lightning_saliency.attribution.context import AttributionConfig
 from lightning_saliency.attribution.embedding import find_embedding_layer
 from lightning_saliency.attribution.isolation import isolated_eval
+from lightning_saliency.attribution.methods import AttributionMethod, method_names, reduce_gradient, register
+from lightning_saliency.attribution.methods.attention import attention
+from lightning_saliency.attribution.methods.gradient import gradient
+from lightning_saliency.attribution.methods.gradient_x_input import gradient_x_input
+from lightning_saliency.attribution.methods.integrated_gradients import integrated_gradients
+from lightning_saliency.attribution.methods.occlusion import occlusion
+from lightning_saliency.attribution.methods.smoothgrad import smoothgrad
 from lightning_saliency.attribution.results import Attributions, MethodAttribution
 from lightning_saliency.attribution.targets import TargetSpec
 from lightning_saliency.attribution.tokens import SpecialTokens
 from lightning_saliency.attribution.words import WordAttribution, merge_subwords
 
+METHODS = method_names()
+
 __all__ = [
     "METHODS",
     "AttributionConfig",
+    "AttributionMethod",
     "Attributions",
     "MethodAttribution",
     "SpecialTokens",
@@ -28,13 +28,16 @@ __all__ = [
     "WordAttribution",
     "attention",
     "attribute",
+    "check_methods",
     "find_embedding_layer",
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
     "isolated_eval",
     "merge_subwords",
+    "method_names",
     "occlusion",
     "reduce_gradient",
+    "register",
     "smoothgrad",
 ]
