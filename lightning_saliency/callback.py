@@ -1,34 +1,67 @@
-"""SaliencyMonitor: attribution heatmaps and drift metrics on a fixed probe set every epoch."""
+"""SaliencyMonitor: the Lightning adapter over :class:`~lightning_saliency.engine.MonitorEngine`.
+
+This module holds the hooks, the schedule, the error guard and ``state_dict``; the model work,
+the analysis and the publishing live in the framework-free engine.
+"""
 from __future__ import annotations
 
 import time
-import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from lightning_saliency.attribution import METHODS, AttributionConfig, SpecialTokens, attribute
+from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
-from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
-from lightning_saliency.attribution.targets import TASKS
-from lightning_saliency.budget import ComputeBudget, Plan
-from lightning_saliency.distributed import (
-    ShardError, broadcast_object, gather_objects, refuse_sharded_models, shard_rows, world,
-)
+from lightning_saliency.distributed import refuse_sharded_models, world
+from lightning_saliency.engine import MonitorEngine, RunRequest
+from lightning_saliency.metrics import ShortcutRules
 from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward
-from lightning_saliency.monitoring import RunLogger, monitor_settings, output_directory
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
-from lightning_saliency.records import build_record
+from lightning_saliency.publishing import LoggerSink, Publisher, TensorBoardSink
+from lightning_saliency.runner import ModelAccess, no_progress, row_progress
+from lightning_saliency.settings import Baseline, MethodName, MonitorSettings, OnError, TargetChoice, Task
+
+NO_TENSORBOARD = (
+    "SaliencyMonitor: no TensorBoardLogger is attached, so heatmap images and markdown tables are not logged "
+    "(scalars still go to every logger, full results to saliency/*.json). Add "
+    "lightning.pytorch.loggers.TensorBoardLogger to Trainer(logger=[...]) to see them."
+)
+
+
+def load_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer object from a tokenizer or the path of a saved one (YAML configs give paths)."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    if tokenizer is None:
+        raise ValueError(
+            "SaliencyMonitor needs tokenizer= (a Hugging Face tokenizer or the path of a saved one) to know the "
+            "special tokens and to print tokens in heatmaps."
+        )
+    return tokenizer
+
+
+def check_model_fits_tokenizer(module: torch.nn.Module, tokenizer: Any, embedding_layer: Any) -> None:
+    """Fail early when the embedding layer cannot be found or is smaller than the vocabulary."""
+    vocab = len(tokenizer)
+    layer = find_embedding_layer(module, embedding_layer, vocab)
+    if vocab > num_embeddings(layer):
+        raise ValueError(
+            f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
+            "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
+        )
 
 
 class SaliencyMonitor(Callback):
     r"""Run Integrated Gradients and gradient saliency on a fixed probe set of validation examples
-    each validation epoch and log token heatmaps, top-token tables and drift scalars.
+    each validation epoch and log token heatmaps, top-token tables, drift scalars and shortcut alerts.
 
     Attribution runs on the live model in eval mode with frozen parameters under
     ``torch.autograd.grad`` (never ``.backward()``); every module's mode, every ``requires_grad``,
@@ -36,8 +69,7 @@ class SaliencyMonitor(Callback):
 
     Args:
         tokenizer: a Hugging Face tokenizer, or the path of a saved one (for YAML configs).
-        methods: attribution methods, any of ``integrated_gradients``, ``gradient``,
-            ``gradient_x_input``, ``smoothgrad``, ``occlusion``, ``attention``.
+        methods: attribution methods from the registry (``lightning_saliency.METHODS``).
         num_examples: probe-set size, sampled once (seeded, stratified by label).
         every_n_epochs: attribute every n-th validation epoch during fit.
         examples: raw texts to probe instead of sampling the validation set.
@@ -51,37 +83,32 @@ class SaliencyMonitor(Callback):
         task: ``"classification"``, ``"multiple_choice"`` or ``"causal_lm"``.
         label_names: class names for captions (default: the model config's ``id2label``).
         top_k: tokens per example in the markdown table and drift metrics.
-        max_tokens: padded tokens per attribution chunk, which bounds attribution's memory. Default:
-            the largest training batch seen so far (``input_ids.numel()``), so attribution's peak
-            memory stays at or below a training step's; before the first training batch, the
-            validation loader's batch size times the probe's padded length.
-        budget: the attribution time allowed per run as a fraction of the epoch's wall time (e.g.
-            ``0.1``). Each run's cost is predicted from the previous run's; the IG steps (or the
-            adaptive step cap) are lowered first, down to ``min(9, n_steps)``, then fewer probe
-            examples are attributed (a fixed prefix of the probe order, at least 2), so drift is
-            always compared on the same examples. ``None`` (default): run exactly as configured.
+        max_tokens: padded tokens per chunk of every model pass, which bounds memory. Default: the
+            largest training batch seen so far (``input_ids.numel()``), so the monitor's peak memory
+            stays at or below a training step's; before the first training batch, the validation
+            loader's batch size times the probe's padded length.
+        budget: the time allowed per run as a fraction of the epoch's wall time (e.g. ``0.1``); see
+            :class:`~lightning_saliency.budget.ComputeBudget`. ``None``: run exactly as configured.
         log_example_images: also log one image per example (the grid image is always logged).
         reference_pass: attribute once before training (run label ``"start"``).
         dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``).
         seed: probe sampling and SmoothGrad seed (private generators; training RNG untouched).
-        on_error: ``"warn"`` (report once, keep training) or ``"raise"``.
-        attribution_options: further :class:`~lightning_saliency.AttributionConfig` fields.
-        shortcut_min_examples, shortcut_min_fraction, shortcut_top1_rate, shortcut_min_share,
-            shortcut_min_rise: a token is a shortcut suspect when it appears in at least
-            ``max(min_examples, min_fraction * num_examples)`` probe examples, is the top token in at
-            least ``top1_rate`` of them, holds on average ``min_share`` of their |attribution| and its
-            share rose by ``min_rise`` since the ``start`` run
-            (see :func:`lightning_saliency.metrics.shortcut_suspects`).
+        on_error: ``"warn"`` (report, keep training) or ``"raise"``.
+        attribution_config: an :class:`~lightning_saliency.AttributionConfig` to start from; the
+            explicit ``n_steps``, ``tolerance``, ``baseline`` and ``attribution_options`` override it.
+        attribution_options: further ``AttributionConfig`` fields.
+        shortcut: the suspect rules (:class:`~lightning_saliency.metrics.ShortcutRules`).
         on_shortcut: called as ``on_shortcut(suspects, record)`` when suspects are found.
         faithfulness: compute ERASER comprehensiveness / sufficiency for IG and gradient.
+        history_size: how many recent records ``history`` keeps in memory (all are on disk).
 
-    Under DDP every rank attributes its share of the probe set (balanced by tokens) and rank zero
-    gathers the shards for metrics, images and files; only rank zero writes.
+    Under DDP every rank runs its share of the probe set (balanced by tokens) for every model pass,
+    and rank zero gathers the shards for metrics, images and files; only rank zero writes.
 
     Raises:
-        ValueError: at ``setup`` for an unknown method or option, no tokenizer, no embedding layer,
-            a vocabulary larger than the embedding table, no validation data, no way to call
-            the model, or a strategy that shards parameters (FSDP, DeepSpeed, model parallel).
+        ValueError: at construction for an unknown method, option or threshold; at ``setup`` for no
+            tokenizer, no embedding layer, a vocabulary larger than the embedding table, no
+            validation data, no way to call the model, or a strategy that shards parameters.
 
     Example::
 
@@ -96,18 +123,18 @@ class SaliencyMonitor(Callback):
     def __init__(
         self,
         tokenizer: Optional[Union[str, Any]] = None,
-        methods: Sequence[str] = ("integrated_gradients", "gradient"),
+        methods: Sequence[MethodName] = ("integrated_gradients", "gradient"),
         num_examples: int = 8,
         every_n_epochs: int = 1,
         examples: Optional[list[str]] = None,
         example_labels: Optional[list[int]] = None,
-        target: Union[str, int] = "predicted",
+        target: TargetChoice = "predicted",
         n_steps: int = 32,
         tolerance: Optional[float] = None,
-        baseline: str = "pad",
+        baseline: Baseline = "pad",
         embedding_layer: Optional[str] = None,
         forward_fn: Optional[ForwardFn] = None,
-        task: str = "classification",
+        task: Task = "classification",
         label_names: Optional[list[str]] = None,
         top_k: int = 5,
         max_tokens: Optional[int] = None,
@@ -116,106 +143,71 @@ class SaliencyMonitor(Callback):
         reference_pass: bool = True,
         dirpath: Optional[str] = None,
         seed: int = 0,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
+        attribution_config: Optional[AttributionConfig] = None,
         attribution_options: Optional[dict[str, Any]] = None,
-        shortcut_min_examples: int = 3,
-        shortcut_min_fraction: float = 0.25,
-        shortcut_top1_rate: float = 0.6,
-        shortcut_min_share: float = 0.3,
-        shortcut_min_rise: float = 0.05,
+        shortcut: Optional[ShortcutRules] = None,
         on_shortcut: Optional[Callable[[list, dict], None]] = None,
         faithfulness: bool = True,
+        history_size: int = 32,
     ) -> None:
         super().__init__()
-        self.methods = tuple(methods)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"Unknown method(s) {unknown or self.methods}; choose from {METHODS}.")
-        if on_error not in ("warn", "raise"):
-            raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}.")
-        if not (target in ("predicted", "label") or isinstance(target, int)):
-            raise ValueError(f"target must be 'predicted', 'label' or a class index, got {target!r}.")
-        if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
-        if num_examples < 1 or every_n_epochs < 1 or top_k < 1:
-            raise ValueError("num_examples, every_n_epochs and top_k must be positive.")
-        self.config = AttributionConfig(
-            n_steps=n_steps, tolerance=tolerance, baseline=baseline, seed=seed, max_tokens=max_tokens or 4096,
-            **(attribution_options or {}),
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
+        if target == "label" and examples is not None and example_labels is None:
+            raise ValueError("target='label' with examples= needs example_labels=[...].")
+        self.settings = MonitorSettings.build(
+            n_steps=n_steps, tolerance=tolerance, baseline=baseline, attribution_config=attribution_config,
+            attribution_options=attribution_options, shortcut=shortcut, label_names=label_names,
+            methods=tuple(methods), num_examples=num_examples, target=target, task=task, top_k=top_k, seed=seed,
+            max_tokens=max_tokens, budget=budget, faithfulness=faithfulness, log_example_images=log_example_images,
+            reference_pass=reference_pass, on_error=on_error, history_size=history_size,
         )
-        self.max_tokens = max_tokens
-        adaptive = self.config.tolerance is not None
-        steps = self.config.max_steps if adaptive else self.config.n_steps
-        self.budget = None if budget is None else ComputeBudget(
-            budget, num_examples, steps, min_examples=2,
-            min_steps=self.config.min_steps if adaptive else min(9, self.config.n_steps),
-        )
-        self._train_tokens = 0
+        self.engine = MonitorEngine(self.settings)
         self.tokenizer = tokenizer
-        self.num_examples, self.every_n_epochs = num_examples, every_n_epochs
+        self.every_n_epochs = every_n_epochs
         self.examples, self.example_labels = examples, example_labels
-        self.target, self.task = target, task
         self.embedding_layer, self.forward_fn = embedding_layer, forward_fn
-        self.label_names, self.top_k = label_names, top_k
-        self.log_example_images, self.reference_pass = log_example_images, reference_pass
-        self.dirpath, self.seed, self.on_error = dirpath, seed, on_error
-        self.shortcut_options = {
-            "min_examples": shortcut_min_examples, "min_fraction": shortcut_min_fraction,
-            "top1_rate": shortcut_top1_rate, "min_share": shortcut_min_share, "min_rise": shortcut_min_rise,
-        }
-        self.on_shortcut, self.faithfulness = on_shortcut, faithfulness
-        self.history: list[dict[str, Any]] = []
+        self.dirpath, self.on_shortcut = dirpath, on_shortcut
         self.probe: Optional[ProbeSet] = None
-        self._probe_indices: Optional[list[int]] = None
-        self._reference: Optional[dict[str, Any]] = None
-        self._completed: set[str] = set()
-        self._reported_errors: set[str] = set()
+        self._access: Optional[ModelAccess] = None
+        self._publisher: Optional[Publisher] = None
+        self._train_tokens = 0
         self._epoch_started: Optional[float] = None
-        self._special: Optional[SpecialTokens] = None
-        self._call_model: Optional[ForwardFn] = None
-        self._logger = RunLogger()
+
+    # The settings, read-only, under the names users passed them as.
+    methods = property(lambda self: self.settings.methods)
+    num_examples = property(lambda self: self.settings.num_examples)
+    config = property(lambda self: self.settings.attribution)
+    history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(methods=self.methods, num_examples=self.num_examples, seed=self.seed)
+        return self._generate_state_key(methods=self.methods, num_examples=self.num_examples, seed=self.settings.seed)
 
-    # ----------------------------------------------------------------------------------- setup
+    # ------------------------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         refuse_sharded_models(trainer.strategy)
-        if isinstance(self.tokenizer, (str, Path)):
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer))
-        if self.tokenizer is None:
+        self.tokenizer = load_tokenizer(self.tokenizer)
+        check_model_fits_tokenizer(pl_module, self.tokenizer, self.embedding_layer)
+        self._access = ModelAccess(
+            module=pl_module, forward_fn=self.forward_fn or hf_forward(pl_module), tokenizer=self.tokenizer,
+            special_tokens=SpecialTokens.from_tokenizer(self.tokenizer), embedding_layer=self.embedding_layer,
+            forward_context=trainer.precision_plugin.forward_context,
+        )
+        if self.settings.label_names is None and config_label_names(pl_module):
+            self.settings = self.engine.settings = _with_label_names(self.settings, config_label_names(pl_module))
+        if self.examples is None and stage in ("fit", "validate") and not _has_validation_data(trainer, pl_module, stage):
             raise ValueError(
-                "SaliencyMonitor needs tokenizer= (a Hugging Face tokenizer or the path of a saved one) to know the "
-                "special tokens and to print tokens in heatmaps."
+                "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
+                "or give the probe texts with SaliencyMonitor(examples=[...])."
             )
-        self._special = SpecialTokens.from_tokenizer(self.tokenizer)
-        vocab = len(self.tokenizer)
-        layer = find_embedding_layer(pl_module, self.embedding_layer, vocab)
-        if vocab > num_embeddings(layer):
-            raise ValueError(
-                f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
-                "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
-            )
-        self._call_model = self.forward_fn or hf_forward(pl_module)
-        if self.examples is None and stage in ("fit", "validate"):
-            loop = trainer.fit_loop.epoch_loop.val_loop if stage == "fit" else trainer.validate_loop
-            if not loop._data_source.is_defined() or (stage == "fit" and trainer.limit_val_batches == 0):
-                raise ValueError(
-                    "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
-                    "or give the probe texts with SaliencyMonitor(examples=[...])."
-                )
-        if self.target == "label" and self.examples is not None and self.example_labels is None:
-            raise ValueError("target='label' with examples= needs example_labels=[...].")
 
-    # ---------------------------------------------------------------------------------- hooks
+    # ------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Decided from state every rank holds alike (a checkpoint restores it on all ranks).
-        if self.reference_pass and "start" not in self._completed:
-            self._prepare_validation_data(trainer)
-            self._guarded_run(trainer, pl_module, "start", "fit", epoch=None)
+        if self.settings.reference_pass and "start" not in self.engine.completed:
+            self._run(trainer, "start", "fit", epoch=None)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
@@ -229,168 +221,105 @@ class SaliencyMonitor(Callback):
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
-        if trainer.state.fn == "fit":
-            label = f"{epoch:03d}"
-            if (epoch + 1) % self.every_n_epochs != 0 or label in self._completed:
-                return
-            self._guarded_run(trainer, pl_module, label, "fit", epoch)
-        else:
-            self._guarded_run(trainer, pl_module, f"validate_{epoch:03d}", "validate", epoch)
+        if trainer.state.fn != "fit":
+            self._run(trainer, f"validate_{epoch:03d}", "validate", epoch)
+        elif (epoch + 1) % self.every_n_epochs == 0 and f"{epoch:03d}" not in self.engine.completed:
+            self._run(trainer, f"{epoch:03d}", "fit", epoch)
 
-    # ------------------------------------------------------------------------------ resuming
+    # --------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "probe_indices": self._probe_indices,
-            "reference": self._reference,
-            "previous": self.history[-1] if self.history else None,
-            "completed": sorted(self._completed),
-            "budget_costs": None if self.budget is None else [self.budget.seconds_per_step, self.budget.seconds_per_example],
-        }
+        return self.engine.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._probe_indices = state_dict.get("probe_indices")
-        self._reference = state_dict.get("reference")
-        self._completed = set(state_dict.get("completed", []))
-        previous = state_dict.get("previous")
-        self.history = [previous] if previous is not None else []
-        costs = state_dict.get("budget_costs")
-        if self.budget is not None and costs is not None:  # plan the first run after resuming from the last one
-            self.budget.seconds_per_step, self.budget.seconds_per_example = costs
+        self.engine.load_state_dict(state_dict)
         self.probe = None  # rebuilt from the stored indices on the next run
 
-    # ------------------------------------------------------------------------------ internals
-    def _prepare_validation_data(self, trainer: L.Trainer) -> None:
-        # Every rank runs this (it contains a barrier); attribution itself runs on rank zero only.
-        if self.examples is None and trainer.val_dataloaders is None:
-            trainer.fit_loop.epoch_loop.val_loop.setup_data()
+    # -------------------------------------------------------------------------------- internals
+    def _run(self, trainer: L.Trainer, label: str, stage: str, epoch: Optional[int]) -> None:
+        started = time.perf_counter()
+        # trainer.log_dir is a collective under DDP: read it on every rank, outside rank zero's work.
+        directory = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir or trainer.default_root_dir)
+
+        def run() -> None:
+            probe = self._ensure_probe(trainer)
+            rank, world_size = world(trainer)
+            epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
+            request = RunRequest(label, stage, epoch, trainer.global_step, self._token_budget(probe, trainer),
+                                 epoch_seconds, rank, world_size)
+            enabled = trainer.progress_bar_callback is not None and getattr(trainer.progress_bar_callback, "is_enabled", False)
+            record = self.engine.run(request, self._access, probe, directory, lambda: self._publisher_for(trainer),
+                                     row_progress if enabled else no_progress)
+            if record is not None:
+                rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(record.examples)} "
+                               f"examples took {record.seconds:.2f} s.")
+
+        self.engine.guarded(label, run, rank_zero_warn)
+
+    def _publisher_for(self, trainer: L.Trainer) -> Publisher:
+        if self._publisher is None:  # created on rank zero only, at its first run
+            sinks: list[Any] = [LoggerSink(logger) for logger in trainer.loggers]
+            sinks += [TensorBoardSink(logger.experiment) for logger in trainer.loggers
+                      if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
+            self._publisher = Publisher(sinks, rank_zero_warn, self.settings.top_k, self.settings.log_example_images,
+                                        self.on_shortcut, NO_TENSORBOARD)
+        return self._publisher
 
     def _ensure_probe(self, trainer: L.Trainer) -> ProbeSet:
         if self.probe is not None:
             return self.probe
         if self.examples is not None:
             self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels)
+            return self.probe
+        loader = _validation_loader(trainer)
+        if loader is None:
+            raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
+        if self.engine.probe_indices is not None:  # resumed: the same examples as before
+            self.probe = probe_from_dataloader(loader, indices=self.engine.probe_indices, tokenizer=self.tokenizer)
         else:
-            loader = self._validation_loader(trainer)
-            if loader is None:
-                raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
-            if self._probe_indices is not None:
-                self.probe = probe_from_dataloader(loader, indices=self._probe_indices, tokenizer=self.tokenizer)
-            else:
-                self.probe = probe_from_dataloader(loader, self.num_examples, self.seed, self.tokenizer)
-        self._probe_indices = list(self.probe.indices)
+            self.probe = probe_from_dataloader(loader, self.num_examples, self.settings.seed, tokenizer=self.tokenizer)
         return self.probe
 
-    @staticmethod
-    def _validation_loader(trainer: Optional[L.Trainer]) -> Any:
-        loaders = getattr(trainer, "val_dataloaders", None)
-        if isinstance(loaders, dict):
-            return next(iter(loaders.values()), None)
-        return loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
-
-    def _target_argument(self, probe: ProbeSet) -> Any:
-        if self.target == "predicted":
-            return None
-        if self.target == "label":
-            if probe.labels is None:
-                raise ValueError("target='label' but the validation batches have no 'labels'.")
-            return probe.labels
-        return self.target
-
-    def _guarded_run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
-        try:
-            self._run(trainer, pl_module, label, stage, epoch)
-        except Exception as error:  # attribution must never cost the user's training run
-            if self.on_error == "raise":
-                raise
-            key = f"{type(error).__name__}: {error}"
-            if key not in self._reported_errors:
-                self._reported_errors.add(key)
-                where = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3))
-                rank_zero_warn(
-                    f"SaliencyMonitor: attribution for run {label!r} failed and was skipped; training continues. "
-                    f"Cause: {key}\n{where}Set on_error='raise' to stop on such errors."
-                )
-
-    def _plan(self, label: str, epoch_seconds: Optional[float]) -> Plan:
-        if self.budget is None:
-            return Plan(self.num_examples, self.config.n_steps)
-        return self.budget.full() if label == "start" else self.budget.plan(epoch_seconds)
-
-    def _run_config(self, plan: Plan, probe: ProbeSet, trainer: L.Trainer) -> AttributionConfig:
-        changes: dict[str, Any] = {}
-        if self.max_tokens is None:
-            changes["max_tokens"] = self._train_tokens or self._validation_tokens(probe, trainer)
-        if self.budget is not None:
-            changes["max_steps" if self.config.tolerance is not None else "n_steps"] = plan.steps
-        return replace(self.config, **changes)
-
-    def _validation_tokens(self, probe: ProbeSet, trainer: L.Trainer) -> int:
-        """Before any training batch: a validation batch's tokens, else the engine's default."""
-        batch_size = getattr(self._validation_loader(trainer), "batch_size", None)
+    def _token_budget(self, probe: ProbeSet, trainer: L.Trainer) -> int:
+        """The largest training batch so far; before one: a validation batch's tokens (else the engine default)."""
+        if self._train_tokens:
+            return self._train_tokens
+        batch_size = getattr(_validation_loader(trainer, load=False), "batch_size", None)
         if not batch_size:  # examples= without a validation loader, or a batch sampler
-            return self.config.max_tokens
-        return max(batch_size * probe.inputs["input_ids"].shape[-1], 1)
+            return self.settings.attribution.max_tokens
+        return batch_size * probe.inputs["input_ids"].shape[-1]
 
-    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, label: str, stage: str, epoch) -> None:
-        started = time.perf_counter()
-        epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
-        rank, world_size = world(trainer)
-        # Every rank makes the same collective calls in the same order, whatever fails locally:
-        # one broadcast (the plan), then one gather (a shard, nothing, or an error).
-        plan = broadcast_object(self._plan(label, epoch_seconds), world_size)
-        shard: Optional[Attributions] = None
-        failure: Optional[str] = None
-        try:
-            probe = self._ensure_probe(trainer)
-            probe = probe.select(range(plan.num_examples)) if plan.num_examples < len(probe) else probe
-            config = self._run_config(plan, probe, trainer)
-            rows = shard_rows(probe.lengths(), rank, world_size)
-            if rows:
-                with self._logger.progress(trainer, f"Saliency [{label}]") as advance:
-                    part = probe.select(rows)
-                    shard = attribute(
-                        pl_module, part.inputs, self.methods, tokenizer=self.tokenizer, special_tokens=self._special,
-                        embedding_layer=self.embedding_layer, forward_fn=self._call_model,
-                        target=self._target_argument(part), task=self.task, config=config,
-                        forward_context=trainer.precision_plugin.forward_context, progress=advance,
-                    )
-                    shard = select_rows(shard, range(len(rows))) if world_size > 1 else shard
-        except Exception as error:
-            if world_size == 1:
-                raise
-            rows, failure = [], f"rank {rank}: {type(error).__name__}: {error}"
-        directory = output_directory(self, trainer)  # a collective under DDP, so outside rank zero's branch
-        gathered = gather_objects((rows, shard, failure), world_size)
-        failures = [f for _, _, f in gathered if f is not None]
-        if failures:
-            raise ShardError("; ".join(failures))
-        self._completed.add(label)
-        if not trainer.is_global_zero:
-            return
-        parts = [(r, s) for r, s, _ in gathered if s is not None]
-        result = parts[0][1] if len(parts) == 1 else concatenate([s for _, s in parts], [i for r, _ in parts for i in r])
-        self._record(trainer, pl_module, label, stage, epoch, probe, result, config, plan, (started, epoch_seconds),
-                     directory)
 
-    def _record(self, trainer, pl_module, label, stage, epoch, probe, result, config, plan, timing, directory):
-        names = self.label_names or config_label_names(pl_module)
-        record = build_record(
-            label=label, stage=stage, epoch=epoch, global_step=trainer.global_step,
-            settings=monitor_settings(self, config, plan if self.budget is not None else None), probe=probe,
-            result=result, label_names=names,
-        )
-        self._logger.analyse(self, pl_module, record, result, probe)
-        if label == "start":
-            self._reference = record
-        self._logger.publish(self, trainer, record, *timing, directory)
-        self.history.append(record)
-        if self.budget is not None:
-            ig = result.methods.get("integrated_gradients")
-            self.budget.observe(
-                seconds=record["seconds"], ig_seconds=result.timings.get("integrated_gradients", 0.0),
-                examples=len(probe), mean_steps=float(ig.steps.float().mean()) if ig is not None else 0.0,
-            )
-        rank_zero_info(
-            f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(probe)} examples "
-            f"took {record['seconds']:.2f} s."
-        )
+def _with_label_names(settings: MonitorSettings, names: Sequence[str]) -> MonitorSettings:
+    from dataclasses import replace
+
+    return replace(settings, label_names=tuple(names))
+
+
+def _first(loaders: Any) -> Any:
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()), None)
+    return loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
+
+
+def _validation_loader(trainer: L.Trainer, load: bool = True) -> Any:
+    """The validation loader: the trainer's once Lightning has loaded it; before that (no sanity
+    check), a fresh one from the datamodule's or the module's public ``val_dataloader()`` hook."""
+    loader = _first(getattr(trainer, "val_dataloaders", None))
+    if loader is not None or not load:
+        return loader
+    for source in (trainer.datamodule, trainer.lightning_module):
+        if source is not None and is_overridden("val_dataloader", source):
+            return _first(source.val_dataloader())
+    # Loaders passed as fit(val_dataloaders=...) have no public route before the first validation.
+    trainer.fit_loop.epoch_loop.val_loop.setup_data()
+    return _first(trainer.val_dataloaders)
+
+
+def _has_validation_data(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> bool:
+    if stage == "fit" and trainer.limit_val_batches == 0:
+        return False
+    if any(s is not None and is_overridden("val_dataloader", s) for s in (trainer.datamodule, pl_module)):
+        return True
+    # Loaders passed to fit()/validate() directly: Lightning exposes them only after loading them.
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "fit" else trainer.validate_loop
+    return loop._data_source.is_defined()

@@ -1,25 +1,28 @@
-"""Finding the Hugging Face model and its label names inside a LightningModule."""
+"""Finding the Hugging Face model and its label names inside a LightningModule (or any module)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from lightning_saliency.attribution.embedding import find_hf_model
+
 ForwardFn = Callable[[Any, dict], Any]
 
 
-def hf_forward(pl_module: Any) -> ForwardFn:
-    """Call the Hugging Face model inside the LightningModule (the module itself or a child)."""
-    candidates = [pl_module] + [child for _, child in pl_module.named_children()]
-    for candidate in candidates:
-        if callable(getattr(candidate, "get_input_embeddings", None)):
-            return lambda module, inputs, model=candidate: model(**inputs)
-    raise ValueError(
-        f"{type(pl_module).__name__} holds no Hugging Face model (no child with get_input_embeddings()). "
-        "Pass forward_fn=lambda pl_module, inputs: <logits> and embedding_layer='path.to.embedding'."
-    )
+def hf_forward(root: Any) -> ForwardFn:
+    """Call the Hugging Face model held anywhere inside ``root`` (found as the embedding layer is)."""
+    model = find_hf_model(root)
+    if model is None:
+        raise ValueError(
+            f"{type(root).__name__} holds no Hugging Face model (no submodule with get_input_embeddings()). "
+            "Pass forward_fn=lambda pl_module, inputs: <logits> and embedding_layer='path.to.embedding'."
+        )
+    return lambda module, inputs: model(**inputs)
 
 
-def config_label_names(pl_module: Any) -> Optional[list[str]]:
-    for module in pl_module.modules():
+def config_label_names(root: Any) -> Optional[list[str]]:
+    """Class names from the first ``config.id2label`` inside ``root``, unless they are the
+    ``LABEL_i`` placeholders Hugging Face fills in."""
+    for module in root.modules():
         id2label = getattr(getattr(module, "config", None), "id2label", None)
         if isinstance(id2label, dict) and id2label:
             names = [str(id2label[i]) for i in sorted(id2label)]

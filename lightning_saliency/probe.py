@@ -140,8 +140,9 @@ def _word_ids(tokenizer: Any, ids: list[int], text: str) -> list[Optional[int]]:
     return list(range(len(ids)))  # unknown word boundaries: every token is its own word
 
 
-def probe_from_dataloader(
-    dataloader: DataLoader,
+def probe_from_dataset(
+    dataset: Any,
+    collate_fn: Optional[Callable[[list], Any]],
     num_examples: int = 8,
     seed: int = 0,
     tokenizer: Any = None,
@@ -149,23 +150,26 @@ def probe_from_dataloader(
     id_to_token: Optional[Callable[[int], str]] = None,
     indices: Optional[Sequence[int]] = None,
 ) -> ProbeSet:
-    """Sample from the loader's dataset (or take ``indices``) and collate with its own ``collate_fn``.
-
-    The loader itself is never iterated, so its sampler and workers are left alone.
-    """
-    dataset = dataloader.dataset
+    """Sample from ``dataset`` (or take ``indices``) and collate with ``collate_fn``, the same
+    function the training framework collates validation batches with."""
     indices = list(indices) if indices is not None else choose_indices(dataset, num_examples, seed, label_key)
     items = _fetch(dataset, indices)
     if not items:
         raise ValueError("The validation dataset yielded no examples; SaliencyMonitor needs examples to probe.")
     indices = indices[: len(items)]
-    batch = dataloader.collate_fn(items) if dataloader.collate_fn is not None else items
+    batch = collate_fn(items) if collate_fn is not None else items
     inputs = model_inputs(batch)
     inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
     labels = batch.get(label_key, batch.get("label")) if isinstance(batch, dict) else None
     labels = torch.as_tensor(labels).reshape(-1).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
     return ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, labels, tokens, texts, word_ids)
+
+
+def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: int = 0, **options: Any) -> ProbeSet:
+    """:func:`probe_from_dataset` on the loader's dataset and ``collate_fn``. The loader itself is
+    never iterated, so its sampler and workers are left alone."""
+    return probe_from_dataset(dataloader.dataset, dataloader.collate_fn, num_examples, seed, **options)
 
 
 def probe_from_texts(

@@ -1,21 +1,198 @@
-"""One JSON-serialisable record per attribution run, written to ``saliency/epoch_*.json``."""
+"""Typed records of attribution runs, and the one reader and writer of ``saliency/epoch_*.json``.
+
+A :class:`RunRecord` is built once from a run's probe examples and attributions, gets its
+:class:`RunMetrics` from the (pure) analysis, and is written atomically. ``to_json``/``from_json``
+are exact inverses; ``from_json`` checks the schema version, so the report and the TensorBoard tab
+never misread a file written by another version.
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lightning_saliency.attribution import Attributions
+from lightning_saliency.metrics.shortcut import Suspect, TokenStat
 from lightning_saliency.probe import ProbeSet
 
 SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A file that is not a readable saliency record of a schema this version understands."""
 
 
 def class_name(index: Optional[int], names: Optional[Sequence[str]]) -> Optional[str]:
     if index is None:
         return None
     return names[index] if names is not None and 0 <= index < len(names) else str(index)
+
+
+@dataclass
+class ExampleRecord:
+    """One probe example in one run: tokens (padding removed), prediction and per-method scores."""
+
+    index: int
+    text: str
+    tokens: list[str]
+    word_ids: list[Optional[int]]
+    special: list[bool]
+    label: Optional[int]
+    label_name: Optional[str]
+    predicted: int
+    predicted_name: Optional[str]
+    probability: float
+    target: int
+    target_score: float
+    attributions: dict[str, list[float]]
+    delta: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+
+    def regular_scores(self, method: str) -> list[float]:
+        """The method's scores of the non-special tokens."""
+        return [s for s, special in zip(self.attributions[method], self.special) if not special]
+
+
+@dataclass
+class ConcentrationSummary:
+    per_example: list[dict[str, float]]
+    mean: dict[str, float]
+
+
+@dataclass
+class DriftBlock:
+    """Drift of one method against an earlier run, over the examples both attributed."""
+
+    against: str
+    positions: list[int]
+    per_example: list[dict[str, float]]
+    summary: dict[str, dict[str, float]]
+    before_top: list[list[tuple[str, float]]]
+
+
+@dataclass
+class ShortcutFindings:
+    suspects: list[Suspect]
+    tokens: list[TokenStat]
+    reference: Optional[str]
+
+
+@dataclass
+class FaithfulnessSummary:
+    """ERASER comprehensiveness and sufficiency, means over the probe examples per fraction."""
+
+    fractions: list[float]
+    comprehensiveness: list[float]
+    sufficiency: list[float]
+    comprehensiveness_aopc: float
+    sufficiency_aopc: float
+
+
+def _lenient(cls: type, data: dict[str, Any]) -> Any:
+    """``cls`` from a JSON object that may lack fields (an older or hand-edited record): missing
+    ones take the field's default, else None; unknown keys are ignored."""
+    values = {}
+    for f in fields(cls):
+        if f.name in data:
+            values[f.name] = data[f.name]
+        elif f.default is not MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+        else:
+            values[f.name] = None
+    return cls(**values)
+
+
+@dataclass
+class RunMetrics:
+    scalars: dict[str, float] = field(default_factory=dict)
+    concentration: dict[str, ConcentrationSummary] = field(default_factory=dict)
+    drift: dict[str, dict[str, DriftBlock]] = field(default_factory=dict)
+    shortcut: dict[str, ShortcutFindings] = field(default_factory=dict)
+    faithfulness: dict[str, FaithfulnessSummary] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
+        return cls(
+            scalars=dict(data.get("scalars", {})),
+            concentration={m: _lenient(ConcentrationSummary, v) for m, v in data.get("concentration", {}).items()},
+            drift={
+                m: {name: _lenient(DriftBlock, {**b, "before_top": [[tuple(p) for p in top]
+                                                                    for top in b.get("before_top") or []]})
+                    for name, b in blocks.items()}
+                for m, blocks in data.get("drift", {}).items()
+            },
+            shortcut={
+                m: ShortcutFindings([_lenient(Suspect, s) for s in v.get("suspects", [])],
+                                    [_lenient(TokenStat, t) for t in v.get("tokens", [])], v.get("reference"))
+                for m, v in data.get("shortcut", {}).items()
+            },
+            faithfulness={m: _lenient(FaithfulnessSummary, v) for m, v in data.get("faithfulness", {}).items()},
+        )
+
+
+@dataclass
+class RunRecord:
+    """Everything one attribution run produced. ``seconds`` is the run's wall time, publishing
+    included, filled in when the run is published."""
+
+    label: str
+    stage: str
+    epoch: Optional[int]
+    global_step: int
+    settings: dict[str, Any]
+    methods: list[str]
+    examples: list[ExampleRecord]
+    metrics: RunMetrics = field(default_factory=RunMetrics)
+    seconds: Optional[float] = None
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (plain dicts and lists; non-finite numbers become ``null``)."""
+        data = asdict(self)
+        ordered = {key: data[key] for key in ("schema", "label", "stage", "epoch", "global_step", "seconds",
+                                              "settings", "methods", "examples", "metrics")}
+        return _finite(ordered)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RunRecord":
+        if not isinstance(data, dict):
+            raise RecordError(f"not a saliency record (a JSON {type(data).__name__}, not an object)")
+        missing = [key for key in ("label", "methods", "examples") if key not in data]
+        if missing:
+            raise RecordError(f"not a saliency record (missing {', '.join(missing)})")
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            raise RecordError(f"schema {schema}, but this version of lightning-saliency reads schema {SCHEMA_VERSION}")
+        try:
+            return cls(
+                label=str(data["label"]), stage=data.get("stage", "fit"), epoch=data.get("epoch"),
+                global_step=data.get("global_step") or 0, settings=dict(data.get("settings") or {}),
+                methods=list(data["methods"]), examples=[ExampleRecord(**e) for e in data["examples"]],
+                metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"), schema=schema,
+            )
+        except (TypeError, KeyError, AttributeError) as error:
+            raise RecordError(f"malformed saliency record ({error})") from error
+
+    def restricted_to(self, indices: Sequence[int]) -> "RunRecord":
+        """This run with only the examples whose dataset index is in ``indices`` (in that order)."""
+        by_index = {e.index: e for e in self.examples}
+        return replace(self, examples=[by_index[i] for i in indices if i in by_index])
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities (e.g. a rank correlation over one token) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def build_record(
@@ -28,61 +205,47 @@ def build_record(
     probe: ProbeSet,
     result: Attributions,
     label_names: Optional[Sequence[str]] = None,
-) -> dict[str, Any]:
-    """Per-example tokens, prediction and per-method token attributions (padding removed).
-
-    ``seconds`` (the run's wall time, rendering and logging included) is filled in when published.
-    """
+) -> RunRecord:
+    """Per-example tokens, prediction and per-method token attributions (padding removed)."""
     examples = []
     for i in range(len(probe)):
         valid = result.attention_mask[i].bool()
         true_label = int(probe.labels[i]) if probe.labels is not None else None
-        predicted, target = int(result.predicted[i]), int(result.target[i])
-        entry = {
-            "index": int(probe.indices[i]),
-            "text": probe.texts[i],
-            "tokens": list(probe.tokens[i]),
-            "word_ids": list(probe.word_ids[i]),
-            "special": result.special_mask[i][valid].tolist(),
-            "label": true_label,
-            "label_name": class_name(true_label, label_names),
-            "predicted": predicted,
-            "predicted_name": class_name(predicted, label_names),
-            "probability": float(result.probability[i]),
-            "target": target,
-            "target_score": float(result.target_score[i]),
-            "attributions": {m: r.scores[i][valid].tolist() for m, r in result.methods.items()},
-            "delta": {m: float(r.delta[i]) for m, r in result.methods.items() if r.delta is not None},
-            "steps": {m: int(r.steps[i]) for m, r in result.methods.items() if r.steps is not None},
-        }
-        examples.append(entry)
-    return {
-        "schema": SCHEMA_VERSION,
-        "label": label,
-        "stage": stage,
-        "epoch": epoch,
-        "global_step": global_step,
-        "seconds": None,
-        "settings": settings,
-        "methods": list(result.methods),
-        "examples": examples,
-        "metrics": {},
-    }
+        predicted = int(result.predicted[i])
+        examples.append(ExampleRecord(
+            index=int(probe.indices[i]), text=probe.texts[i], tokens=list(probe.tokens[i]),
+            word_ids=list(probe.word_ids[i]), special=result.special_mask[i][valid].tolist(),
+            label=true_label, label_name=class_name(true_label, label_names),
+            predicted=predicted, predicted_name=class_name(predicted, label_names),
+            probability=float(result.probability[i]), target=int(result.target[i]),
+            target_score=float(result.target_score[i]),
+            attributions={m: r.scores[i][valid].tolist() for m, r in result.methods.items()},
+            delta={m: float(r.delta[i]) for m, r in result.methods.items() if r.delta is not None},
+            steps={m: int(r.steps[i]) for m, r in result.methods.items() if r.steps is not None},
+        ))
+    return RunRecord(label=label, stage=stage, epoch=epoch, global_step=global_step, settings=settings,
+                     methods=list(result.methods), examples=examples)
 
 
 def record_path(directory: os.PathLike, label: str) -> Path:
     return Path(directory) / "saliency" / f"epoch_{label}.json"
 
 
-def write_record(record: dict[str, Any], directory: os.PathLike) -> Path:
+def write_record(record: RunRecord, directory: os.PathLike) -> Path:
     """Write atomically (temp file, then rename) so readers never see half a file."""
-    path = record_path(directory, record["label"])
+    path = record_path(directory, record.label)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(record, indent=1, allow_nan=False))
+    temporary.write_text(json.dumps(record.to_json(), indent=1, allow_nan=False), encoding="utf-8")
     os.replace(temporary, path)
     return path
 
 
-def read_record(path: os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+def read_record(path: os.PathLike) -> RunRecord:
+    """Read and validate one record. Raises :class:`RecordError` for a truncated or unreadable
+    file, a JSON that is not a record, or another schema version."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordError(f"truncated or unreadable JSON ({error})") from error
+    return RunRecord.from_json(data)

@@ -92,8 +92,9 @@ def test_resume_keeps_probe_set_and_reference(tmp_path):
     module2, data2, _ = demo()
     second = monitor(tok, seed=0, budget=0.5)
     trainer(tmp_path, [second], max_epochs=2).fit(module2, datamodule=data2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
-    assert second._reference["examples"][0]["attributions"] == first._reference["examples"][0]["attributions"]
-    assert second._probe_indices == first._probe_indices
+    assert second.state_dict()["reference"]["examples"][0]["attributions"] == \
+        first.state_dict()["reference"]["examples"][0]["attributions"]
+    assert second.state_dict()["probe_indices"] == first.state_dict()["probe_indices"]
     assert [r["label"] for r in second.history] == ["000", "001"]  # no second reference pass
     assert "start" in second.history[-1]["metrics"]["drift"]["integrated_gradients"]
     # The budget's measured costs are restored: the first run after resuming is planned, not full.

@@ -21,6 +21,23 @@ def resolve_module(root: nn.Module, dotted_path: str) -> nn.Module:
     return module
 
 
+def find_hf_model(root: nn.Module) -> Optional[nn.Module]:
+    """The outermost module under ``root`` (itself included, depth-first) whose
+    ``get_input_embeddings()`` returns a module: a Hugging Face model however deeply it is held
+    (``self.model``, ``self.backbone.model``, ...). The one search that both the forward call and
+    the embedding lookup use, so they can never disagree."""
+    for module in root.modules():
+        getter = getattr(module, "get_input_embeddings", None)
+        if callable(getter):
+            try:
+                found = getter()
+            except (NotImplementedError, AttributeError):
+                continue
+            if isinstance(found, nn.Module):
+                return module
+    return None
+
+
 def find_embedding_layer(
     model: nn.Module,
     layer: Union[str, nn.Module, None] = None,
@@ -40,15 +57,9 @@ def find_embedding_layer(
         return layer
     if isinstance(layer, str):
         return resolve_module(model, layer)
-    for module in model.modules():
-        getter = getattr(module, "get_input_embeddings", None)
-        if callable(getter):
-            try:
-                found = getter()
-            except (NotImplementedError, AttributeError):
-                continue
-            if isinstance(found, nn.Module):
-                return found
+    hf_model = find_hf_model(model)
+    if hf_model is not None:
+        return hf_model.get_input_embeddings()
     embeddings = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
     matching = [(n, m) for n, m in embeddings if vocab_size is None or m.num_embeddings == vocab_size]
     if len(matching) == 1:

@@ -23,11 +23,12 @@ from lightning_saliency.attribution.targets import TargetArg, TargetSpec
 RANDOM = "random"
 
 
-def _ranking(ctx: AttributionContext, index: int, scores: Optional[torch.Tensor], seed: int) -> list[int]:
-    """Replaceable flat positions of example ``index``, most important first."""
+def _ranking(ctx: AttributionContext, index: int, scores: Optional[torch.Tensor], seed: int, stream: int) -> list[int]:
+    """Replaceable flat positions of example ``index``, most important first (random, from its
+    own ``stream``, when there are no scores)."""
     allowed = torch.nonzero(ctx.replace[index].reshape(-1).cpu()).flatten()
     if scores is None:
-        return allowed[torch.randperm(allowed.numel(), generator=private_generator(seed, index))].tolist()
+        return allowed[torch.randperm(allowed.numel(), generator=private_generator(seed, stream))].tolist()
     flat = ctx.batch.trim(scores, index).reshape(-1)[allowed]
     return allowed[torch.argsort(flat, descending=True, stable=True)].tolist()
 
@@ -43,6 +44,7 @@ def erasure_faithfulness(
     task: str = "classification",
     config: Optional[AttributionConfig] = None,
     seed: int = 0,
+    streams: Optional[Sequence[int]] = None,
     **context_options: Any,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Comprehensiveness, sufficiency and their AOPC for each scored method (plus a random control).
@@ -52,6 +54,8 @@ def erasure_faithfulness(
         fractions: rationale sizes as fractions of the non-special tokens.
         random_control: add a ``"random"`` entry with a seeded random ranking.
         target: the attributed classes (pass ``Attributions.target`` to match an attribution run).
+        streams: one random-ranking stream per example (default: its row). Pass each example's
+            position in a larger batch to get the same random control whichever shard it is in.
         context_options: ``tokenizer``, ``special_tokens``, ``embedding_layer``, ``forward_fn``,
             ``forward_context`` as for :func:`~lightning_saliency.attribute`.
 
@@ -71,7 +75,7 @@ def erasure_faithfulness(
         removals: dict[tuple, list[int]] = {}
         for name, scores in methods.items():
             for i in range(ctx.size):
-                order = _ranking(ctx, i, scores, seed)
+                order = _ranking(ctx, i, scores, seed, i if streams is None else int(streams[i]))
                 for f, q in enumerate(fractions):
                     k = max(1, math.ceil(q * len(order)))
                     removals[(name, i, f, "comprehensiveness")] = order[:k]

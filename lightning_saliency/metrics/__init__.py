@@ -11,9 +11,12 @@ from lightning_saliency.metrics.drift import (
     topk_overlap,
 )
 from lightning_saliency.metrics.shortcut import (
+    AttributedExamples,
+    ShortcutRules,
     Suspect,
     TokenStat,
     association_z,
+    find_suspects,
     pair_statistics,
     shortcut_suspects,
     strongest_first,
@@ -22,11 +25,14 @@ from lightning_saliency.metrics.shortcut import (
 
 __all__ = [
     "DRIFT_METRICS",
+    "AttributedExamples",
+    "ShortcutRules",
     "Suspect",
     "TokenStat",
     "association_z",
     "concentration",
     "drift",
+    "find_suspects",
     "jensen_shannon",
     "kendall",
     "pair_statistics",

@@ -14,10 +14,45 @@ combined share, and how often exactly those two are the top two of the examples 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Iterable, Optional, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import torch
+
+
+@dataclass(frozen=True)
+class ShortcutRules:
+    """When a token (or a pair of tokens) is a shortcut suspect: one set of defaults for the
+    callbacks, :func:`find_suspects` and :func:`shortcut_suspects`.
+
+    A token is a suspect when it appears in at least ``max(min_examples, ceil(min_fraction * n))``
+    of the ``n`` attributed probe examples, is their top-1 token in at least ``top1_rate`` of them,
+    holds on average at least ``min_share`` of their |attribution|, and its share rose by at least
+    ``min_rise`` since the reference (``start``) run. A pair needs twice the share.
+    """
+
+    min_examples: int = 3
+    min_fraction: float = 0.25
+    top1_rate: float = 0.6
+    min_share: float = 0.3
+    min_rise: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.min_examples < 1:
+            raise ValueError(f"shortcut min_examples must be at least 1, got {self.min_examples}.")
+        for name in ("min_fraction", "top1_rate", "min_share"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"shortcut {name} is a fraction in [0, 1], got {value}.")
+        if not -1 <= self.min_rise <= 1:
+            raise ValueError(f"shortcut min_rise is a change of share in [-1, 1], got {self.min_rise}.")
+
+    def min_count(self, num_examples: int) -> int:
+        """The fewest probe examples that must contain a token for it to be judged."""
+        return max(self.min_examples, math.ceil(self.min_fraction * num_examples))
+
+
+_DEFAULT = ShortcutRules()
 
 
 @dataclass
@@ -156,10 +191,10 @@ def pair_statistics(
 def shortcut_suspects(
     current: dict[str, TokenStat],
     reference: Optional[dict[str, TokenStat]] = None,
-    min_examples: int = 3,
-    top1_rate: float = 0.5,
-    min_rise: float = 0.05,
-    min_share: float = 0.25,
+    min_examples: int = _DEFAULT.min_examples,
+    top1_rate: float = _DEFAULT.top1_rate,
+    min_rise: float = _DEFAULT.min_rise,
+    min_share: float = _DEFAULT.min_share,
 ) -> list[Suspect]:
     """Tokens that are top-1 in at least ``top1_rate`` of the examples containing them, hold on
     average at least ``min_share`` of those examples' |attribution| mass, appear in at least
@@ -180,3 +215,32 @@ def shortcut_suspects(
 def strongest_first(suspects: Iterable[Suspect]) -> list[Suspect]:
     """Suspects ordered by top rate x share (ties by name), e.g. single and pair suspects together."""
     return sorted(suspects, key=lambda s: (-s.top1_rate * s.mean_share, s.token))
+
+
+class AttributedExamples(NamedTuple):
+    """One method's view of a run's probe examples, the input of :func:`find_suspects`."""
+
+    tokens: Sequence[Sequence[str]]
+    scores: Sequence[Sequence[float]]
+    special: Sequence[Sequence[bool]]
+    labels: Optional[Sequence[Optional[int]]] = None
+
+
+def find_suspects(
+    current: AttributedExamples, reference: Optional[AttributedExamples] = None, rules: ShortcutRules = _DEFAULT
+) -> tuple[list[Suspect], dict[str, TokenStat]]:
+    """The shortcut policy: single-token suspects, plus pair suspects when neither member is a
+    suspect alone (else any frequent neighbour of a strong single shortcut would pair up with it).
+    A pair must hold twice the share a single token needs. ``reference`` covers the same examples
+    (e.g. the ``start`` run restricted to them). Returns the suspects, strongest first, and the
+    per-token statistics of ``current``."""
+    singles, pairs = token_statistics(*current), pair_statistics(*current)
+    before = pairs_before = None
+    if reference is not None:
+        before, pairs_before = token_statistics(*reference), pair_statistics(*reference, pairs=list(pairs))
+    limits = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name != "min_fraction"}
+    limits["min_examples"] = rules.min_count(len(current.tokens))
+    single_suspects = shortcut_suspects(singles, before, **limits)
+    pair_suspects = shortcut_suspects(pairs, pairs_before, **{**limits, "min_share": 2 * rules.min_share})
+    names = {s.token for s in single_suspects}
+    return strongest_first(single_suspects + [p for p in pair_suspects if not names & set(p.members)]), singles

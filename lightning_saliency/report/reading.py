@@ -1,16 +1,17 @@
 """Finding runs under a log directory and reading their ``saliency/epoch_*.json`` records.
 
-A record that cannot be read (a run still writing, a crash mid-write, hand edits) is reported and
-skipped: a report over a live or broken run never fails because of one file.
+Records are read and validated by :func:`lightning_saliency.records.read_record`, the one reader of
+these files. A record that cannot be read (a run still writing, a crash mid-write, hand edits, another
+schema version) is reported and skipped: a report over a live or broken run never fails because of one file.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_REQUIRED = ("label", "methods", "examples")
+from lightning_saliency.records import RecordError, read_record
+
 _STAGE_ORDER = {"fit": 0, "validate": 1}
 
 
@@ -55,15 +56,9 @@ def read_run(directory: Path, logdir: Path) -> Run:
     run = Run(name=run_name(directory, logdir), directory=directory)
     for path in sorted((directory / "saliency").glob("epoch_*.json")):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            run.problems.append(f"{path.name}: truncated or unreadable JSON ({error}); skipped")
-            continue
-        missing = [key for key in _REQUIRED if not isinstance(record, dict) or key not in record]
-        if missing:
-            run.problems.append(f"{path.name}: not a saliency record (missing {', '.join(missing)}); skipped")
-            continue
-        run.records.append(record)
+            run.records.append(read_record(path).to_json())
+        except RecordError as error:
+            run.problems.append(f"{path.name}: {error}; skipped")
     run.records.sort(key=_order)
     return run
 

@@ -1,0 +1,143 @@
+"""The analysis of one run: pure ``(record, previous, reference, settings) -> RunMetrics``.
+
+No model, logger or file is touched here: the numbers come from the record's attributions and the
+earlier records it is compared with, so every rule can be unit-tested on hand-made records.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from lightning_saliency.metrics import (
+    DRIFT_METRICS,
+    AttributedExamples,
+    ShortcutRules,
+    concentration,
+    drift,
+    find_suspects,
+    summarize,
+)
+from lightning_saliency.records import (
+    ConcentrationSummary,
+    DriftBlock,
+    FaithfulnessSummary,
+    RunMetrics,
+    RunRecord,
+    ShortcutFindings,
+)
+from lightning_saliency.render import top_tokens
+
+REFERENCE_LABEL = "start"
+TOKEN_TABLE_ROWS = 10
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    top_k: int = 5
+    rules: ShortcutRules = ShortcutRules()
+
+
+def analyse(
+    record: RunRecord,
+    previous: Optional[RunRecord],
+    reference: Optional[RunRecord],
+    settings: AnalysisSettings,
+    faithfulness: Optional[Mapping[str, FaithfulnessSummary]] = None,
+) -> RunMetrics:
+    """Concentration, drift against the previous and the reference run, shortcut suspects,
+    faithfulness scalars and probe accuracy of ``record``."""
+    metrics = RunMetrics()
+    for method in record.methods:
+        _convergence(record, method, metrics)
+        _concentration(record, method, metrics)
+        for name, other in (("previous", previous), ("start", reference)):
+            block = drift_block(record, other, method, settings.top_k) if other is not None else None
+            if block is None:
+                continue
+            metrics.drift.setdefault(method, {})[name] = block
+            for metric, summary in block.summary.items():
+                metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_mean"] = summary["mean"]
+                metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_p10"] = summary["p10"]
+        _shortcuts(record, reference, method, settings.rules, metrics)
+    for method, summary in (faithfulness or {}).items():
+        metrics.faithfulness[method] = summary
+        for key in ("comprehensiveness_aopc", "sufficiency_aopc"):
+            metrics.scalars[f"saliency/{method}/faithfulness/{key}"] = getattr(summary, key)
+    labelled = [e for e in record.examples if e.label is not None]
+    if labelled:
+        metrics.scalars["saliency/probe/accuracy"] = sum(e.predicted == e.label for e in labelled) / len(labelled)
+    return metrics
+
+
+def _convergence(record: RunRecord, method: str, metrics: RunMetrics) -> None:
+    deltas = [abs(e.delta[method]) for e in record.examples if method in e.delta]
+    if deltas:
+        metrics.scalars[f"saliency/{method}/delta_mean"] = sum(deltas) / len(deltas)
+        metrics.scalars[f"saliency/{method}/delta_max"] = max(deltas)
+
+
+def _concentration(record: RunRecord, method: str, metrics: RunMetrics) -> None:
+    per_example = [concentration(e.attributions[method], e.special) for e in record.examples]
+    if not per_example:
+        return
+    means = {key: summarize([c[key] for c in per_example])["mean"] for key in per_example[0]}
+    metrics.concentration[method] = ConcentrationSummary(per_example, means)
+    for key, value in means.items():
+        metrics.scalars[f"saliency/{method}/concentration/{key}"] = value
+
+
+def drift_block(record: RunRecord, other: RunRecord, method: str, k: int) -> Optional[DriftBlock]:
+    """Drift against ``other`` over the examples both runs attributed (all of them unless a compute
+    budget shortened one run: then a prefix of the same probe order)."""
+    if method not in other.methods:
+        return None
+    before = {e.index: e for e in other.examples}
+    positions = [p for p, e in enumerate(record.examples) if e.index in before]
+    if not positions:
+        return None
+    pairs = [(record.examples[p], before[record.examples[p].index]) for p in positions]
+    per_example = [drift(old.regular_scores(method), new.regular_scores(method), k) for new, old in pairs]
+    return DriftBlock(
+        against=other.label,
+        positions=positions,
+        per_example=per_example,
+        summary={m: summarize([d[m] for d in per_example]) for m in DRIFT_METRICS},
+        before_top=[top_tokens(old.tokens, old.attributions[method], old.special, k) for _, old in pairs],
+    )
+
+
+def attributed_examples(record: RunRecord, method: str) -> AttributedExamples:
+    examples = record.examples
+    return AttributedExamples([e.tokens for e in examples], [e.attributions[method] for e in examples],
+                              [e.special for e in examples], [e.label for e in examples])
+
+
+def _shortcuts(
+    record: RunRecord, reference: Optional[RunRecord], method: str, rules: ShortcutRules, metrics: RunMetrics
+) -> None:
+    usable_reference = reference is not None and method in reference.methods
+    before = None
+    if usable_reference:  # over the same examples (a compute budget may have attributed only a prefix)
+        before = attributed_examples(reference.restricted_to([e.index for e in record.examples]), method)
+    suspects, stats = find_suspects(attributed_examples(record, method), before, rules)
+    # The reference run is what later runs are compared with; it cannot show a rise itself.
+    if record.label == REFERENCE_LABEL:
+        suspects = []
+    top = sorted(stats.values(), key=lambda s: -s.mean_share * s.top1_rate)[:TOKEN_TABLE_ROWS]
+    metrics.shortcut[method] = ShortcutFindings(suspects, top, reference.label if usable_reference else None)
+    metrics.scalars[f"saliency/{method}/shortcut/suspects"] = float(len(suspects))
+    metrics.scalars[f"saliency/{method}/shortcut/top_share"] = suspects[0].mean_share if suspects else 0.0
+
+
+def faithfulness_summary(fractions, comprehensiveness, sufficiency) -> FaithfulnessSummary:
+    """Means over examples of per-example ``(examples, fractions)`` tables (tensors or lists)."""
+    import torch
+
+    comp, suff = torch.as_tensor(comprehensiveness, dtype=torch.float64), torch.as_tensor(sufficiency, dtype=torch.float64)
+    return FaithfulnessSummary(
+        fractions=list(fractions), comprehensiveness=comp.mean(dim=0).tolist(), sufficiency=suff.mean(dim=0).tolist(),
+        comprehensiveness_aopc=float(comp.mean()), sufficiency_aopc=float(suff.mean()),
+    )
+
+
+__all__ = ["AnalysisSettings", "analyse", "attributed_examples", "drift_block", "faithfulness_summary"]

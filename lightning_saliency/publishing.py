@@ -1,0 +1,251 @@
+"""Where a finished run goes: scalars, heatmap images and markdown to the sinks, warnings and the
+user's alert hook, and the record to disk.
+
+A sink is anything with the :class:`Sink` methods: :class:`LoggerSink` wraps a Lightning logger
+(scalars only), :class:`TensorBoardSink` a ``SummaryWriter`` (images, text, layout and, when it
+is the only route, scalars). The adapters build the sinks; the publisher only receives them.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from lightning_saliency import render
+from lightning_saliency.records import ExampleRecord, RunRecord, write_record
+
+SCALAR_LAYOUT = {
+    "saliency: drift": {
+        "spearman vs previous": ["Multiline", [r"saliency/.*/drift_previous/spearman_.*"]],
+        "spearman vs start": ["Multiline", [r"saliency/.*/drift_start/spearman_.*"]],
+        "top-k overlap vs start": ["Multiline", [r"saliency/.*/drift_start/topk_overlap_.*"]],
+        "Jensen-Shannon vs start": ["Multiline", [r"saliency/.*/drift_start/jensen_shannon_.*"]],
+    },
+    "saliency: concentration": {
+        "entropy": ["Multiline", [r"saliency/.*/concentration/entropy"]],
+        "top-1 share": ["Multiline", [r"saliency/.*/concentration/top1_share"]],
+        "special-token share": ["Multiline", [r"saliency/.*/concentration/special_share"]],
+    },
+    "saliency: shortcut": {
+        "suspects": ["Multiline", [r"saliency/.*/shortcut/suspects"]],
+        "top suspect share": ["Multiline", [r"saliency/.*/shortcut/top_share"]],
+    },
+    "saliency: faithfulness": {
+        "comprehensiveness AOPC": ["Multiline", [r"saliency/.*/faithfulness/comprehensiveness_aopc"]],
+        "sufficiency AOPC": ["Multiline", [r"saliency/.*/faithfulness/sufficiency_aopc"]],
+    },
+    "saliency: cost": {
+        "convergence delta": ["Multiline", [r"saliency/.*/delta_(mean|max)"]],
+        "seconds and epoch share": ["Multiline", [r"saliency/cost/.*"]],
+    },
+}
+
+
+class Sink(Protocol):
+    takes_images: bool
+
+    def scalars(self, values: dict[str, float], step: int) -> None: ...
+    def image(self, tag: str, image: np.ndarray, step: int) -> None: ...
+    def text(self, tag: str, markdown: str, step: int) -> None: ...
+    def layout(self, layout: dict) -> None: ...
+    def flush(self) -> None: ...
+
+
+class LoggerSink:
+    """A Lightning logger: scalars through ``log_metrics`` (CSV, MLflow, W&B, TensorBoard ...)."""
+
+    takes_images = False
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        self.logger.log_metrics(values, step=step)
+        self.logger.save()
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        pass
+
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        pass
+
+    def layout(self, layout: dict) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class TensorBoardSink:
+    """A ``SummaryWriter``: images, markdown, the custom-scalar layout, and scalars when
+    ``with_scalars`` (off when a Lightning logger already sends them to the same writer)."""
+
+    takes_images = True
+
+    def __init__(self, writer: Any, with_scalars: bool = False) -> None:
+        self.writer, self.with_scalars = writer, with_scalars
+        self._layout_written = False
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.with_scalars:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        self.writer.add_text(tag, markdown, step)
+
+    def layout(self, layout: dict) -> None:
+        if not self._layout_written:  # TensorBoard keeps one custom-scalar layout per writer
+            self.writer.add_custom_scalars(layout)
+            self._layout_written = True
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+
+class Publisher:
+    """Sends each finished run to the sinks and to ``<directory>/saliency/epoch_<label>.json``.
+
+    Args:
+        sinks: where scalars, images and text go.
+        warn: how warnings reach the user (e.g. ``rank_zero_warn``).
+        top_k: tokens per example in the markdown tables.
+        log_example_images: also log one image per example (the grid image is always logged).
+        on_shortcut: called as ``on_shortcut(suspects, record_json)`` when a run has suspects.
+        no_images_hint: warned once when no sink takes images (names how to add one).
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        warn: Callable[[str], None],
+        top_k: int = 5,
+        log_example_images: bool = True,
+        on_shortcut: Optional[Callable[[list, dict], None]] = None,
+        no_images_hint: Optional[str] = None,
+    ) -> None:
+        self.sinks, self.warn, self.top_k = list(sinks), warn, top_k
+        self.log_example_images, self.on_shortcut = log_example_images, on_shortcut
+        self._warned_tokens: set[str] = set()
+        if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
+            warn(no_images_hint)
+
+    def publish(self, record: RunRecord, directory: Path, started: float, epoch_seconds: Optional[float]) -> None:
+        """Images, tables and alerts, then the cost scalars (``started``: when the run began), the
+        scalars and the file."""
+        step = record.global_step
+        image_sinks = [s for s in self.sinks if s.takes_images]
+        for sink in image_sinks:
+            sink.layout(SCALAR_LAYOUT)
+        if image_sinks:  # drawing costs ~0.2 s per heatmap: only when something takes images
+            self._images_and_tables(record, image_sinks)
+        self._alert(record, image_sinks)
+        record.seconds = time.perf_counter() - started
+        record.metrics.scalars.update(cost_scalars(record, epoch_seconds))
+        finite = {k: float(v) for k, v in record.metrics.scalars.items() if v is not None and math.isfinite(v)}
+        for sink in self.sinks:
+            sink.scalars(finite, step)
+            sink.flush()
+        write_record(record, directory)
+
+    def _images_and_tables(self, record: RunRecord, sinks: list[Sink]) -> None:
+        step = record.global_step
+        for method in record.methods:
+            rows = [heatmap_row(e, method, k) for k, e in enumerate(record.examples)]
+            grid, per_example = render.grid_and_row_images(rows, f"{method}: run {record.label} (step {step})")
+            for sink in sinks:
+                sink.image(f"saliency/{method}/probe_set", grid, step)
+                if self.log_example_images:
+                    for k, image in enumerate(per_example):
+                        sink.image(f"saliency/{method}/example_{k:02d}", image, step)
+        tables = {"saliency/top_tokens": top_token_markdown(record, self.top_k),
+                  "saliency/most_drifted": drifted_markdown(record, self.top_k)}
+        for tag, markdown in tables.items():
+            for sink in sinks:
+                if markdown:
+                    sink.text(tag, markdown, step)
+
+    def _alert(self, record: RunRecord, sinks: list[Sink]) -> None:
+        found = {m: f.suspects for m, f in record.metrics.shortcut.items() if f.suspects}
+        if not found:
+            return
+        for sink in sinks:
+            sink.text("saliency/shortcut_alert", alert_markdown(found), record.global_step)
+        new = sorted({s.token for suspects in found.values() for s in suspects} - self._warned_tokens)
+        if new:
+            self._warned_tokens.update(new)
+            self.warn(
+                f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
+                "probe examples that contain them and rising since the start. See saliency/shortcut_alert in TensorBoard."
+            )
+        if self.on_shortcut is not None:
+            self.on_shortcut([s.as_dict() for suspects in found.values() for s in suspects], record.to_json())
+
+
+def cost_scalars(record: RunRecord, epoch_seconds: Optional[float]) -> dict[str, float]:
+    """The run's wall time, its share of the epoch, and what the compute budget planned."""
+    scalars = {"saliency/cost/seconds": record.seconds}
+    if epoch_seconds:
+        scalars["saliency/cost/epoch_share"] = record.seconds / epoch_seconds
+    budget = record.settings.get("budget")
+    if budget is not None:
+        scalars["saliency/cost/planned_examples"] = budget["num_examples"]
+        scalars["saliency/cost/planned_steps"] = budget["steps"]
+        if budget["target_seconds"] is not None:
+            scalars["saliency/cost/budget_seconds"] = budget["target_seconds"]
+    return scalars
+
+
+def heatmap_row(example: ExampleRecord, method: str, number: int) -> render.HeatmapRow:
+    truth = example.label_name if example.label_name is not None else "?"
+    caption = f"#{number} true: {truth} | pred: {example.predicted_name} ({example.probability:.2f}) | {method}"
+    if method in example.delta:
+        caption += f" | delta {example.delta[method]:+.1e}"
+    return render.HeatmapRow(example.tokens, example.attributions[method], caption)
+
+
+def top_token_markdown(record: RunRecord, k: int) -> str:
+    rows = []
+    for number, e in enumerate(record.examples):
+        for method in record.methods:
+            pairs = render.top_tokens(e.tokens, e.attributions[method], e.special, k)
+            rows.append([number, e.label_name or "", f"{e.predicted_name} ({e.probability:.2f})", method,
+                         render.format_top(pairs)])
+    header = ["#", "true", "predicted (p)", "method", f"top-{k} tokens (score)"]
+    return f"Run **{record.label}**, step {record.global_step}\n\n" + render.markdown_table(header, rows)
+
+
+def drifted_markdown(record: RunRecord, k: int, count: int = 3) -> Optional[str]:
+    sections = []
+    for method, blocks in record.metrics.drift.items():
+        block = blocks.get("previous") or blocks.get("start")
+        if block is None:
+            continue
+        rho = [d["spearman"] for d in block.per_example]
+        order = sorted(range(len(rho)), key=lambda i: (math.inf if math.isnan(rho[i]) else rho[i]))[:count]
+        rows = []
+        for i in order:
+            e = record.examples[block.positions[i]]
+            now = render.top_tokens(e.tokens, e.attributions[method], e.special, k)
+            rows.append([block.positions[i], f"{rho[i]:.2f}", render.format_top(block.before_top[i]),
+                         render.format_top(now)])
+        header = ["#", "spearman", f"top-{k} at run {block.against}", f"top-{k} now"]
+        sections.append(f"**{method}**\n\n" + render.markdown_table(header, rows))
+    return "\n\n".join(sections) if sections else None
+
+
+def alert_markdown(found: dict[str, list]) -> str:
+    rows = [
+        [render.escape_markdown(s.token), m, f"{s.top1_rate:.0%}", s.examples, f"{s.mean_share:.2f}", f"{s.rise:+.2f}",
+         f"{s.z:.1f}"]
+        for m, suspects in found.items() for s in suspects
+    ]
+    header = ["token", "method", "top-1 rate", "examples", "share", "rise vs start", "label z"]
+    text = "**Possible shortcut:** these tokens dominate the attributions of the examples that contain them.\n\n"
+    return text + render.markdown_table(header, rows)

@@ -1,0 +1,173 @@
+"""All model work of one monitor run: shard the probe, attribute, score faithfulness, gather.
+
+Every model pass of a run (attribution and faithfulness alike) goes through :func:`run_model_passes`
+with the same token budget (``config.max_tokens``), the same precision context, the same progress
+bar and the same DDP shard. It returns a :class:`ModelPasses` on rank zero (``None`` elsewhere) and
+calls nothing back: what happens to the numbers is the caller's business.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+from lightning_saliency.analysis import faithfulness_summary
+from lightning_saliency.attribution import AttributionConfig, SpecialTokens, attribute
+from lightning_saliency.attribution.faithfulness import erasure_faithfulness
+from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
+from lightning_saliency.distributed import ShardError, gather_objects, shard_rows
+from lightning_saliency.probe import ProbeSet
+from lightning_saliency.records import FaithfulnessSummary
+
+FAITHFULNESS_METHODS = ("integrated_gradients", "gradient")
+FRACTIONS = (0.1, 0.2, 0.5)
+Progress = Callable[[str], ContextManager[Callable[[int], None]]]
+
+
+@dataclass(frozen=True)
+class ModelAccess:
+    """How to call the live model.
+
+    Attributes:
+        module: what is put in isolated eval mode and searched for the embedding layer (a
+            LightningModule or a Hugging Face model).
+        forward_fn: ``(module, inputs) -> output with logits``.
+        tokenizer: the model's tokenizer (vocabulary size, token strings).
+        special_tokens: ids kept fixed by baselines.
+        embedding_layer: the word-embedding module or its dotted path (``None``: found automatically).
+        forward_context: entered around every forward pass (the trainer's precision context).
+    """
+
+    module: nn.Module
+    forward_fn: Callable[[Any, dict], Any]
+    tokenizer: Any
+    special_tokens: SpecialTokens
+    embedding_layer: Union[str, nn.Module, None]
+    forward_context: Callable[[], ContextManager]
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """What the model passes of one run compute."""
+
+    methods: tuple[str, ...]
+    config: AttributionConfig
+    target: Union[str, int]
+    task: str
+    faithfulness: bool
+    seed: int
+
+
+@dataclass
+class ModelPasses:
+    """The gathered result of one run's model passes, in probe order."""
+
+    attributions: Attributions
+    faithfulness: dict[str, FaithfulnessSummary]
+
+
+@dataclass
+class _Shard:
+    rows: list[int]
+    attributions: Optional[Attributions]
+    faithfulness: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    failure: Optional[str]
+
+
+@contextmanager
+def no_progress(description: str) -> Iterator[Callable[[int], None]]:
+    yield lambda rows: None
+
+
+@contextmanager
+def row_progress(description: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar counting evaluated rows. How many a run needs is not known ahead (adaptive IG
+    refines per example), so no total is shown rather than a wrong one."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=description, leave=False, dynamic_ncols=True, file=sys.stdout, unit="row")
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def target_argument(target: Union[str, int], probe: ProbeSet) -> Any:
+    """The engine's ``target=`` for the monitor's ``target`` choice."""
+    if target == "predicted":
+        return None
+    if target == "label":
+        if probe.labels is None:
+            raise ValueError("target='label' but the probe examples have no labels.")
+        return probe.labels
+    return target
+
+
+def _attribute_shard(
+    access: ModelAccess, part: ProbeSet, rows: list[int], settings: PassSettings, advance: Callable[[int], None]
+) -> tuple[Attributions, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    common = dict(
+        tokenizer=access.tokenizer, special_tokens=access.special_tokens, embedding_layer=access.embedding_layer,
+        forward_fn=access.forward_fn, forward_context=access.forward_context, task=settings.task,
+        config=settings.config, progress=advance,
+    )
+    result = attribute(access.module, part.inputs, settings.methods, target=target_argument(settings.target, part),
+                       **common)
+    tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    rankings = {m: result[m].scores for m in FAITHFULNESS_METHODS if m in result}
+    if settings.faithfulness and rankings:
+        # The attributed targets, and random-control streams keyed by probe position, so that a
+        # sharded run scores exactly what an unsharded one would.
+        scores = erasure_faithfulness(access.module, part.inputs, rankings, fractions=FRACTIONS, target=result.target,
+                                      seed=settings.seed, streams=rows, **common)
+        tables = {m: (entry["comprehensiveness"], entry["sufficiency"]) for m, entry in scores.items()}
+    return select_rows(result, range(len(rows))), tables
+
+
+def run_model_passes(
+    access: ModelAccess,
+    probe: ProbeSet,
+    settings: PassSettings,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Progress = no_progress,
+    description: str = "Saliency",
+) -> Optional[ModelPasses]:
+    """Attribute ``probe`` (this rank's share of it) and gather the shards on rank zero.
+
+    Every rank makes exactly one gather, whatever happens locally (an empty shard, an error), so no
+    rank waits in a collective that another skipped. If any rank failed, every rank raises
+    :class:`ShardError`. Returns the joined result on rank zero and ``None`` on the others.
+    """
+    rows = shard_rows(probe.lengths(), rank, world_size)
+    shard = _Shard(rows, None, {}, None)
+    try:
+        if rows:
+            with progress(description) as advance:
+                shard.attributions, shard.faithfulness = _attribute_shard(
+                    access, probe.select(rows), rows, settings, advance)
+    except Exception as error:
+        if world_size == 1:
+            raise
+        shard = _Shard([], None, {}, f"rank {rank}: {type(error).__name__}: {error}")
+    gathered: list[_Shard] = gather_objects(shard, world_size)
+    failures = [s.failure for s in gathered if s.failure is not None]
+    if failures:
+        raise ShardError("; ".join(failures))
+    if rank != 0:
+        return None
+    parts = [s for s in gathered if s.attributions is not None]
+    order = [i for s in parts for i in s.rows]
+    attributions = parts[0].attributions if len(parts) == 1 else concatenate([s.attributions for s in parts], order)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    faithfulness = {}
+    for method in parts[0].faithfulness:
+        comprehensiveness = torch.cat([s.faithfulness[method][0] for s in parts])[inverse]
+        sufficiency = torch.cat([s.faithfulness[method][1] for s in parts])[inverse]
+        faithfulness[method] = faithfulness_summary(FRACTIONS, comprehensiveness, sufficiency)
+    return ModelPasses(attributions, faithfulness)

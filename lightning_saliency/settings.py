@@ -1,0 +1,111 @@
+"""The monitor's settings, validated in one place and shared by every adapter (Lightning, HF Trainer).
+
+Choices are typed as ``Literal`` so that LightningCLI (jsonargparse) validates them from YAML, and
+every check the attribution engine already makes (methods, baseline, tolerance, task) is reused
+from it rather than copied here.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Optional, Sequence, Union
+
+from lightning_saliency.attribution import AttributionConfig, check_methods
+from lightning_saliency.attribution.targets import TargetSpec
+from lightning_saliency.metrics.shortcut import ShortcutRules
+
+MethodName = Literal["integrated_gradients", "gradient", "gradient_x_input", "smoothgrad", "occlusion", "attention"]
+TargetChoice = Union[Literal["predicted", "label"], int]
+Task = Literal["classification", "multiple_choice", "causal_lm"]
+Baseline = Literal["pad", "mask", "unk", "zero"]
+OnError = Literal["warn", "raise"]
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Everything that decides what a monitor run computes and records.
+
+    Built and validated by the adapters' constructors, so a bad value fails at construction with a
+    message that names the fix, long before any training time is spent.
+    """
+
+    methods: tuple[str, ...] = ("integrated_gradients", "gradient")
+    num_examples: int = 8
+    target: TargetChoice = "predicted"
+    task: str = "classification"
+    top_k: int = 5
+    seed: int = 0
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    max_tokens: Optional[int] = None
+    budget: Optional[float] = None
+    shortcut: ShortcutRules = field(default_factory=ShortcutRules)
+    faithfulness: bool = True
+    log_example_images: bool = True
+    reference_pass: bool = True
+    on_error: str = "warn"
+    label_names: Optional[tuple[str, ...]] = None
+    history_size: int = 32
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "methods", check_methods(self.methods))
+        except ValueError as error:
+            raise ValueError(f"Unknown method in methods={tuple(self.methods)!r}: {error}") from error
+        TargetSpec(task=self.task)  # the engine's own check of the task name
+        if self.on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}.")
+        if not (self.target in ("predicted", "label") or (isinstance(self.target, int) and self.target >= 0)):
+            raise ValueError(f"target must be 'predicted', 'label' or a class index >= 0, got {self.target!r}.")
+        for name in ("num_examples", "top_k", "history_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive (or None for the training batch's size), got {self.max_tokens}.")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ValueError(f"budget is a fraction of the epoch's time in (0, 1], got {self.budget}.")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        n_steps: int,
+        tolerance: Optional[float],
+        baseline: str,
+        attribution_config: Optional[AttributionConfig] = None,
+        attribution_options: Optional[dict[str, Any]] = None,
+        shortcut: Optional[ShortcutRules] = None,
+        label_names: Optional[Sequence[str]] = None,
+        **fields: Any,
+    ) -> "MonitorSettings":
+        """Settings from the callbacks' flat keyword arguments. ``attribution_config`` is the base,
+        and the explicit ``n_steps``/``tolerance``/``baseline`` and ``attribution_options`` override it."""
+        base = attribution_config or AttributionConfig()
+        config = replace(base, n_steps=n_steps, tolerance=tolerance, baseline=baseline, seed=fields.get("seed", 0),
+                         **(attribution_options or {}))
+        if fields.get("max_tokens") is not None:
+            config = replace(config, max_tokens=fields["max_tokens"])
+        names = tuple(label_names) if label_names is not None else None
+        return cls(attribution=config, shortcut=shortcut or ShortcutRules(), label_names=names, **fields)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.attribution.tolerance is not None
+
+    @property
+    def steps(self) -> int:
+        """IG steps of a full run: ``n_steps``, or the step cap in adaptive mode."""
+        return self.attribution.max_steps if self.adaptive else self.attribution.n_steps
+
+    def record_settings(self, config: AttributionConfig, budget: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The settings that make runs comparable, stored in every record (``config``: the
+        attribution options as used in this run; ``budget``: what the compute budget chose)."""
+        return {
+            "methods": list(self.methods),
+            "target": self.target,
+            "task": self.task,
+            "num_examples": self.num_examples,
+            "seed": self.seed,
+            "top_k": self.top_k,
+            "shortcut": asdict(self.shortcut),
+            "attribution": asdict(config),
+            "budget": budget,
+        }
