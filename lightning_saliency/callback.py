@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -16,16 +16,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from lightning_saliency.attribution import AttributionConfig, SpecialTokens
-from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
+from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.distributed import refuse_sharded_models, world
-from lightning_saliency.engine import MonitorEngine, RunRequest
-from lightning_saliency.metrics import ShortcutRules
-from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward
-from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
+from lightning_saliency.engine import RunRequest
+from lightning_saliency.probe import ProbeSet
 from lightning_saliency.publishing import LoggerSink, Publisher, TensorBoardSink
-from lightning_saliency.runner import ModelAccess, no_progress, row_progress
-from lightning_saliency.settings import Baseline, MethodName, MonitorSettings, OnError, TargetChoice, Task
+from lightning_saliency.runner import no_progress, row_progress
 
 NO_TENSORBOARD = (
     "SaliencyMonitor: no TensorBoardLogger is attached, so heatmap images and markdown tables are not logged "
@@ -34,32 +30,7 @@ NO_TENSORBOARD = (
 )
 
 
-def load_tokenizer(tokenizer: Any) -> Any:
-    """A tokenizer object from a tokenizer or the path of a saved one (YAML configs give paths)."""
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(tokenizer))
-    if tokenizer is None:
-        raise ValueError(
-            "SaliencyMonitor needs tokenizer= (a Hugging Face tokenizer or the path of a saved one) to know the "
-            "special tokens and to print tokens in heatmaps."
-        )
-    return tokenizer
-
-
-def check_model_fits_tokenizer(module: torch.nn.Module, tokenizer: Any, embedding_layer: Any) -> None:
-    """Fail early when the embedding layer cannot be found or is smaller than the vocabulary."""
-    vocab = len(tokenizer)
-    layer = find_embedding_layer(module, embedding_layer, vocab)
-    if vocab > num_embeddings(layer):
-        raise ValueError(
-            f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
-            "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
-        )
-
-
-class SaliencyMonitor(Callback):
+class SaliencyMonitor(MonitorAdapter, Callback):
     r"""Run Integrated Gradients and gradient saliency on a fixed probe set of validation examples
     each validation epoch and log token heatmaps, top-token tables, drift scalars and shortcut alerts.
 
@@ -120,66 +91,10 @@ class SaliencyMonitor(Callback):
         trainer.fit(model, datamodule)
     """
 
-    def __init__(
-        self,
-        tokenizer: Optional[Union[str, Any]] = None,
-        methods: Sequence[MethodName] = ("integrated_gradients", "gradient"),
-        num_examples: int = 8,
-        every_n_epochs: int = 1,
-        examples: Optional[list[str]] = None,
-        example_labels: Optional[list[int]] = None,
-        target: TargetChoice = "predicted",
-        n_steps: int = 32,
-        tolerance: Optional[float] = None,
-        baseline: Baseline = "pad",
-        embedding_layer: Optional[str] = None,
-        forward_fn: Optional[ForwardFn] = None,
-        task: Task = "classification",
-        label_names: Optional[list[str]] = None,
-        top_k: int = 5,
-        max_tokens: Optional[int] = None,
-        budget: Optional[float] = None,
-        log_example_images: bool = True,
-        reference_pass: bool = True,
-        dirpath: Optional[str] = None,
-        seed: int = 0,
-        on_error: OnError = "warn",
-        attribution_config: Optional[AttributionConfig] = None,
-        attribution_options: Optional[dict[str, Any]] = None,
-        shortcut: Optional[ShortcutRules] = None,
-        on_shortcut: Optional[Callable[[list, dict], None]] = None,
-        faithfulness: bool = True,
-        history_size: int = 32,
-    ) -> None:
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
-        if target == "label" and examples is not None and example_labels is None:
-            raise ValueError("target='label' with examples= needs example_labels=[...].")
-        self.settings = MonitorSettings.build(
-            n_steps=n_steps, tolerance=tolerance, baseline=baseline, attribution_config=attribution_config,
-            attribution_options=attribution_options, shortcut=shortcut, label_names=label_names,
-            methods=tuple(methods), num_examples=num_examples, target=target, task=task, top_k=top_k, seed=seed,
-            max_tokens=max_tokens, budget=budget, faithfulness=faithfulness, log_example_images=log_example_images,
-            reference_pass=reference_pass, on_error=on_error, history_size=history_size,
-        )
-        self.engine = MonitorEngine(self.settings)
-        self.tokenizer = tokenizer
-        self.every_n_epochs = every_n_epochs
-        self.examples, self.example_labels = examples, example_labels
-        self.embedding_layer, self.forward_fn = embedding_layer, forward_fn
-        self.dirpath, self.on_shortcut = dirpath, on_shortcut
-        self.probe: Optional[ProbeSet] = None
-        self._access: Optional[ModelAccess] = None
-        self._publisher: Optional[Publisher] = None
-        self._train_tokens = 0
-        self._epoch_started: Optional[float] = None
-
-    # The settings, read-only, under the names users passed them as.
-    methods = property(lambda self: self.settings.methods)
-    num_examples = property(lambda self: self.settings.num_examples)
-    config = property(lambda self: self.settings.attribution)
-    history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
+    # Per-fit measurements (class defaults: the constructor is MonitorAdapter's, so that
+    # LightningCLI reads one plain signature).
+    _train_tokens: int = 0  # the largest training batch so far, in padded tokens
+    _epoch_started: Optional[float] = None
 
     @property
     def state_key(self) -> str:
@@ -188,15 +103,7 @@ class SaliencyMonitor(Callback):
     # ------------------------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         refuse_sharded_models(trainer.strategy)
-        self.tokenizer = load_tokenizer(self.tokenizer)
-        check_model_fits_tokenizer(pl_module, self.tokenizer, self.embedding_layer)
-        self._access = ModelAccess(
-            module=pl_module, forward_fn=self.forward_fn or hf_forward(pl_module), tokenizer=self.tokenizer,
-            special_tokens=SpecialTokens.from_tokenizer(self.tokenizer), embedding_layer=self.embedding_layer,
-            forward_context=trainer.precision_plugin.forward_context,
-        )
-        if self.settings.label_names is None and config_label_names(pl_module):
-            self.settings = self.engine.settings = _with_label_names(self.settings, config_label_names(pl_module))
+        self._connect(pl_module, trainer.precision_plugin.forward_context)
         if self.examples is None and stage in ("fit", "validate") and not _has_validation_data(trainer, pl_module, stage):
             raise ValueError(
                 "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
@@ -241,7 +148,7 @@ class SaliencyMonitor(Callback):
         directory = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir or trainer.default_root_dir)
 
         def run() -> None:
-            probe = self._ensure_probe(trainer)
+            probe = self._probe(lambda: _validation_loader(trainer))
             rank, world_size = world(trainer)
             epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
             request = RunRequest(label, stage, epoch, trainer.global_step, self._token_budget(probe, trainer),
@@ -256,43 +163,18 @@ class SaliencyMonitor(Callback):
         self.engine.guarded(label, run, rank_zero_warn)
 
     def _publisher_for(self, trainer: L.Trainer) -> Publisher:
-        if self._publisher is None:  # created on rank zero only, at its first run
-            sinks: list[Any] = [LoggerSink(logger) for logger in trainer.loggers]
-            sinks += [TensorBoardSink(logger.experiment) for logger in trainer.loggers
-                      if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
-            self._publisher = Publisher(sinks, rank_zero_warn, self.settings.top_k, self.settings.log_example_images,
-                                        self.on_shortcut, NO_TENSORBOARD)
-        return self._publisher
+        def sinks() -> list[Any]:
+            found: list[Any] = [LoggerSink(logger) for logger in trainer.loggers]
+            return found + [TensorBoardSink(logger.experiment) for logger in trainer.loggers
+                            if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
 
-    def _ensure_probe(self, trainer: L.Trainer) -> ProbeSet:
-        if self.probe is not None:
-            return self.probe
-        if self.examples is not None:
-            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels)
-            return self.probe
-        loader = _validation_loader(trainer)
-        if loader is None:
-            raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
-        if self.engine.probe_indices is not None:  # resumed: the same examples as before
-            self.probe = probe_from_dataloader(loader, indices=self.engine.probe_indices, tokenizer=self.tokenizer)
-        else:
-            self.probe = probe_from_dataloader(loader, self.num_examples, self.settings.seed, tokenizer=self.tokenizer)
-        return self.probe
+        return self._publisher_with(sinks, rank_zero_warn, NO_TENSORBOARD)
 
     def _token_budget(self, probe: ProbeSet, trainer: L.Trainer) -> int:
-        """The largest training batch so far; before one: a validation batch's tokens (else the engine default)."""
+        """The largest training batch so far; before one, a validation batch of probe-width rows."""
         if self._train_tokens:
             return self._train_tokens
-        batch_size = getattr(_validation_loader(trainer, load=False), "batch_size", None)
-        if not batch_size:  # examples= without a validation loader, or a batch sampler
-            return self.settings.attribution.max_tokens
-        return batch_size * probe.inputs["input_ids"].shape[-1]
-
-
-def _with_label_names(settings: MonitorSettings, names: Sequence[str]) -> MonitorSettings:
-    from dataclasses import replace
-
-    return replace(settings, label_names=tuple(names))
+        return self._default_token_budget(probe, getattr(_validation_loader(trainer, load=False), "batch_size", None))
 
 
 def _first(loaders: Any) -> Any:

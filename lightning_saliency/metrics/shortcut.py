@@ -27,8 +27,16 @@ class ShortcutRules:
 
     A token is a suspect when it appears in at least ``max(min_examples, ceil(min_fraction * n))``
     of the ``n`` attributed probe examples, is their top-1 token in at least ``top1_rate`` of them,
-    holds on average at least ``min_share`` of their |attribution|, and its share rose by at least
-    ``min_rise`` since the reference (``start``) run. A pair needs twice the share.
+    is strong there, and its share rose by at least ``min_rise`` since the reference (``start``) run.
+    Strong: on average it holds at least ``min_share`` of their |attribution| mass, **or** at least
+    ``min_lift`` times the share a uniform attribution would give it (share x regular tokens).
+
+    Why two bars: an unsigned method such as gradient-L2 gives every token some mass, so on a long
+    text even a token that tops every example may hold well under 0.3 of it (measured: the planted
+    word of the conditional shortcut tops 72% of its examples with share 0.30, lift 3.7); a lift bar
+    alone, on the other hand, is out of reach on very short texts. Across the planted and clean test
+    runs, no unplanted token that passed the top-1 bar reached a lift above 3.0.
+    A pair needs twice the share, or the same lift per member.
     """
 
     min_examples: int = 3
@@ -36,6 +44,7 @@ class ShortcutRules:
     top1_rate: float = 0.6
     min_share: float = 0.3
     min_rise: float = 0.05
+    min_lift: float = 3.0
 
     def __post_init__(self) -> None:
         if self.min_examples < 1:
@@ -46,6 +55,8 @@ class ShortcutRules:
                 raise ValueError(f"shortcut {name} is a fraction in [0, 1], got {value}.")
         if not -1 <= self.min_rise <= 1:
             raise ValueError(f"shortcut min_rise is a change of share in [-1, 1], got {self.min_rise}.")
+        if self.min_lift < 1:
+            raise ValueError(f"shortcut min_lift is a multiple of the uniform share (>= 1), got {self.min_lift}.")
 
     def min_count(self, num_examples: int) -> int:
         """The fewest probe examples that must contain a token for it to be judged."""
@@ -57,12 +68,15 @@ _DEFAULT = ShortcutRules()
 
 @dataclass
 class TokenStat:
+    """``mean_lift``: mean of share x regular tokens per example (1 = what a uniform attribution gives)."""
+
     token: str
     examples: int
     mean_share: float
     top1_rate: float
     z: float
     label: Optional[int]
+    mean_lift: float = 0.0
 
 
 @dataclass
@@ -79,6 +93,7 @@ class Suspect:
     z: float
     label: Optional[int]
     members: tuple[str, ...] = ()
+    mean_lift: float = 0.0
 
     def __post_init__(self) -> None:
         self.members = tuple(self.members) or (self.token,)
@@ -95,7 +110,8 @@ def association_z(count_with_label: int, count: int, prior: float) -> float:
 
 
 def _example_shares(toks: Sequence[str], vals: Sequence[float], spec: Sequence[bool]):
-    """Share of the example's non-special |attribution| per token type, strongest type first."""
+    """Share of the example's non-special |attribution| per token type, strongest type first, and
+    the number of non-special tokens."""
     values = torch.as_tensor(vals, dtype=torch.float64).abs()
     keep = [j for j in range(len(toks)) if not spec[j]]
     total = float(values[keep].sum()) if keep else 0.0
@@ -103,12 +119,12 @@ def _example_shares(toks: Sequence[str], vals: Sequence[float], spec: Sequence[b
     for j in keep:
         share_of[toks[j]] = share_of.get(toks[j], 0.0) + (float(values[j]) / total if total > 0 else 0.0)
     ranked = list(dict.fromkeys(toks[j] for j in sorted(keep, key=lambda j: -float(values[j]))))
-    return share_of, ranked
+    return share_of, ranked, len(keep)
 
 
 def _with_association(
     counts: dict[str, int], shares: dict[str, float], tops: dict[str, int], by_label: dict[str, dict[int, int]],
-    labels: Optional[Sequence[Optional[int]]],
+    labels: Optional[Sequence[Optional[int]]], lifts: dict[str, float],
 ) -> dict[str, TokenStat]:
     priors: dict[int, float] = {}
     if labels is not None:
@@ -121,13 +137,14 @@ def _with_association(
             value = association_z(by_label.get(key, {}).get(y, 0), count, prior)
             if value > z:
                 z, label = value, y
-        stats[key] = TokenStat(key, count, shares[key] / count, tops.get(key, 0) / count, z, label)
+        stats[key] = TokenStat(key, count, shares[key] / count, tops.get(key, 0) / count, z, label, lifts[key] / count)
     return stats
 
 
-def _count(key: str, share: float, label: Optional[int], counts, shares, by_label) -> None:
+def _count(key: str, share: float, lift: float, label: Optional[int], counts, shares, lifts, by_label) -> None:
     counts[key] = counts.get(key, 0) + 1
     shares[key] = shares.get(key, 0.0) + share
+    lifts[key] = lifts.get(key, 0.0) + lift
     if label is not None:
         by_label.setdefault(key, {}).setdefault(int(label), 0)
         by_label[key][int(label)] += 1
@@ -142,16 +159,18 @@ def token_statistics(
     """Per token type: examples containing it, mean share of |attribution|, top-1 rate, max z."""
     counts: dict[str, int] = {}
     shares: dict[str, float] = {}
+    lifts: dict[str, float] = {}
     top1: dict[str, int] = {}
     by_label: dict[str, dict[int, int]] = {}
     for i, (toks, vals, spec) in enumerate(zip(tokens, scores, special)):
-        share_of, ranked = _example_shares(toks, vals, spec)
+        share_of, ranked, regular = _example_shares(toks, vals, spec)
         if not ranked:
             continue
         for token, share in share_of.items():
-            _count(token, share, labels[i] if labels is not None else None, counts, shares, by_label)
+            _count(token, share, share * regular, labels[i] if labels is not None else None, counts, shares, lifts,
+                   by_label)
         top1[ranked[0]] = top1.get(ranked[0], 0) + 1
-    return _with_association(counts, shares, top1, by_label, labels)
+    return _with_association(counts, shares, top1, by_label, labels, lifts)
 
 
 PAIR_SEPARATOR = " + "
@@ -170,22 +189,25 @@ def pair_statistics(
     ``pairs`` (keys) fixes which pairs to measure, e.g. a later run's pairs on the reference run."""
     per_example = [_example_shares(t, v, s) for t, v, s in zip(tokens, scores, special)]
     if pairs is None:
-        candidates = {tuple(sorted(ranked[:2])) for _, ranked in per_example if len(ranked) >= 2}
+        candidates = {tuple(sorted(ranked[:2])) for _, ranked, _ in per_example if len(ranked) >= 2}
     else:
         candidates = {tuple(key.split(PAIR_SEPARATOR)) for key in pairs}
     counts: dict[str, int] = {}
     shares: dict[str, float] = {}
+    lifts: dict[str, float] = {}
     top2: dict[str, int] = {}
     by_label: dict[str, dict[int, int]] = {}
-    for i, (share_of, ranked) in enumerate(per_example):
+    for i, (share_of, ranked, regular) in enumerate(per_example):
         for a, b in candidates:
             if a in share_of and b in share_of:
                 key = a + PAIR_SEPARATOR + b
-                _count(key, share_of[a] + share_of[b], labels[i] if labels is not None else None, counts, shares,
-                       by_label)
+                share = share_of[a] + share_of[b]
+                # Per member: a pair at lift L holds L times the share two uniform tokens would.
+                _count(key, share, share * regular / 2, labels[i] if labels is not None else None, counts, shares,
+                       lifts, by_label)
                 if set(ranked[:2]) == {a, b}:
                     top2[key] = top2.get(key, 0) + 1
-    return _with_association(counts, shares, top2, by_label, labels)
+    return _with_association(counts, shares, top2, by_label, labels, lifts)
 
 
 def shortcut_suspects(
@@ -195,9 +217,11 @@ def shortcut_suspects(
     top1_rate: float = _DEFAULT.top1_rate,
     min_rise: float = _DEFAULT.min_rise,
     min_share: float = _DEFAULT.min_share,
+    min_lift: float = _DEFAULT.min_lift,
 ) -> list[Suspect]:
     """Tokens that are top-1 in at least ``top1_rate`` of the examples containing them, hold on
-    average at least ``min_share`` of those examples' |attribution| mass, appear in at least
+    average at least ``min_share`` of those examples' |attribution| mass or ``min_lift`` times a
+    uniform token's share (see :class:`ShortcutRules`), appear in at least
     ``min_examples`` probe examples, and whose mean share rose by at least ``min_rise`` over the
     reference run (the share itself counts as the rise when there is no reference). Strongest first.
     """
@@ -205,10 +229,10 @@ def shortcut_suspects(
     for token, stat in current.items():
         before = reference[token].mean_share if reference and token in reference else 0.0
         rise = stat.mean_share - before
-        strong = stat.top1_rate >= top1_rate and stat.mean_share >= min_share
-        if stat.examples >= min_examples and strong and rise >= min_rise:
+        dominant = stat.mean_share >= min_share or stat.mean_lift >= min_lift
+        if stat.examples >= min_examples and stat.top1_rate >= top1_rate and dominant and rise >= min_rise:
             suspects.append(Suspect(token, stat.examples, stat.mean_share, before, rise, stat.top1_rate, stat.z,
-                                    stat.label, tuple(token.split(PAIR_SEPARATOR))))
+                                    stat.label, tuple(token.split(PAIR_SEPARATOR)), stat.mean_lift))
     return strongest_first(suspects)
 
 

@@ -1,0 +1,163 @@
+"""What the Lightning callback and the Hugging Face Trainer callback share: one constructor
+signature, the settings it validates, and the setup steps that do not depend on the framework.
+
+Each adapter subclasses :class:`MonitorAdapter` next to its framework's callback class and adds
+only its hooks: when to run, where the data and the loggers are, and how to reach the other ranks.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from lightning_saliency.attribution import AttributionConfig, SpecialTokens
+from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
+from lightning_saliency.engine import MonitorEngine
+from lightning_saliency.metrics import ShortcutRules
+from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward
+from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
+from lightning_saliency.publishing import Publisher, Sink
+from lightning_saliency.runner import ModelAccess
+from lightning_saliency.settings import Baseline, MethodName, MonitorSettings, OnError, TargetChoice, Task
+
+
+def load_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer object from a tokenizer or the path of a saved one (YAML configs give paths)."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    if tokenizer is None:
+        raise ValueError(
+            "SaliencyMonitor needs tokenizer= (a Hugging Face tokenizer or the path of a saved one) to know the "
+            "special tokens and to print tokens in heatmaps."
+        )
+    return tokenizer
+
+
+def check_model_fits_tokenizer(module: torch.nn.Module, tokenizer: Any, embedding_layer: Any) -> None:
+    """Fail early when the embedding layer cannot be found or is smaller than the vocabulary."""
+    vocab = len(tokenizer)
+    layer = find_embedding_layer(module, embedding_layer, vocab)
+    if vocab > num_embeddings(layer):
+        raise ValueError(
+            f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
+            "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
+        )
+
+
+class MonitorAdapter:
+    """The constructor and framework-free setup shared by :class:`~lightning_saliency.SaliencyMonitor`
+    and :class:`~lightning_saliency.integrations.transformers.SaliencyCallback` (see their docstrings
+    for the arguments)."""
+
+    def __init__(
+        self,
+        tokenizer: Optional[Union[str, Any]] = None,
+        methods: Sequence[MethodName] = ("integrated_gradients", "gradient"),
+        num_examples: int = 8,
+        every_n_epochs: int = 1,
+        examples: Optional[list[str]] = None,
+        example_labels: Optional[list[int]] = None,
+        target: TargetChoice = "predicted",
+        n_steps: int = 32,
+        tolerance: Optional[float] = None,
+        baseline: Baseline = "pad",
+        embedding_layer: Optional[str] = None,
+        forward_fn: Optional[ForwardFn] = None,
+        task: Task = "classification",
+        label_names: Optional[list[str]] = None,
+        top_k: int = 5,
+        max_tokens: Optional[int] = None,
+        budget: Optional[float] = None,
+        log_example_images: bool = True,
+        reference_pass: bool = True,
+        dirpath: Optional[str] = None,
+        seed: int = 0,
+        on_error: OnError = "warn",
+        attribution_config: Optional[AttributionConfig] = None,
+        attribution_options: Optional[dict[str, Any]] = None,
+        shortcut: Optional[ShortcutRules] = None,
+        on_shortcut: Optional[Callable[[list, dict], None]] = None,
+        faithfulness: bool = True,
+        history_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
+        if target == "label" and examples is not None and example_labels is None:
+            raise ValueError("target='label' with examples= needs example_labels=[...].")
+        self.settings = MonitorSettings.build(
+            n_steps=n_steps, tolerance=tolerance, baseline=baseline, attribution_config=attribution_config,
+            attribution_options=attribution_options, shortcut=shortcut, label_names=label_names,
+            methods=tuple(methods), num_examples=num_examples, target=target, task=task, top_k=top_k, seed=seed,
+            max_tokens=max_tokens, budget=budget, faithfulness=faithfulness, log_example_images=log_example_images,
+            reference_pass=reference_pass, on_error=on_error, history_size=history_size,
+        )
+        self.engine = MonitorEngine(self.settings)
+        self.tokenizer = tokenizer
+        self.every_n_epochs = every_n_epochs
+        self.examples, self.example_labels = examples, example_labels
+        self.embedding_layer, self.forward_fn = embedding_layer, forward_fn
+        self.dirpath, self.on_shortcut = dirpath, on_shortcut
+        self.probe: Optional[ProbeSet] = None
+        self._access: Optional[ModelAccess] = None
+        self._publisher: Optional[Publisher] = None
+
+    # The settings, read-only, under the names users passed them as.
+    methods = property(lambda self: self.settings.methods)
+    num_examples = property(lambda self: self.settings.num_examples)
+    config = property(lambda self: self.settings.attribution)
+    history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
+
+    # The settings, read-only, under the names users passed them as.
+    methods = property(lambda self: self.settings.methods)
+    num_examples = property(lambda self: self.settings.num_examples)
+    config = property(lambda self: self.settings.attribution)
+    history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
+
+    def _connect(self, module: torch.nn.Module, forward_context: Callable[[], Any]) -> None:
+        """Load the tokenizer, check it against the model, and fix how the model is called."""
+        self.tokenizer = load_tokenizer(self.tokenizer)
+        check_model_fits_tokenizer(module, self.tokenizer, self.embedding_layer)
+        self._access = ModelAccess(
+            module=module, forward_fn=self.forward_fn or hf_forward(module), tokenizer=self.tokenizer,
+            special_tokens=SpecialTokens.from_tokenizer(self.tokenizer), embedding_layer=self.embedding_layer,
+            forward_context=forward_context,
+        )
+        names = config_label_names(module)
+        if self.settings.label_names is None and names:
+            self.settings = self.engine.settings = replace(self.settings, label_names=tuple(names))
+
+    def _probe(self, loader: Optional[Callable[[], Any]]) -> ProbeSet:
+        """The fixed probe set: ``examples=`` texts, else sampled once from ``loader()``'s dataset
+        through its own collate function (the stored indices after a resume)."""
+        if self.probe is not None:
+            return self.probe
+        if self.examples is not None:
+            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels)
+            return self.probe
+        source = loader() if loader is not None else None
+        if source is None:
+            raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
+        if self.engine.probe_indices is not None:  # resumed: the same examples as before
+            self.probe = probe_from_dataloader(source, indices=self.engine.probe_indices, tokenizer=self.tokenizer)
+        else:
+            self.probe = probe_from_dataloader(source, self.num_examples, self.settings.seed, tokenizer=self.tokenizer)
+        return self.probe
+
+    def _publisher_with(self, sinks: Callable[[], list[Sink]], warn: Callable[[str], None],
+                        no_images_hint: Optional[str]) -> Publisher:
+        if self._publisher is None:  # made on rank zero only, at its first run
+            self._publisher = Publisher(sinks(), warn, self.settings.top_k, self.settings.log_example_images,
+                                        self.on_shortcut, no_images_hint)
+        return self._publisher
+
+    def _default_token_budget(self, probe: ProbeSet, batch_size: Optional[int]) -> int:
+        """Before any training batch is seen: a batch of ``batch_size`` probe-width rows (else the
+        engine's default)."""
+        if not batch_size:
+            return self.settings.attribution.max_tokens
+        return batch_size * probe.inputs["input_ids"].shape[-1]
