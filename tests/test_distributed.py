@@ -48,6 +48,11 @@ def test_ddp_shards_equal_a_single_process_run(tmp_path):
     assert by_rank[0]["history"] == ["start", "000"] and by_rank[1]["history"] == []
     assert by_rank[0]["completed"] == by_rank[1]["completed"] == ["000", "start"]
     assert sorted(p.name for p in saliency_dir(tmp_path / "ddp").iterdir()) == ["epoch_000.json", "epoch_start.json"]
+    # Every model pass of a run, faithfulness included, saw only the rank's own shard of the plan.
+    lengths = [len(e["tokens"]) for e in ddp["examples"]]
+    for rank in (0, 1):
+        assert by_rank[rank]["distinct_examples"]["start"] == len(shard_rows(lengths, rank, 2)) == 3
+    assert ddp["metrics"]["faithfulness"] == single["metrics"]["faithfulness"]  # sharded = unsharded
     assert len(list((tmp_path / "ddp" / "run" / "version_0").glob("events.out.tfevents*"))) == 1
 
 

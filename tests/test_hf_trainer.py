@@ -20,14 +20,14 @@ def data(n_train, n_val):
     return TextDataset(*train, tokenizer), TextDataset(*val, tokenizer), tokenizer
 
 
-def make_trainer(out, train, val, tokenizer, epochs, report_to="tensorboard"):
+def make_trainer(out, train, val, tokenizer, epochs, report_to="tensorboard", eval_strategy="epoch"):
     from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(0)
     model = tiny_bert(len(tokenizer), hidden_size=32, seed=0)
     args = TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-        learning_rate=5e-3, eval_strategy="epoch", save_strategy="no", logging_strategy="epoch", report_to=report_to,
+        learning_rate=5e-3, eval_strategy=eval_strategy, save_strategy="no", logging_strategy="epoch", report_to=report_to,
         use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
     )
     collate = partial(pad_collate, pad_id=tokenizer.pad_token_id)
@@ -87,7 +87,7 @@ def test_training_is_bitwise_identical_with_and_without_the_trainer_callback(tmp
 
 def test_attach_checks_the_setup(tmp_path):
     train, val, tokenizer = data(64, 16)
-    trainer = make_trainer(tmp_path, train, None, tokenizer, epochs=1, report_to="none")
+    trainer = make_trainer(tmp_path, train, None, tokenizer, epochs=1, report_to="none", eval_strategy="no")
     with pytest.raises(ValueError, match="eval_dataset"):
         SaliencyCallback(tokenizer=tokenizer).attach(trainer)
     with pytest.raises(ValueError, match="needs tokenizer="):

@@ -16,9 +16,15 @@ from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 
 
+SEEN = {}  # run label -> the distinct examples (unpadded ids) this rank passed through the model
+
+
 def failing_forward(pl_module, inputs, failing_rank):
     if pl_module.trainer.global_rank == failing_rank:
         raise RuntimeError("planted failure")
+    label = "start" if pl_module.trainer.global_step == 0 else "000"
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        SEEN.setdefault(label, set()).add(tuple(ids[mask.bool()].tolist()))
     return pl_module.model(**inputs)
 
 
@@ -38,7 +44,8 @@ def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> Non
     )
     trainer.fit(module, datamodule=data)
     summary = {"rank": trainer.global_rank, "history": [r["label"] for r in monitor.history],
-               "completed": monitor.state_dict()["completed"]}
+               "completed": monitor.state_dict()["completed"],
+               "distinct_examples": {label: len(seen) for label, seen in SEEN.items()}}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
 
 

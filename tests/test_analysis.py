@@ -1,0 +1,157 @@
+"""The pure parts of a run, on hand-made records: analysis, typed records, settings, discovery."""
+import json
+import math
+
+import pytest
+import torch
+
+from lightning_saliency.analysis import AnalysisSettings, analyse, faithfulness_summary
+from lightning_saliency.metrics import ShortcutRules
+from lightning_saliency.records import ExampleRecord, RecordError, RunRecord, read_record, write_record
+from lightning_saliency.settings import MonitorSettings
+
+SPECIAL = [True, False, False, False, False, True]
+
+
+def example(index, word, label, scores):
+    tokens = ["[CLS]", "the", "movie", word, "was", "[SEP]"]
+    return ExampleRecord(index=index, text=" ".join(tokens[1:-1]), tokens=tokens, word_ids=[None, 0, 1, 2, 3, None],
+                         special=SPECIAL, label=label, label_name=None, predicted=label, predicted_name=None,
+                         probability=0.9, target=label, target_score=1.0,
+                         attributions={"gradient": scores}, delta={}, steps={})
+
+
+def run(label, strength, count=8, step=0):
+    """Half the examples carry "zorbly" (label 1) with ``strength`` on it; the rest are flat."""
+    examples = []
+    for i in range(count):
+        if i % 2 == 0:
+            examples.append(example(i, "zorbly", 1, [0.0, 0.1, 0.1, strength, 0.1, 0.0]))
+        else:
+            examples.append(example(i, "film", 0, [0.0, 0.1, 0.12, 0.1, 0.1, 0.0]))
+    return RunRecord(label=label, stage="fit", epoch=None, global_step=step, settings={}, methods=["gradient"],
+                     examples=examples)
+
+
+def test_start_is_never_alarmed_and_a_dominant_rising_token_is():
+    settings = AnalysisSettings(top_k=3)
+    start = run("start", strength=2.0)
+    start.metrics = analyse(start, None, None, settings)
+    assert start.metrics.shortcut["gradient"].suspects == []  # strong, but nothing to rise from
+    later = run("000", strength=2.0)
+    assert analyse(later, start, start, settings).shortcut["gradient"].suspects == []  # no rise since start
+    start_flat = run("start", strength=0.1)
+    metrics = analyse(later, start_flat, start_flat, settings)
+    (suspect,) = metrics.shortcut["gradient"].suspects
+    assert suspect.token == "zorbly" and suspect.top1_rate == 1.0 and suspect.label == 1
+    assert suspect.mean_lift == pytest.approx(2.0 / 2.3 * 4)  # 4 regular tokens
+    assert metrics.scalars["saliency/gradient/shortcut/suspects"] == 1.0
+    assert metrics.shortcut["gradient"].reference == "start"
+    assert metrics.drift["gradient"]["start"].positions == list(range(8))
+    assert metrics.scalars["saliency/probe/accuracy"] == 1.0
+
+
+def test_lift_bar_catches_a_token_whose_share_is_diluted_by_many_small_scores():
+    # 0.25 of the mass (below min_share 0.3) but 4x a uniform token's share in a 16-token text.
+    tokens = ["[CLS]"] + ["w%d" % j for j in range(15)] + ["zorbly", "[SEP]"]
+    examples = []
+    for i in range(8):
+        scores = [0.0] + [1.0] * 15 + [5.0, 0.0]
+        examples.append(ExampleRecord(i, "", tokens, [None] * 18, [True] + [False] * 16 + [True], 1, None, 1, None,
+                                      0.9, 1, 1.0, {"gradient": scores}))
+    record = RunRecord("000", "fit", 0, 10, {}, ["gradient"], examples)
+    (suspect,) = analyse(record, None, None, AnalysisSettings()).shortcut["gradient"].suspects
+    assert suspect.mean_share == pytest.approx(0.25) and suspect.mean_lift == pytest.approx(4.0)
+    strict = AnalysisSettings(rules=ShortcutRules(min_lift=5.0))
+    assert analyse(record, None, None, strict).shortcut["gradient"].suspects == []
+
+
+def test_drift_covers_only_the_examples_both_runs_attributed():
+    start = run("start", 0.1, count=8)
+    shortened = run("001", 0.1, count=3)  # a compute budget attributed a prefix
+    block = analyse(shortened, None, start, AnalysisSettings()).drift["gradient"]["start"]
+    assert block.positions == [0, 1, 2] and len(block.per_example) == 3
+    assert block.summary["spearman"]["mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_faithfulness_scalars_come_from_the_summaries():
+    summary = faithfulness_summary((0.1, 0.5), [[0.2, 0.4], [0.0, 0.2]], [[0.1, 0.0], [0.3, 0.2]])
+    assert summary.comprehensiveness == pytest.approx([0.1, 0.3]) and summary.comprehensiveness_aopc == pytest.approx(0.2)
+    metrics = analyse(run("000", 0.1), None, None, AnalysisSettings(), {"gradient": summary})
+    assert metrics.scalars["saliency/gradient/faithfulness/sufficiency_aopc"] == pytest.approx(0.15)
+
+
+def test_records_round_trip_and_are_checked(tmp_path):
+    record = run("000", 2.0)
+    record.metrics = analyse(record, run("start", 0.1), run("start", 0.1), AnalysisSettings())
+    record.metrics.scalars["nan_metric"] = math.nan
+    path = write_record(record, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["metrics"]["scalars"]["nan_metric"] is None  # never a JSON error, never NaN in the file
+    again = read_record(path)
+    assert again.to_json() == data
+    assert again.metrics.shortcut["gradient"].suspects[0].token == "zorbly"
+    path.write_text(json.dumps({**data, "schema": 99}))
+    with pytest.raises(RecordError, match="schema 99"):
+        read_record(path)
+    path.write_text(data and json.dumps(data)[:200])
+    with pytest.raises(RecordError, match="truncated"):
+        read_record(path)
+
+
+def test_settings_are_validated_in_one_place():
+    with pytest.raises(ValueError, match="Unknown method"):
+        MonitorSettings(methods=("lime",))
+    with pytest.raises(ValueError, match="target"):
+        MonitorSettings(target="largest")
+    with pytest.raises(ValueError, match="budget"):
+        MonitorSettings(budget=2.0)
+    with pytest.raises(ValueError, match="task"):
+        MonitorSettings(task="regression")
+    with pytest.raises(ValueError, match="baseline"):
+        MonitorSettings.build(n_steps=8, tolerance=None, baseline="noise")
+    with pytest.raises(ValueError, match="top1_rate"):
+        ShortcutRules(top1_rate=1.5)
+    built = MonitorSettings.build(n_steps=8, tolerance=None, baseline="mask", max_tokens=256, seed=3)
+    assert built.attribution.n_steps == 8 and built.attribution.max_tokens == 256 and built.attribution.seed == 3
+
+
+def test_model_discovery_agrees_at_any_depth(model):
+    from lightning_saliency.attribution import find_embedding_layer
+    from lightning_saliency.model_access import hf_forward
+
+    class Backbone(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+    class Holder(torch.nn.Module):  # a LightningModule-like wrapper holding self.backbone.model
+        def __init__(self):
+            super().__init__()
+            self.backbone = Backbone()
+
+    holder = Holder()
+    assert find_embedding_layer(holder) is model.get_input_embeddings()
+    ids = torch.tensor([[1, 7, 8, 2]])
+    assert torch.equal(hf_forward(holder)(holder, {"input_ids": ids}).logits, model(input_ids=ids).logits)
+
+
+def test_a_registered_method_is_usable_by_name(model, batch):
+    from conftest import SPECIAL as special_tokens
+    from lightning_saliency.attribution import AttributionMethod, MethodAttribution, attribute, register
+    from lightning_saliency.attribution.methods import REGISTRY
+
+    @register
+    class TokenId(AttributionMethod):  # a toy method: the token id as its score
+        name = "token_id"
+
+        def compute(self, ctx, shared):
+            return MethodAttribution(self.name, ctx.scatter([e["input_ids"].float() for e in ctx.evaluator.examples]))
+
+    try:
+        result = attribute(model, batch, ("gradient", "token_id"), special_tokens=special_tokens)
+        assert list(result.methods) == ["gradient", "token_id"]
+        mask = batch["attention_mask"].bool()
+        assert torch.equal(result["token_id"].scores[mask], batch["input_ids"][mask].float())
+    finally:
+        del REGISTRY["token_id"]

@@ -1,0 +1,44 @@
+"""Every model pass of a run (attribution and faithfulness) uses the run's token budget, the
+trainer's precision context and the run's shard: spied on at the forward call."""
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.demo import Shortcut, build_demo
+
+pytestmark = pytest.mark.slow
+
+
+def spied_fit(tmp_path, faithfulness, precision="bf16-mixed", max_tokens=64):
+    calls = []
+
+    def spy(pl_module, inputs):
+        calls.append({"tokens": inputs["input_ids"].numel(), "autocast": torch.is_autocast_enabled("cpu"),
+                      "dtype": torch.get_autocast_dtype("cpu")})
+        return pl_module.model(**inputs)
+
+    L.seed_everything(0, verbose=False)
+    module, data, tokenizer = build_demo(Shortcut("single"), n_train=48, n_val=24, seed=0, batch_size=12)
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=6, n_steps=8, max_tokens=max_tokens,
+                              faithfulness=faithfulness, forward_fn=spy, dirpath=str(tmp_path), on_error="raise")
+    L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, precision=precision,
+              callbacks=[monitor]).fit(module, datamodule=data)
+    return calls, monitor
+
+
+def test_faithfulness_passes_use_the_run_budget_and_precision_context(tmp_path):
+    with_faithfulness, monitor = spied_fit(tmp_path / "on", faithfulness=True)
+    attribution_only, _ = spied_fit(tmp_path / "off", faithfulness=False)
+    assert len(with_faithfulness) > len(attribution_only)  # the faithfulness passes were spied on too
+    longest = max(len(e["tokens"]) for r in monitor.history for e in r["examples"])
+    for call in with_faithfulness:
+        # One row may exceed the budget on its own; a chunk of several rows never does.
+        assert call["tokens"] <= max(64, longest), call
+        assert call["autocast"] and call["dtype"] == torch.bfloat16, call
+    record = monitor.history[-1]
+    assert record["settings"]["attribution"]["max_tokens"] == 64
+    assert set(record["metrics"]["faithfulness"]) == {"integrated_gradients", "gradient", "random"}
