@@ -8,7 +8,7 @@ from torch import nn
 
 from lightning_saliency.attribution import perturbation
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
@@ -24,6 +24,4 @@ class Attention(AttributionMethod):
 def attention(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
     """Attention alone: :func:`~lightning_saliency.attribute` with ``methods=("attention",)``;
     takes the same keyword arguments."""
-    from lightning_saliency.attribution.api import attribute
-
-    return attribute(model, inputs, (Attention.name,), **options)[Attention.name]
+    return attribute_one(Attention.name, model, inputs, **options)

@@ -8,7 +8,7 @@ prepared :class:`~lightning_saliency.attribution.context.AttributionContext`. Re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -75,6 +75,13 @@ def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
         raise ValueError(f"An attribution method named {cls.name!r} is already registered.")
     REGISTRY[cls.name] = cls()
     return cls
+
+
+def attribute_one(name: str, model: Any, inputs: Any, **options: Any) -> MethodAttribution:
+    """:func:`~lightning_saliency.attribute` with one method, returning that method's result."""
+    from lightning_saliency.attribution.api import attribute
+
+    return attribute(model, inputs, (name,), **options)[name]
 
 
 def method_names() -> tuple[str, ...]:

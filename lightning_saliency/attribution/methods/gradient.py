@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
@@ -24,6 +24,4 @@ class Gradient(AttributionMethod):
 def gradient(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
     """Gradient saliency alone: :func:`~lightning_saliency.attribute` with ``methods=("gradient",)``;
     takes the same keyword arguments."""
-    from lightning_saliency.attribution.api import attribute
-
-    return attribute(model, inputs, (Gradient.name,), **options)[Gradient.name]
+    return attribute_one(Gradient.name, model, inputs, **options)

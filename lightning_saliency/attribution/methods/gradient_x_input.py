@@ -6,7 +6,7 @@ from typing import Any
 from torch import nn
 
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
@@ -24,6 +24,4 @@ class GradientXInput(AttributionMethod):
 def gradient_x_input(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
     """Gradient x input alone: :func:`~lightning_saliency.attribute` with
     ``methods=("gradient_x_input",)``; takes the same keyword arguments."""
-    from lightning_saliency.attribution.api import attribute
-
-    return attribute(model, inputs, (GradientXInput.name,), **options)[GradientXInput.name]
+    return attribute_one(GradientXInput.name, model, inputs, **options)

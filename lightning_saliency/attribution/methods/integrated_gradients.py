@@ -7,7 +7,7 @@ from torch import nn
 
 from lightning_saliency.attribution import integrated
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
@@ -33,6 +33,4 @@ class IntegratedGradients(AttributionMethod):
 def integrated_gradients(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
     """Integrated Gradients alone: :func:`~lightning_saliency.attribute` with
     ``methods=("integrated_gradients",)``; takes the same keyword arguments."""
-    from lightning_saliency.attribution.api import attribute
-
-    return attribute(model, inputs, (IntegratedGradients.name,), **options)[IntegratedGradients.name]
+    return attribute_one(IntegratedGradients.name, model, inputs, **options)

@@ -7,7 +7,7 @@ from torch import nn
 
 from lightning_saliency.attribution import perturbation
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
@@ -23,6 +23,4 @@ class SmoothGrad(AttributionMethod):
 def smoothgrad(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
     """SmoothGrad alone: :func:`~lightning_saliency.attribute` with ``methods=("smoothgrad",)``;
     takes the same keyword arguments."""
-    from lightning_saliency.attribution.api import attribute
-
-    return attribute(model, inputs, (SmoothGrad.name,), **options)[SmoothGrad.name]
+    return attribute_one(SmoothGrad.name, model, inputs, **options)
