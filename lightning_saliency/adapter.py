@@ -16,7 +16,7 @@ from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
 from lightning_saliency.engine import MonitorEngine
 from lightning_saliency.metrics import ShortcutRules
-from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward
+from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward, model_max_length
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.publishing import Publisher, Sink
 from lightning_saliency.runner import ModelAccess
@@ -46,6 +46,11 @@ def check_model_fits_tokenizer(module: torch.nn.Module, tokenizer: Any, embeddin
             f"The tokenizer has {vocab} tokens but the embedding layer has {num_embeddings(layer)} rows: they do "
             "not belong together. Pass the model's own tokenizer (or resize the embeddings)."
         )
+
+
+# Fewer probe examples than this and a token seen in 3 of them (min_examples) is judged: common
+# words get there by chance. 8 is the default; 16-24 give the rules more to go on.
+SMALL_PROBE = 8
 
 
 class MonitorAdapter:
@@ -83,6 +88,8 @@ class MonitorAdapter:
         on_shortcut: Optional[Callable[[list, dict], None]] = None,
         faithfulness: bool = True,
         history_size: int = 32,
+        input_keys: Optional[Sequence[str]] = None,
+        label_key: str = "labels",
     ) -> None:
         super().__init__()
         if every_n_epochs < 1:
@@ -102,9 +109,13 @@ class MonitorAdapter:
         self.examples, self.example_labels = examples, example_labels
         self.embedding_layer, self.forward_fn = embedding_layer, forward_fn
         self.dirpath, self.on_shortcut = dirpath, on_shortcut
+        self.input_keys = tuple(input_keys) if input_keys is not None else None
+        self.label_key = label_key
         self.probe: Optional[ProbeSet] = None
         self._access: Optional[ModelAccess] = None
         self._publisher: Optional[Publisher] = None
+        self._max_length = 512
+        self._warn: Callable[[str], None] = lambda message: None
 
     # The settings, read-only, under the names users passed them as.
     methods = property(lambda self: self.settings.methods)
@@ -118,10 +129,17 @@ class MonitorAdapter:
     config = property(lambda self: self.settings.attribution)
     history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
 
-    def _connect(self, module: torch.nn.Module, forward_context: Callable[[], Any]) -> None:
+    def _connect(self, module: torch.nn.Module, forward_context: Callable[[], Any], warn: Callable[[str], None]) -> None:
         """Load the tokenizer, check it against the model, and fix how the model is called."""
         self.tokenizer = load_tokenizer(self.tokenizer)
         check_model_fits_tokenizer(module, self.tokenizer, self.embedding_layer)
+        self._max_length = model_max_length(module, self.tokenizer)
+        self._warn = warn
+        count = len(self.examples) if self.examples is not None else self.settings.num_examples
+        if count < SMALL_PROBE:
+            warn(f"SaliencyMonitor: {count} probe examples is few for the shortcut rules: a token needs only "
+                 f"{self.settings.shortcut.min_count(count)} occurrences to be judged, which common words reach by "
+                 f"chance. Use num_examples >= {SMALL_PROBE}; 16-24 are better (the shortcut tests use 24).")
         self._access = ModelAccess(
             module=module, forward_fn=self.forward_fn or hf_forward(module), tokenizer=self.tokenizer,
             special_tokens=SpecialTokens.from_tokenizer(self.tokenizer), embedding_layer=self.embedding_layer,
@@ -137,15 +155,23 @@ class MonitorAdapter:
         if self.probe is not None:
             return self.probe
         if self.examples is not None:
-            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels)
+            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels, self._max_length)
             return self.probe
         source = loader() if loader is not None else None
         if source is None:
             raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
+        options = dict(tokenizer=self.tokenizer, label_key=self.label_key, input_keys=self.input_keys)
         if self.engine.probe_indices is not None:  # resumed: the same examples as before
-            self.probe = probe_from_dataloader(source, indices=self.engine.probe_indices, tokenizer=self.tokenizer)
+            self.probe = probe_from_dataloader(source, indices=self.engine.probe_indices, **options)
         else:
-            self.probe = probe_from_dataloader(source, self.num_examples, self.settings.seed, tokenizer=self.tokenizer)
+            self.probe = probe_from_dataloader(source, self.num_examples, self.settings.seed, **options)
+            if self.probe.labels is None:
+                self._warn(f"SaliencyMonitor: the validation batches have no {self.label_key!r} entry, so probe accuracy "
+                           "and label association are not computed (and target='label' cannot work). Name the "
+                           "labels' key with label_key=... (tuple batches: input_keys=...).")
+            if len(self.probe) < self.num_examples:
+                self._warn(f"SaliencyMonitor: num_examples={self.num_examples}, but the validation set holds only "
+                           f"{len(self.probe)} examples: probing those {len(self.probe)}.")
         return self.probe
 
     def _publisher_with(self, sinks: Callable[[], list[Sink]], warn: Callable[[str], None],
@@ -154,10 +180,3 @@ class MonitorAdapter:
             self._publisher = Publisher(sinks(), warn, self.settings.top_k, self.settings.log_example_images,
                                         self.on_shortcut, no_images_hint)
         return self._publisher
-
-    def _default_token_budget(self, probe: ProbeSet, batch_size: Optional[int]) -> int:
-        """Before any training batch is seen: a batch of ``batch_size`` probe-width rows (else the
-        engine's default)."""
-        if not batch_size:
-            return self.settings.attribution.max_tokens
-        return batch_size * probe.inputs["input_ids"].shape[-1]

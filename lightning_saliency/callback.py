@@ -19,7 +19,6 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.distributed import refuse_sharded_models, world
 from lightning_saliency.engine import RunRequest
-from lightning_saliency.probe import ProbeSet
 from lightning_saliency.publishing import LoggerSink, Publisher, TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
 
@@ -72,12 +71,15 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         on_shortcut: called as ``on_shortcut(suspects, record)`` when suspects are found.
         faithfulness: compute ERASER comprehensiveness / sufficiency for IG and gradient.
         history_size: how many recent records ``history`` keeps in memory (all are on disk).
+        input_keys: names of the positions of tuple batches, e.g. ``("input_ids", "attention_mask", "labels")``.
+        label_key: the batch entry that holds the labels.
 
     Under DDP every rank runs its share of the probe set (balanced by tokens) for every model pass,
     and rank zero gathers the shards for metrics, images and files; only rank zero writes.
 
     Raises:
-        ValueError: at construction for an unknown method, option or threshold; at ``setup`` for no
+        ValueError: at construction for an unknown method, option or threshold; at the first run for
+            batches it cannot read (it names ``input_keys=``); at ``setup`` for no
             tokenizer, no embedding layer, a vocabulary larger than the embedding table, no
             validation data, no way to call the model, or a strategy that shards parameters.
 
@@ -103,7 +105,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     # ------------------------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         refuse_sharded_models(trainer.strategy)
-        self._connect(pl_module, trainer.precision_plugin.forward_context)
+        self._connect(pl_module, trainer.precision_plugin.forward_context, rank_zero_warn)
         if self.examples is None and stage in ("fit", "validate") and not _has_validation_data(trainer, pl_module, stage):
             raise ValueError(
                 "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
@@ -146,21 +148,18 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         started = time.perf_counter()
         # trainer.log_dir is a collective under DDP: read it on every rank, outside rank zero's work.
         directory = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir or trainer.default_root_dir)
-
-        def run() -> None:
-            probe = self._probe(lambda: _validation_loader(trainer))
-            rank, world_size = world(trainer)
-            epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
-            request = RunRequest(label, stage, epoch, trainer.global_step, self._token_budget(probe, trainer),
-                                 epoch_seconds, rank, world_size)
-            enabled = trainer.progress_bar_callback is not None and getattr(trainer.progress_bar_callback, "is_enabled", False)
-            record = self.engine.run(request, self._access, probe, directory, lambda: self._publisher_for(trainer),
-                                     row_progress if enabled else no_progress)
-            if record is not None:
-                rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(record.examples)} "
-                               f"examples took {record.seconds:.2f} s.")
-
-        self.engine.guarded(label, run, rank_zero_warn)
+        rank, world_size = world(trainer)
+        epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
+        batch_size = getattr(_validation_loader(trainer, load=False), "batch_size", None)
+        request = RunRequest(label, stage, epoch, trainer.global_step, self._train_tokens, batch_size, epoch_seconds,
+                             rank, world_size)
+        bar = trainer.progress_bar_callback
+        progress = row_progress if bar is not None and getattr(bar, "is_enabled", False) else no_progress
+        record = self.engine.attempt(request, self._access, lambda: self._probe(lambda: _validation_loader(trainer)),
+                                     directory, lambda: self._publisher_for(trainer), rank_zero_warn, progress)
+        if record is not None:
+            rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(record.examples)} "
+                           f"examples took {record.seconds:.2f} s.")
 
     def _publisher_for(self, trainer: L.Trainer) -> Publisher:
         def sinks() -> list[Any]:
@@ -169,12 +168,6 @@ class SaliencyMonitor(MonitorAdapter, Callback):
                             if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
 
         return self._publisher_with(sinks, rank_zero_warn, NO_TENSORBOARD)
-
-    def _token_budget(self, probe: ProbeSet, trainer: L.Trainer) -> int:
-        """The largest training batch so far; before one, a validation batch of probe-width rows."""
-        if self._train_tokens:
-            return self._train_tokens
-        return self._default_token_budget(probe, getattr(_validation_loader(trainer, load=False), "batch_size", None))
 
 
 def _first(loaders: Any) -> Any:

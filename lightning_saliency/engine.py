@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,7 +21,7 @@ from lightning_saliency.budget import ComputeBudget, Plan
 from lightning_saliency.distributed import broadcast_object
 from lightning_saliency.probe import ProbeSet
 from lightning_saliency.publishing import Publisher
-from lightning_saliency.records import RunRecord, build_record
+from lightning_saliency.records import RunRecord, SkippedExample, build_record
 from lightning_saliency.runner import ModelAccess, PassSettings, Progress, no_progress, run_model_passes
 from lightning_saliency.settings import MonitorSettings
 
@@ -29,18 +30,32 @@ REFERENCE_LABEL = "start"
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One run the adapter asks for. ``token_budget``: padded tokens per chunk when the settings
-    leave ``max_tokens`` to the training batch; ``epoch_seconds``: the epoch's time so far (for
-    the compute budget)."""
+    """One run the adapter asks for.
+
+    Attributes:
+        train_tokens: the largest training batch seen so far (padded tokens), the token budget
+            when the settings leave ``max_tokens`` to it; 0 when none was seen yet.
+        batch_size: the loader's batch size, for a budget of one batch of probe-width rows before
+            any training batch is seen.
+        epoch_seconds: the epoch's time so far (for the compute budget).
+    """
 
     label: str
     stage: str
     epoch: Optional[int]
     global_step: int
-    token_budget: int
+    train_tokens: int = 0
+    batch_size: Optional[int] = None
     epoch_seconds: Optional[float] = None
     rank: int = 0
     world_size: int = 1
+
+    def token_budget(self, probe: ProbeSet, default: int) -> int:
+        if self.train_tokens:
+            return self.train_tokens
+        if self.batch_size:
+            return self.batch_size * probe.inputs["input_ids"].shape[-1]
+        return default  # examples= without a validation loader, or a batch sampler
 
 
 class MonitorEngine:
@@ -65,6 +80,9 @@ class MonitorEngine:
         self.probe_indices: Optional[list[int]] = None
         self.reference: Optional[RunRecord] = None
         self.previous: Optional[RunRecord] = None
+        # One training, one id: it travels with the checkpoint, so the records of a resumed fit in a
+        # new log directory are joined with the earlier ones by the report.
+        self.run_id = uuid.uuid4().hex
         self._reported_errors: set[str] = set()
 
     # ---------------------------------------------------------------------------------- planning
@@ -99,7 +117,7 @@ class MonitorEngine:
         self.probe_indices = list(probe.indices)
         if plan.num_examples < len(probe):  # a prefix of the fixed order, so drift compares the same examples
             probe = probe.select(range(plan.num_examples))
-        config = self.run_config(plan, request.token_budget)
+        config = self.run_config(plan, request.token_budget(probe, self.settings.attribution.max_tokens))
         s = self.settings
         passes = run_model_passes(
             access, probe, PassSettings(s.methods, config, s.target, s.task, s.faithfulness, s.seed),
@@ -109,11 +127,13 @@ class MonitorEngine:
         if passes is None:  # not rank zero
             return None
         budget = None if self.budget is None else {"fraction": self.budget.fraction, **plan.as_dict()}
+        skipped = [SkippedExample(probe.indices[row], reason) for row, reason in passes.skipped]
         record = build_record(
             label=request.label, stage=request.stage, epoch=request.epoch, global_step=request.global_step,
-            settings=s.record_settings(config, budget), probe=probe, result=passes.attributions,
-            label_names=s.label_names,
+            settings=s.record_settings(config, budget), probe=probe.select(passes.rows), result=passes.attributions,
+            label_names=s.label_names, skipped=skipped,
         )
+        record.run_id = self.run_id
         record.metrics = analyse(record, self.previous, self.reference, AnalysisSettings(s.top_k, s.shortcut),
                                  passes.faithfulness)
         publisher().publish(record, directory, started, request.epoch_seconds)
@@ -134,27 +154,53 @@ class MonitorEngine:
             examples=examples, mean_steps=float(ig.steps.float().mean()) if ig is not None else 0.0,
         )
 
-    def guarded(self, label: str, run: Callable[[], Any], warn: Callable[[str], None]) -> Any:
-        """Call ``run``; with ``on_error='warn'`` a failure is reported (once per distinct cause)
-        and swallowed: attribution must never cost the user's training run."""
+    def attempt(
+        self,
+        request: RunRequest,
+        access: ModelAccess,
+        probe: Callable[[], ProbeSet],
+        directory: Path,
+        publisher: Callable[[], Publisher],
+        warn: Callable[[str], None],
+        progress: Progress = no_progress,
+    ) -> Optional[RunRecord]:
+        """:meth:`run`, guarded: with ``on_error='warn'`` a failed run never costs the training run.
+        It is written as a record with ``status="failed"`` and its cause (rank zero), logged as
+        ``saliency/status`` 0, and warned about at every run (the traceback once per cause)."""
         try:
-            return run()
+            return self.run(request, access, probe(), directory, publisher, progress)
         except Exception as error:
             if self.settings.on_error == "raise":
                 raise
-            key = f"{type(error).__name__}: {error}"
-            if key not in self._reported_errors:
-                self._reported_errors.add(key)
+            cause = f"{type(error).__name__}: {error}"
+            message = (f"SaliencyMonitor: run {request.label!r} failed and was skipped; training continues. "
+                       f"Cause: {cause}")
+            if cause not in self._reported_errors:
+                self._reported_errors.add(cause)
                 where = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3))
-                warn(
-                    f"SaliencyMonitor: attribution for run {label!r} failed and was skipped; training continues. "
-                    f"Cause: {key}\n{where}Set on_error='raise' to stop on such errors."
-                )
+                message += f"\n{where}Set on_error='raise' to stop on such errors."
+            warn(message)
+            if request.rank == 0:
+                self._record_failure(request, cause, directory, publisher, warn)
             return None
+
+    def _record_failure(self, request: RunRequest, cause: str, directory: Path, publisher: Callable[[], Publisher],
+                        warn: Callable[[str], None]) -> None:
+        record = RunRecord(label=request.label, stage=request.stage, epoch=request.epoch,
+                           global_step=request.global_step, settings=self.settings.record_settings(
+                               self.settings.attribution, None),
+                           methods=[], examples=[], status="failed", error=cause, run_id=self.run_id)
+        try:
+            publisher().publish_failure(record, directory)
+        except Exception as error:  # not even the failure could be written: say so, and train on
+            warn(f"SaliencyMonitor: the failed run {request.label!r} could not be recorded either: {error}")
+        self.history.append(record.to_json())
+        del self.history[: -self.settings.history_size]
 
     # ---------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "probe_indices": self.probe_indices,
             "reference": None if self.reference is None else self.reference.to_json(),
             "previous": None if self.previous is None else self.previous.to_json(),
@@ -165,6 +211,7 @@ class MonitorEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.probe_indices = state.get("probe_indices")
+        self.run_id = state.get("run_id") or self.run_id
         self.reference = RunRecord.from_json(state["reference"]) if state.get("reference") else None
         self.previous = RunRecord.from_json(state["previous"]) if state.get("previous") else None
         self.completed = set(state.get("completed", []))

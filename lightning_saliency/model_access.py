@@ -30,3 +30,17 @@ def config_label_names(root: Any) -> Optional[list[str]]:
                 return names
             return None
     return None
+
+
+def model_max_length(root: Any, tokenizer: Any) -> int:
+    """The longest input the model takes: the tokenizer's ``model_max_length`` capped by the first
+    ``config.max_position_embeddings`` inside ``root`` (Hugging Face sets an unknown
+    ``model_max_length`` to a huge placeholder, which is ignored)."""
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    for module in root.modules():
+        positions = getattr(getattr(module, "config", None), "max_position_embeddings", None)
+        if isinstance(positions, int):
+            limits.append(positions)
+            break
+    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(usable) if usable else 512

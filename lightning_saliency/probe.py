@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -22,6 +22,7 @@ class ProbeSet:
         tokens: token strings per example, padding removed.
         texts: decoded text per example.
         word_ids: word index per token (``None`` for special tokens) when a fast tokenizer gives it.
+        truncated: per example, whether its text was cut to the model's length.
     """
 
     indices: list[int]
@@ -30,6 +31,11 @@ class ProbeSet:
     tokens: list[list[str]]
     texts: list[str]
     word_ids: list[list[Optional[int]]]
+    truncated: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.truncated:
+            self.truncated = [False] * len(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -45,11 +51,22 @@ class ProbeSet:
         return ProbeSet(
             [self.indices[r] for r in rows], {k: v[index] for k, v in self.inputs.items()},
             None if self.labels is None else self.labels[index], [self.tokens[r] for r in rows],
-            [self.texts[r] for r in rows], [self.word_ids[r] for r in rows],
+            [self.texts[r] for r in rows], [self.word_ids[r] for r in rows], [self.truncated[r] for r in rows],
         )
 
 
-def _label_of(item: Any, label_key: str) -> Optional[int]:
+def as_mapping(batch: Any, input_keys: Optional[Sequence[str]]) -> Any:
+    """A tuple or list batch (or item) as a dict keyed by ``input_keys``; anything else unchanged."""
+    if isinstance(batch, (tuple, list)) and input_keys:
+        if len(input_keys) != len(batch):
+            raise ValueError(f"input_keys={tuple(input_keys)} names {len(input_keys)} positions, but the validation "
+                             f"batches have {len(batch)}; name every position, e.g. ('input_ids', 'attention_mask', 'labels').")
+        return dict(zip(input_keys, batch))
+    return batch
+
+
+def _label_of(item: Any, label_key: str, input_keys: Optional[Sequence[str]] = None) -> Optional[int]:
+    item = as_mapping(item, input_keys)
     value = item.get(label_key) if isinstance(item, dict) else None
     if value is None and isinstance(item, dict):
         value = item.get("label")
@@ -58,7 +75,9 @@ def _label_of(item: Any, label_key: str) -> Optional[int]:
     return int(value) if isinstance(value, (int, float)) or hasattr(value, "__index__") else None
 
 
-def choose_indices(dataset: Any, num_examples: int, seed: int, label_key: str = "labels") -> list[int]:
+def choose_indices(
+    dataset: Any, num_examples: int, seed: int, label_key: str = "labels", input_keys: Optional[Sequence[str]] = None
+) -> list[int]:
     """Seeded choice of dataset indices, stratified by label when items carry one.
 
     Uses a private ``random.Random``; labels are read from at most ``max(50 * num_examples, 1000)``
@@ -73,7 +92,7 @@ def choose_indices(dataset: Any, num_examples: int, seed: int, label_key: str = 
     candidates = rng.sample(range(size), min(size, max(50 * num_examples, 1000)))
     by_label: dict[Optional[int], list[int]] = {}
     for index in candidates:
-        by_label.setdefault(_label_of(dataset[index], label_key), []).append(index)
+        by_label.setdefault(_label_of(dataset[index], label_key, input_keys), []).append(index)
     groups = [by_label[key] for key in sorted(by_label, key=lambda k: (k is None, k if k is not None else 0))]
     chosen: list[int] = []
     while len(chosen) < min(num_examples, size):
@@ -94,18 +113,20 @@ def _fetch(dataset: Any, indices: Sequence[int]) -> list:
     return [dataset[i] for i in indices]
 
 
-def model_inputs(batch: Any) -> dict[str, torch.Tensor]:
+def model_inputs(batch: Any, label_key: str = "labels") -> dict[str, torch.Tensor]:
     """The tensors of a collated batch that are model inputs (``labels`` left out)."""
     if not isinstance(batch, dict) or "input_ids" not in batch:
         kind = type(batch).__name__
+        hint = (" Name the positions of tuple batches with input_keys=('input_ids', 'attention_mask', 'labels')."
+                if isinstance(batch, (tuple, list)) else "")
         raise ValueError(
-            f"Validation batches are {kind}, not dicts with 'input_ids'. Pass examples=[...texts] with a "
+            f"Validation batches are {kind}, not dicts with 'input_ids'.{hint} Or pass examples=[...texts] with a "
             "tokenizer, or collate batches into dicts with input_ids / attention_mask."
         )
     ids = batch["input_ids"]
     return {
         key: value for key, value in batch.items()
-        if isinstance(value, torch.Tensor) and value.shape == ids.shape and key not in ("labels", "label")
+        if isinstance(value, torch.Tensor) and value.shape == ids.shape and key not in ("labels", "label", label_key)
     }
 
 
@@ -149,18 +170,23 @@ def probe_from_dataset(
     label_key: str = "labels",
     id_to_token: Optional[Callable[[int], str]] = None,
     indices: Optional[Sequence[int]] = None,
+    input_keys: Optional[Sequence[str]] = None,
 ) -> ProbeSet:
     """Sample from ``dataset`` (or take ``indices``) and collate with ``collate_fn``, the same
-    function the training framework collates validation batches with."""
-    indices = list(indices) if indices is not None else choose_indices(dataset, num_examples, seed, label_key)
+    function the training framework collates validation batches with. ``input_keys`` names the
+    positions of tuple batches; labels are read from ``label_key``."""
+    indices = (list(indices) if indices is not None
+               else choose_indices(dataset, num_examples, seed, label_key, input_keys))
     items = _fetch(dataset, indices)
     if not items:
         raise ValueError("The validation dataset yielded no examples; SaliencyMonitor needs examples to probe.")
     indices = indices[: len(items)]
-    batch = collate_fn(items) if collate_fn is not None else items
-    inputs = model_inputs(batch)
+    batch = as_mapping(collate_fn(items) if collate_fn is not None else items, input_keys)
+    inputs = model_inputs(batch, label_key)
     inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
-    labels = batch.get(label_key, batch.get("label")) if isinstance(batch, dict) else None
+    labels = None
+    if isinstance(batch, dict):
+        labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
     labels = torch.as_tensor(labels).reshape(-1).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
     return ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, labels, tokens, texts, word_ids)
@@ -173,10 +199,12 @@ def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: i
 
 
 def probe_from_texts(
-    texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]] = None, max_length: int = 128
+    texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]] = None, max_length: int = 512
 ) -> ProbeSet:
-    """A probe set from raw texts (``examples=[...]``), tokenized with ``tokenizer``."""
+    """A probe set from raw texts (``examples=[...]``), tokenized with ``tokenizer`` and cut to
+    ``max_length`` tokens (the model's limit); ``truncated`` says which were cut."""
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    full_lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
     inputs = {k: v for k, v in encoded.items() if k in _MODEL_INPUT_KEYS}
     known = None
     if getattr(encoded, "encodings", None):  # a fast tokenizer already knows the word boundaries
@@ -184,4 +212,5 @@ def probe_from_texts(
         known = [[w for w, m in zip(encoded.word_ids(i), masks[i]) if m] for i in range(len(texts))]
     tokens, _, word_ids = _describe(inputs, tokenizer, None, known)
     label_tensor = torch.as_tensor(list(labels)) if labels is not None else None
-    return ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids)
+    return ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids,
+                    [n > max_length for n in full_lengths])

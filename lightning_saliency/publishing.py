@@ -133,6 +133,7 @@ class Publisher:
         self.sinks, self.warn, self.top_k = list(sinks), warn, top_k
         self.log_example_images, self.on_shortcut = log_example_images, on_shortcut
         self._warned_tokens: set[str] = set()
+        self._warned_skips: set[str] = set()
         if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
             warn(no_images_hint)
 
@@ -148,11 +149,34 @@ class Publisher:
         self._alert(record, image_sinks)
         record.seconds = time.perf_counter() - started
         record.metrics.scalars.update(cost_scalars(record, epoch_seconds))
+        record.metrics.scalars["saliency/status"] = 1.0
+        record.metrics.scalars["saliency/skipped_examples"] = float(len(record.skipped))
+        if record.skipped:
+            self._warn_skipped(record)
+        self._finish(record, directory)
+
+    def publish_failure(self, record: RunRecord, directory: Path) -> None:
+        """A run that failed as a whole: ``saliency/status`` 0, the cause as text, and its record."""
+        record.metrics.scalars["saliency/status"] = 0.0
+        for sink in self.sinks:
+            sink.text("saliency/status", f"Run **{record.label}** failed: {render.escape_markdown(record.error or '')}",
+                      record.global_step)
+        self._finish(record, directory)
+
+    def _finish(self, record: RunRecord, directory: Path) -> None:
         finite = {k: float(v) for k, v in record.metrics.scalars.items() if v is not None and math.isfinite(v)}
         for sink in self.sinks:
-            sink.scalars(finite, step)
+            sink.scalars(finite, record.global_step)
             sink.flush()
         write_record(record, directory)
+
+    def _warn_skipped(self, record: RunRecord) -> None:
+        described = "; ".join(f"example {s.index}: {s.reason}" for s in record.skipped)
+        key = described
+        if key not in self._warned_skips:  # the same examples skipped for the same reasons: said once
+            self._warned_skips.add(key)
+            self.warn(f"SaliencyMonitor: run {record.label} skipped {len(record.skipped)} probe example(s) and "
+                      f"attributed the other {len(record.examples)}: {described}")
 
     def _images_and_tables(self, record: RunRecord, sinks: list[Sink]) -> None:
         step = record.global_step

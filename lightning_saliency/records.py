@@ -50,6 +50,7 @@ class ExampleRecord:
     attributions: dict[str, list[float]]
     delta: dict[str, float] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
+    truncated: bool = False
 
     def regular_scores(self, method: str) -> list[float]:
         """The method's scores of the non-special tokens."""
@@ -136,9 +137,18 @@ class RunMetrics:
 
 
 @dataclass
+class SkippedExample:
+    """A probe example a run could not attribute, and why (the rest of the run goes on)."""
+
+    index: int
+    reason: str
+
+
+@dataclass
 class RunRecord:
     """Everything one attribution run produced. ``seconds`` is the run's wall time, publishing
-    included, filled in when the run is published."""
+    included, filled in when the run is published. A run that failed as a whole has
+    ``status="failed"``, its ``error``, and no examples."""
 
     label: str
     stage: str
@@ -149,13 +159,17 @@ class RunRecord:
     examples: list[ExampleRecord]
     metrics: RunMetrics = field(default_factory=RunMetrics)
     seconds: Optional[float] = None
+    skipped: list[SkippedExample] = field(default_factory=list)
+    status: str = "ok"
+    error: Optional[str] = None
+    run_id: Optional[str] = None
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (plain dicts and lists; non-finite numbers become ``null``)."""
         data = asdict(self)
-        ordered = {key: data[key] for key in ("schema", "label", "stage", "epoch", "global_step", "seconds",
-                                              "settings", "methods", "examples", "metrics")}
+        ordered = {key: data[key] for key in ("schema", "run_id", "label", "stage", "epoch", "global_step", "status", "error",
+                                              "seconds", "settings", "methods", "examples", "skipped", "metrics")}
         return _finite(ordered)
 
     @classmethod
@@ -173,7 +187,9 @@ class RunRecord:
                 label=str(data["label"]), stage=data.get("stage", "fit"), epoch=data.get("epoch"),
                 global_step=data.get("global_step") or 0, settings=dict(data.get("settings") or {}),
                 methods=list(data["methods"]), examples=[ExampleRecord(**e) for e in data["examples"]],
-                metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"), schema=schema,
+                metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"),
+                skipped=[_lenient(SkippedExample, k) for k in data.get("skipped") or []],
+                status=data.get("status", "ok"), error=data.get("error"), run_id=data.get("run_id"), schema=schema,
             )
         except (TypeError, KeyError, AttributeError) as error:
             raise RecordError(f"malformed saliency record ({error})") from error
@@ -205,6 +221,7 @@ def build_record(
     probe: ProbeSet,
     result: Attributions,
     label_names: Optional[Sequence[str]] = None,
+    skipped: Sequence[SkippedExample] = (),
 ) -> RunRecord:
     """Per-example tokens, prediction and per-method token attributions (padding removed)."""
     examples = []
@@ -222,9 +239,10 @@ def build_record(
             attributions={m: r.scores[i][valid].tolist() for m, r in result.methods.items()},
             delta={m: float(r.delta[i]) for m, r in result.methods.items() if r.delta is not None},
             steps={m: int(r.steps[i]) for m, r in result.methods.items() if r.steps is not None},
+            truncated=bool(probe.truncated[i]),
         ))
     return RunRecord(label=label, stage=stage, epoch=epoch, global_step=global_step, settings=settings,
-                     methods=list(result.methods), examples=examples)
+                     methods=list(result.methods), examples=examples, skipped=list(skipped))
 
 
 def record_path(directory: os.PathLike, label: str) -> Path:

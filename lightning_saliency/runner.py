@@ -63,10 +63,13 @@ class PassSettings:
 
 @dataclass
 class ModelPasses:
-    """The gathered result of one run's model passes, in probe order."""
+    """The gathered result of one run's model passes: ``rows`` are the probe positions attributed
+    (in probe order, the rows of ``attributions``), ``skipped`` the others with their reasons."""
 
     attributions: Attributions
     faithfulness: dict[str, FaithfulnessSummary]
+    rows: list[int]
+    skipped: list[tuple[int, str]]
 
 
 @dataclass
@@ -75,6 +78,41 @@ class _Shard:
     attributions: Optional[Attributions]
     faithfulness: dict[str, tuple[torch.Tensor, torch.Tensor]]
     failure: Optional[str]
+    skipped: list[tuple[int, str]]
+
+
+EMPTY_EXAMPLE = "nothing to attribute: the example holds only special tokens (an empty text?)"
+
+
+def _has_regular_token(probe: ProbeSet, row: int, special_ids: frozenset) -> bool:
+    ids = probe.inputs["input_ids"][row][probe.inputs["attention_mask"][row].bool()]
+    return any(int(i) not in special_ids for i in ids.reshape(-1))
+
+
+def _attributable_rows(access: ModelAccess, probe: ProbeSet, rows: list[int]) -> tuple[list[int], list[tuple[int, str]]]:
+    """The rows worth trying, and the examples without a regular token (skipped untried)."""
+    skipped = [(r, EMPTY_EXAMPLE) for r in rows if not _has_regular_token(probe, r, access.special_tokens.special_ids)]
+    candidates = [r for r in rows if all(r != s for s, _ in skipped)]
+    return candidates, skipped
+
+
+def _isolate_failures(
+    access: ModelAccess, probe: ProbeSet, rows: list[int], settings: PassSettings, error: Exception
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """After the batch failed: try each example alone (a gradient pass, forward and backward) to
+    find the ones that fail, so one bad example (too long for the model, an odd token) never
+    silences the run. Re-raises ``error`` when every example fails alone."""
+    good, bad = [], []
+    single = PassSettings(("gradient",), settings.config, settings.target, settings.task, False, settings.seed)
+    for row in rows:
+        try:
+            _attribute_shard(access, probe.select([row]), [row], single, lambda n: None)
+            good.append(row)
+        except Exception as failure:  # this example alone fails: skip it, keep the others
+            bad.append((row, f"{type(failure).__name__}: {failure}"))
+    if not good:  # every example fails alone: a problem of the run, not of an example
+        raise error
+    return good, bad
 
 
 @contextmanager
@@ -144,30 +182,42 @@ def run_model_passes(
     rank waits in a collective that another skipped. If any rank failed, every rank raises
     :class:`ShardError`. Returns the joined result on rank zero and ``None`` on the others.
     """
-    rows = shard_rows(probe.lengths(), rank, world_size)
-    shard = _Shard(rows, None, {}, None)
+    rows, skipped = _attributable_rows(access, probe, shard_rows(probe.lengths(), rank, world_size))
+    shard = _Shard(rows, None, {}, None, skipped)
     try:
         if rows:
             with progress(description) as advance:
-                shard.attributions, shard.faithfulness = _attribute_shard(
-                    access, probe.select(rows), rows, settings, advance)
+                try:
+                    shard.attributions, shard.faithfulness = _attribute_shard(
+                        access, probe.select(rows), rows, settings, advance)
+                except Exception as error:
+                    shard.rows, bad = _isolate_failures(access, probe, rows, settings, error)
+                    shard.skipped += bad
+                    shard.attributions, shard.faithfulness = _attribute_shard(
+                        access, probe.select(shard.rows), shard.rows, settings, advance)
     except Exception as error:
         if world_size == 1:
             raise
-        shard = _Shard([], None, {}, f"rank {rank}: {type(error).__name__}: {error}")
+        shard = _Shard([], None, {}, f"rank {rank}: {type(error).__name__}: {error}", [])
     gathered: list[_Shard] = gather_objects(shard, world_size)
     failures = [s.failure for s in gathered if s.failure is not None]
     if failures:
         raise ShardError("; ".join(failures))
+    skipped = sorted(item for s in gathered for item in s.skipped)
+    parts = [s for s in gathered if s.attributions is not None]
+    if not parts:  # decided from the gathered shards, so every rank raises alike
+        reasons = "; ".join(f"probe example {probe.indices[r]}: {reason}" for r, reason in skipped) or "no examples"
+        raise ValueError(f"No probe example could be attributed ({reasons}).")
     if rank != 0:
         return None
-    parts = [s for s in gathered if s.attributions is not None]
     order = [i for s in parts for i in s.rows]
-    attributions = parts[0].attributions if len(parts) == 1 else concatenate([s.attributions for s in parts], order)
+    rank_of = {row: k for k, row in enumerate(sorted(order))}  # skipped rows leave gaps in the probe positions
+    attributions = (parts[0].attributions if len(parts) == 1
+                    else concatenate([s.attributions for s in parts], [rank_of[r] for r in order]))
     inverse = sorted(range(len(order)), key=order.__getitem__)
     faithfulness = {}
     for method in parts[0].faithfulness:
         comprehensiveness = torch.cat([s.faithfulness[method][0] for s in parts])[inverse]
         sufficiency = torch.cat([s.faithfulness[method][1] for s in parts])[inverse]
         faithfulness[method] = faithfulness_summary(FRACTIONS, comprehensiveness, sufficiency)
-    return ModelPasses(attributions, faithfulness)
+    return ModelPasses(attributions, faithfulness, sorted(order), skipped)

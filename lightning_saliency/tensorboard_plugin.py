@@ -26,12 +26,13 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext) -> None:
         self._logdir = Path(context.logdir) if getattr(context, "logdir", None) else None
 
-    def _runs(self) -> dict[str, Path]:
-        from lightning_saliency.report.reading import find_runs, run_name
+    def _runs(self) -> dict[str, Any]:
+        """Training runs by name (a resumed fit's log directories joined into one)."""
+        from lightning_saliency.report.reading import read_runs
 
         if self._logdir is None or not self._logdir.is_dir():
             return {}
-        return {run_name(d, self._logdir): d for d in find_runs(self._logdir)}
+        return {run.name: run for run in read_runs(self._logdir)}
 
     def is_active(self) -> bool:
         return bool(self._runs())
@@ -53,11 +54,11 @@ class SaliencyPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_report(self, request: wrappers.Request) -> Response:
-        from lightning_saliency.report import build_report, read_run
+        from lightning_saliency.report import build_report
 
         name = request.args.get("run")
         runs = self._runs()
         if name not in runs:  # only runs found under the logdir: no path from the request is opened
             raise exceptions.BadRequest(f"Unknown run {name!r}.")
-        page = build_report([read_run(runs[name], self._logdir)], title=f"Saliency: {name}")
+        page = build_report([runs[name]], title=f"Saliency: {name}")
         return Response(page, content_type="text/html; charset=utf-8")

@@ -109,7 +109,7 @@ def test_validate_runs_under_inference_mode(tmp_path):
     assert (tmp_path / "run" / "version_0" / "saliency" / "epoch_validate_000.json").exists()
 
 
-def test_attribution_errors_warn_once_and_training_continues(tmp_path):
+def test_a_failing_run_is_recorded_warned_every_run_and_training_continues(tmp_path):
     module, data, tok = demo()
     calls = []
 
@@ -120,10 +120,18 @@ def test_attribution_errors_warn_once_and_training_continues(tmp_path):
     callback = monitor(tok, forward_fn=broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer(tmp_path, [callback], logger=False).fit(module, datamodule=data)
+        trainer(tmp_path, [callback]).fit(module, datamodule=data)
     messages = [str(w.message) for w in caught if "exploded on purpose" in str(w.message)]
-    assert len(messages) == 1 and "training continues" in messages[0]
-    assert len(calls) == 3 and callback.history == []
+    assert len(messages) == 3 and all("training continues" in m for m in messages)  # one per run
+    assert sum("Traceback" in m for m in messages) == 1  # the traceback once per cause
+    assert len(calls) >= 3
+    assert [(r["label"], r["status"]) for r in callback.history] == [("start", "failed"), ("000", "failed"),
+                                                                      ("001", "failed")]
+    saved = json.loads((tmp_path / "run" / "version_0" / "saliency" / "epoch_001.json").read_text())
+    assert saved["status"] == "failed" and "exploded on purpose" in saved["error"] and saved["examples"] == []
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [s.value for s in events.Scalars("saliency/status")] == [0.0, 0.0, 0.0]
     with pytest.raises(RuntimeError, match="exploded"):
         trainer(tmp_path, [monitor(tok, forward_fn=broken, on_error="raise")], logger=False).fit(module, datamodule=data)
 
@@ -190,3 +198,25 @@ def test_lightning_cli_configures_the_callback(tmp_path):
     assert callback.methods == ("integrated_gradients", "occlusion") and callback.config.baseline == "mask"
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert callback.history[-1]["settings"]["attribution"]["n_steps"] == 6
+
+
+def test_a_resumed_fit_in_a_new_log_version_is_one_run_in_the_report(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_saliency.report import read_runs
+
+    module, data, tok = demo()
+    first = monitor(tok)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True).fit(module, datamodule=data)
+    module2, data2, _ = demo()
+    second = monitor(tok)
+    trainer(tmp_path, [second], max_epochs=2).fit(module2, datamodule=data2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["version_0", "version_1"]
+    (run,) = read_runs(tmp_path / "run")
+    assert [r["label"] for r in run.records] == ["start", "000", "001"]
+    assert run.name == "version_0 + version_1"
+    assert second.state_dict()["run_id"] == first.state_dict()["run_id"]
+    other = monitor(tok)  # a new training under the same root is a run of its own
+    trainer(tmp_path, [other], max_epochs=1).fit(*demo()[:2])
+    assert len(read_runs(tmp_path / "run")) == 2

@@ -19,7 +19,6 @@ from transformers.integrations import TensorBoardCallback
 
 from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.engine import RunRequest
-from lightning_saliency.probe import ProbeSet
 from lightning_saliency.publishing import Publisher, TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
 
@@ -74,7 +73,7 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
         TensorBoard writer are, and add this callback to ``trainer``. Returns ``self``."""
         model = trainer.model
         accelerator = getattr(trainer, "accelerator", None)
-        self._connect(model, accelerator.autocast if accelerator is not None else nullcontext)
+        self._connect(model, accelerator.autocast if accelerator is not None else nullcontext, _warn)
         if self.examples is None:
             if trainer.eval_dataset is None:
                 raise ValueError("SaliencyCallback needs Trainer(eval_dataset=...) or examples=[...texts] to probe.")
@@ -89,7 +88,7 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
         if self._access is None:
             if self.examples is None:
                 raise ValueError(NOT_ATTACHED)
-            self._connect(model, nullcontext)
+            self._connect(model, nullcontext, _warn)
         if self.settings.reference_pass and "start" not in self.engine.completed:
             self._run(args, state, "start", None)
 
@@ -110,15 +109,12 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
 
     # ---------------------------------------------------------------------------------- internals
     def _run(self, args: Any, state: Any, label: str, epoch: Optional[int]) -> None:
-        def run() -> None:
-            probe = self._probe(self._eval_loader)
-            request = RunRequest(label, "fit", epoch, state.global_step, self._token_budget(probe, args), None,
-                                 args.process_index, args.world_size)
-            progress = no_progress if args.disable_tqdm else row_progress
-            directory = self._directory(args)
-            self.engine.run(request, self._access, probe, directory, lambda: self._publisher_for(directory), progress)
-
-        self.engine.guarded(label, run, _warn)
+        # The Trainer shows callbacks no batch: the token budget is one training batch of probe-width rows.
+        request = RunRequest(label, "fit", epoch, state.global_step, 0, args.per_device_train_batch_size, None,
+                             args.process_index, args.world_size)
+        directory = self._directory(args)
+        self.engine.attempt(request, self._access, lambda: self._probe(self._eval_loader), directory,
+                            lambda: self._publisher_for(directory), _warn, no_progress if args.disable_tqdm else row_progress)
 
     def _directory(self, args: Any) -> Path:
         if self.dirpath is not None:
@@ -136,7 +132,3 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             return [TensorBoardSink(writer, with_scalars=True)]
 
         return self._publisher_with(sinks, _warn, None)
-
-    def _token_budget(self, probe: ProbeSet, args: Any) -> int:
-        """A training batch of probe-width rows (the Trainer does not show its batches to callbacks)."""
-        return self._default_token_budget(probe, args.per_device_train_batch_size)

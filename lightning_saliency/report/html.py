@@ -104,8 +104,26 @@ def summary_table(run: Run) -> str:
             flagged = " flagged" if suspects else ""
             rows.append(f'<tr class="summary-row{flagged}" data-epoch="{position}">' +
                         "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        if record.get("status") == "failed":
+            cells = [esc(record["label"]), esc(record.get("global_step", "")), "", "", "failed",
+                     f'<span class="failure">{esc(record.get("error") or "")}</span>', "", "", ""]
+            rows.append(f'<tr class="summary-row failed" data-epoch="{position}">' +
+                        "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def run_notes(run: Run) -> str:
+    """Runs that failed as a whole, and probe examples a run skipped, with the reasons."""
+    notes = []
+    for record in run.records:
+        if record.get("status") == "failed":
+            notes.append(f'run {esc(record["label"])} failed: {esc(record.get("error") or "unknown cause")}')
+        for skipped in record.get("skipped") or []:
+            notes.append(f'run {esc(record["label"])} skipped dataset index {esc(skipped.get("index"))}: '
+                         f'{esc(skipped.get("reason"))}')
+    items = "".join(f"<li>{note}</li>" for note in notes)
+    return f'<ul class="run-notes">{items}</ul>' if notes else ""
 
 
 def drift_charts(run: Run) -> str:
@@ -129,10 +147,20 @@ def _example_header(example: dict, number: int) -> str:
             f'<div class="example-text">{esc(example.get("text", ""))}</div>')
 
 
-def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], position: int) -> str:
+def _absence(record: dict, index: Any) -> str:
+    """Why a probe example has no attributions in ``record``."""
+    if record.get("status") == "failed":
+        return f'The run failed: {esc(record.get("error") or "unknown cause")}'
+    reason = next((s.get("reason") for s in record.get("skipped") or [] if s.get("index") == index), None)
+    if reason is not None:
+        return f"Skipped in this run: {esc(reason)}"
+    return "Not attributed in this run (a compute budget attributed fewer examples)."
+
+
+def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], position: int, index: Any = None) -> str:
     title = f'run {esc(record["label"])} · step {esc(record.get("global_step", ""))}'
     if example is None:
-        body = '<p class="note">Not attributed in this run (a compute budget attributed fewer examples).</p>'
+        body = f'<p class="note">{_absence(record, index)}</p>'
     else:
         name = example.get("predicted_name") if example.get("predicted_name") is not None else example.get("predicted")
         body = (f'<div class="prediction">predicted: <b>{esc(name)}</b> '
@@ -163,7 +191,7 @@ def examples_section(run: Run) -> str:
     for number, index in enumerate(order):
         per_record = [next((e for e in r["examples"] if e["index"] == index), None) for r in run.records]
         first = next(e for e in per_record if e is not None)
-        views = "".join(_epoch_view(r, e, methods, p) for p, (r, e) in enumerate(zip(run.records, per_record)))
+        views = "".join(_epoch_view(r, e, methods, p, index) for p, (r, e) in enumerate(zip(run.records, per_record)))
         blocks.append(f'<div class="example">{_example_header(first, number)}<div class="views">{views}</div></div>')
     return "".join(blocks)
 
@@ -188,7 +216,7 @@ def run_section(run: Run, number: int) -> str:
                      for p, r in enumerate(run.records))
     return (
         f'<section class="run" data-run="{number}"><h2>{esc(run.name)}</h2>{problems}'
-        f'<h3>Summary</h3>{summary_table(run)}<h3>Drift over runs</h3>{drift_charts(run)}'
+        f'<h3>Summary</h3>{summary_table(run)}{run_notes(run)}<h3>Drift over runs</h3>{drift_charts(run)}'
         f'<h3>Probe examples</h3>{controls}<div class="labels" hidden>{labels}</div>'
         f'<div class="examples">{examples_section(run)}</div></section>'
     )

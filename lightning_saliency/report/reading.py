@@ -64,8 +64,26 @@ def read_run(directory: Path, logdir: Path) -> Run:
 
 
 def read_runs(logdir: Path) -> list[Run]:
-    """Every run under ``logdir``."""
+    """Every training run under ``logdir``. Directories whose records share a ``run_id`` (a fit
+    resumed from a checkpoint into a new logger version) are one training: they are joined into
+    one run, named after its directories."""
     logdir = Path(logdir)
     if not logdir.is_dir():
         raise FileNotFoundError(f"{logdir} is not a directory.")
-    return [read_run(directory, logdir) for directory in find_runs(logdir)]
+    joined: dict[str, Run] = {}
+    runs: list[Run] = []
+    for directory in find_runs(logdir):
+        run = read_run(directory, logdir)
+        run_id = next((r.get("run_id") for r in run.records if r.get("run_id")), None)
+        earlier = joined.get(run_id) if run_id else None
+        if earlier is None:
+            runs.append(run)
+            if run_id:
+                joined[run_id] = run
+            continue
+        earlier.name = f"{earlier.name} + {run.name}"
+        earlier.problems += run.problems
+        labels = {(r.get("stage"), r["label"]) for r in earlier.records}
+        earlier.records += [r for r in run.records if (r.get("stage"), r["label"]) not in labels]
+        earlier.records.sort(key=_order)
+    return runs

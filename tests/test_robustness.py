@@ -1,0 +1,156 @@
+"""A bad example never silences the monitor: every run writes a record, bad examples are skipped
+with their reason, and odd batch formats are read or named in the error."""
+import json
+import warnings
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from conftest import bert_classifier
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.demo import TextClassifier, TextDataset, make_corpus, pad_collate, train_tokenizer
+
+pytestmark = pytest.mark.slow
+
+ODD = ["", "great", "这部电影很好看", "😀😀 👍"]
+
+
+class Data(L.LightningDataModule):
+    def __init__(self, train, val, collate):
+        super().__init__()
+        self.train, self.val, self.collate = train, val, collate
+
+    def train_dataloader(self):
+        return DataLoader(self.train, 16, shuffle=True, collate_fn=self.collate,
+                          generator=torch.Generator().manual_seed(0))
+
+    def val_dataloader(self):
+        return DataLoader(self.val, 16, collate_fn=self.collate)
+
+
+class TupleClassifier(TextClassifier):
+    """A module whose batches are tuples ``(input_ids, attention_mask, labels)``."""
+
+    def training_step(self, batch, batch_idx):
+        ids, mask, labels = batch
+        return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    def validation_step(self, batch, batch_idx):
+        ids, mask, labels = batch
+        self.log("val_loss", self.model(input_ids=ids, attention_mask=mask, labels=labels).loss, batch_size=len(ids))
+
+
+def setup_data(collate_kind="dict"):
+    L.seed_everything(0, verbose=False)
+    texts, labels = make_corpus(96, seed=0)
+    val_texts, val_labels = make_corpus(8, seed=1)
+    tokenizer = train_tokenizer(texts + val_texts)
+    val_texts, val_labels = ODD + val_texts, [1, 1, 0, 1] + val_labels
+    pad = tokenizer.pad_token_id
+
+    def collate(items):
+        batch = pad_collate(items, pad)
+        return (batch["input_ids"], batch["attention_mask"], batch["labels"]) if collate_kind == "tuple" else batch
+
+    train, val = TextDataset(texts, labels, tokenizer), TextDataset(val_texts, val_labels, tokenizer)
+    # 64 positions: the model's limit, not a hard-coded 128, decides how long a probe text may be.
+    model = bert_classifier(vocab_size=len(tokenizer), num_labels=2)
+    module = (TupleClassifier if collate_kind == "tuple" else TextClassifier)(model)
+    return module, Data(train, val, collate), tokenizer
+
+
+def fit(tmp_path, module, data, **options):
+    monitor = SaliencyMonitor(n_steps=8, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=TensorBoardLogger(tmp_path, name="run"),
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  callbacks=[monitor]).fit(module, datamodule=data)
+    records = {p.stem[6:]: json.loads(p.read_text())
+               for p in (tmp_path / "run" / "version_0" / "saliency").glob("epoch_*.json")}
+    return monitor, records, [str(w.message) for w in caught]
+
+
+def test_odd_examples_are_skipped_with_a_reason_and_every_run_is_recorded(tmp_path):
+    module, data, tokenizer = setup_data()
+    monitor, records, messages = fit(tmp_path, module, data, tokenizer=tokenizer, num_examples=12)
+    assert sorted(records) == ["000", "001", "start"]
+    assert [r["label"] for r in monitor.history] == ["start", "000", "001"]
+    for record in records.values():
+        assert record["status"] == "ok"
+        skipped = {s["index"]: s["reason"] for s in record["skipped"]}
+        # The empty text, and the Chinese and emoji texts (all [UNK] for this tokenizer): nothing to attribute.
+        assert set(skipped) == {0, 2, 3} and all("only special tokens" in r for r in skipped.values())
+        attributed = [e["index"] for e in record["examples"]]
+        assert 1 in attributed and len(attributed) == 9  # "great" (one token) and the 8 ordinary reviews
+        one_word = next(e for e in record["examples"] if e["index"] == 1)
+        assert one_word["tokens"] == ["[CLS]", "great", "[SEP]"]
+        assert record["metrics"]["scalars"]["saliency/skipped_examples"] == 3.0
+    # Drift over one token is undefined: null in the file, and left out of the means.
+    drift = records["001"]["metrics"]["drift"]["integrated_gradients"]["start"]
+    one_word_position = [e["index"] for e in records["001"]["examples"]].index(1)
+    assert drift["per_example"][one_word_position]["spearman"] is None
+    assert drift["summary"]["spearman"]["mean"] is not None
+    skip_warnings = [m for m in messages if "skipped 3 probe example(s)" in m]
+    assert len(skip_warnings) == 1 and "example 0" in skip_warnings[0]  # said once while it stays the same
+
+    from lightning_saliency.report import build_report, read_runs
+
+    page = build_report(read_runs(tmp_path))
+    assert "run 001 skipped dataset index 0: nothing to attribute" in page
+
+
+def test_long_probe_texts_are_cut_to_the_model_length_and_say_so(tmp_path):
+    module, data, tokenizer = setup_data()
+    long_text = " ".join(["the movie was great and the acting was fine"] * 34)  # about 300 tokens
+    assert len(tokenizer(long_text)["input_ids"]) > 300
+    monitor, records, _ = fit(tmp_path, module, data, tokenizer=tokenizer, examples=[long_text, "a dull film", ""],
+                              example_labels=[1, 0, 0], target="label")
+    for record in records.values():
+        long_example = next(e for e in record["examples"] if e["index"] == 0)
+        assert long_example["truncated"] and len(long_example["tokens"]) == 64
+        assert not next(e for e in record["examples"] if e["index"] == 1)["truncated"]
+        assert [s["index"] for s in record["skipped"]] == [2]
+
+
+def test_tuple_batches_are_read_with_input_keys_and_otherwise_named_in_the_failure(tmp_path):
+    module, data, tokenizer = setup_data("tuple")
+    monitor, records, messages = fit(tmp_path / "plain", module, data, tokenizer=tokenizer, num_examples=12)
+    assert all(r["status"] == "failed" for r in records.values()) and len(records) == 3
+    assert "input_keys=" in records["start"]["error"]
+    assert len([m for m in messages if "input_keys=" in m]) == 3  # warned at every run
+
+    module, data, tokenizer = setup_data("tuple")
+    monitor, records, _ = fit(tmp_path / "keys", module, data, tokenizer=tokenizer, num_examples=12,
+                              input_keys=("input_ids", "attention_mask", "labels"))
+    assert all(r["status"] == "ok" for r in records.values())
+    assert {e["label"] for e in records["001"]["examples"]} == {0, 1}
+    assert "saliency/probe/accuracy" in records["001"]["metrics"]["scalars"]
+
+
+def test_labels_under_another_key(tmp_path):
+    module, data, tokenizer = setup_data()
+    renamed = data.collate
+
+    def collate(items):
+        batch = renamed(items)
+        batch["y"] = batch.pop("labels")
+        return batch
+
+    class YClassifier(TextClassifier):
+        def training_step(self, batch, batch_idx):
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["y"]).loss
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+    data.collate = collate
+    yields = YClassifier(module.model)
+    _, records, messages = fit(tmp_path / "unnamed", yields, data, tokenizer=tokenizer, num_examples=12)
+    assert any("no 'labels' entry" in m and "label_key=" in m for m in messages)
+    assert records["001"]["examples"][0]["label"] is None
+    _, records, _ = fit(tmp_path / "named", yields, data, tokenizer=tokenizer, num_examples=12, label_key="y")
+    assert {e["label"] for e in records["001"]["examples"]} == {0, 1}
