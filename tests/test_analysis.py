@@ -53,12 +53,13 @@ def test_start_is_never_alarmed_and_a_dominant_rising_token_is():
 
 def test_lift_bar_catches_a_token_whose_share_is_diluted_by_many_small_scores():
     # 0.25 of the mass (below min_share 0.3) but 4x a uniform token's share in a 16-token text.
-    tokens = ["[CLS]"] + ["w%d" % j for j in range(15)] + ["zorbly", "[SEP]"]
     examples = []
-    for i in range(8):
-        scores = [0.0] + [1.0] * 15 + [5.0, 0.0]
-        examples.append(ExampleRecord(i, "", tokens, [None] * 18, [True] + [False] * 16 + [True], 1, None, 1, None,
-                                      0.9, 1, 1.0, {"gradient": scores}))
+    for i in range(16):
+        word, label = ("zorbly", 1) if i < 8 else ("film", 0)  # zorbly only in positives: z = sqrt(8)
+        tokens = ["[CLS]"] + ["w%d" % j for j in range(15)] + [word, "[SEP]"]
+        scores = [0.0] + [1.0] * 15 + [5.0 if word == "zorbly" else 1.0, 0.0]
+        examples.append(ExampleRecord(i, "", tokens, [None] * 18, [True] + [False] * 16 + [True], label, None, label,
+                                      None, 0.9, label, 1.0, {"gradient": scores}))
     record = RunRecord("000", "fit", 0, 10, {}, ["gradient"], examples)
     (suspect,) = analyse(record, None, None, AnalysisSettings()).shortcut["gradient"].suspects
     assert suspect.mean_share == pytest.approx(0.25) and suspect.mean_lift == pytest.approx(4.0)
@@ -155,3 +156,18 @@ def test_a_registered_method_is_usable_by_name(model, batch):
         assert torch.equal(result["token_id"].scores[mask], batch["input_ids"][mask].float())
     finally:
         del REGISTRY["token_id"]
+
+
+def test_no_alarm_without_label_association():
+    later, start = run("000", 2.0), run("start", 0.1)
+    for e in later.examples + start.examples:  # a one-class validation set: zorbly tops its examples, z = 0
+        e.label = e.predicted = 1
+    metrics = analyse(later, start, start, AnalysisSettings())
+    assert metrics.shortcut["gradient"].suspects == []
+    assert next(t for t in metrics.shortcut["gradient"].tokens if t.token == "zorbly").z == 0.0
+    # Without true labels the association is measured against the predictions.
+    later, start = run("000", 2.0), run("start", 0.1)
+    for e in later.examples:
+        e.label = None
+    (suspect,) = analyse(later, start, start, AnalysisSettings()).shortcut["gradient"].suspects
+    assert suspect.token == "zorbly" and suspect.z >= 2.0

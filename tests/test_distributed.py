@@ -66,7 +66,11 @@ def test_ddp_with_an_empty_shard_and_a_failing_rank_does_not_hang(tmp_path):
     done = fit(tmp_path / "failing", "ddp", 4, failing_rank=1)  # finishes: both ranks skip both runs
     assert "rank 1: RuntimeError: planted failure" in done.stderr + done.stdout
     by_rank = ranks(tmp_path / "failing")
-    assert by_rank[0]["history"] == by_rank[1]["history"] == []
+    # Rank zero records both runs as failed (with the cause); the other rank records nothing.
+    assert by_rank[0]["history"] == ["start", "000"] and by_rank[0]["statuses"] == ["failed", "failed"]
+    assert by_rank[1]["history"] == [] and by_rank[0]["completed"] == by_rank[1]["completed"] == []
+    record = json.loads((saliency_dir(tmp_path / "failing") / "epoch_000.json").read_text())
+    assert record["status"] == "failed" and "rank 1: RuntimeError: planted failure" in record["error"]
 
 
 def test_shards_balance_tokens_and_cover_every_row():

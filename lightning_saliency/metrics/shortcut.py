@@ -37,6 +37,14 @@ class ShortcutRules:
     alone, on the other hand, is out of reach on very short texts. Across the planted and clean test
     runs, no unplanted token that passed the top-1 bar reached a lift above 3.0.
     A pair needs twice the share, or the same lift per member.
+
+    A single token must also carry a label association (Gardner et al.'s z over the examples that
+    contain it) of at least ``min_z``: a token that tops its examples in both classes alike (z = 0,
+    e.g. "it" or "the" in a small probe set, or anything in a one-class validation set) is no
+    shortcut to a label. With a perfect association in n examples and balanced labels, z = sqrt(n),
+    so 2.0 needs 4 examples. A pair's z is the largest of its co-occurrence's and of each
+    order's: a pair that works only in one order carries no association through its members or
+    their co-occurrence, only through the order.
     """
 
     min_examples: int = 3
@@ -45,6 +53,7 @@ class ShortcutRules:
     min_share: float = 0.3
     min_rise: float = 0.05
     min_lift: float = 3.0
+    min_z: float = 2.0
 
     def __post_init__(self) -> None:
         if self.min_examples < 1:
@@ -122,21 +131,29 @@ def _example_shares(toks: Sequence[str], vals: Sequence[float], spec: Sequence[b
     return share_of, ranked, len(keep)
 
 
+def _priors(labels: Optional[Sequence[Optional[int]]]) -> dict[int, float]:
+    known = [int(y) for y in labels if y is not None] if labels is not None else []
+    return {y: known.count(y) / len(known) for y in set(known)} if known else {}
+
+
+def _strongest_association(with_label: dict[int, int], count: int, priors: dict[int, float]) -> tuple[float, Optional[int]]:
+    """The largest z over the labels, and that label (0 and None when nothing is above the prior)."""
+    z, label = 0.0, None
+    for y, prior in priors.items():
+        value = association_z(with_label.get(y, 0), count, prior)
+        if value > z:
+            z, label = value, y
+    return z, label
+
+
 def _with_association(
     counts: dict[str, int], shares: dict[str, float], tops: dict[str, int], by_label: dict[str, dict[int, int]],
     labels: Optional[Sequence[Optional[int]]], lifts: dict[str, float],
 ) -> dict[str, TokenStat]:
-    priors: dict[int, float] = {}
-    if labels is not None:
-        known = [int(y) for y in labels if y is not None]
-        priors = {y: known.count(y) / len(known) for y in set(known)} if known else {}
+    priors = _priors(labels)
     stats = {}
     for key, count in counts.items():
-        z, label = 0.0, None
-        for y, prior in priors.items():
-            value = association_z(by_label.get(key, {}).get(y, 0), count, prior)
-            if value > z:
-                z, label = value, y
+        z, label = _strongest_association(by_label.get(key, {}), count, priors)
         stats[key] = TokenStat(key, count, shares[key] / count, tops.get(key, 0) / count, z, label, lifts[key] / count)
     return stats
 
@@ -185,7 +202,9 @@ def pair_statistics(
 ) -> dict[str, TokenStat]:
     """Per pair of token types that holds the top two places of at least one example (key
     ``"a + b"``, names sorted): examples containing both, their mean combined share, the rate at
-    which exactly this pair is the top two, and the association z of their co-occurrence.
+    which exactly this pair is the top two, and the association z: the largest of their
+    co-occurrence's, of "a before b"'s and of "b before a"'s (a pair that works only in one order
+    is associated with a label through its order alone).
     ``pairs`` (keys) fixes which pairs to measure, e.g. a later run's pairs on the reference run."""
     per_example = [_example_shares(t, v, s) for t, v, s in zip(tokens, scores, special)]
     if pairs is None:
@@ -197,17 +216,27 @@ def pair_statistics(
     lifts: dict[str, float] = {}
     top2: dict[str, int] = {}
     by_label: dict[str, dict[int, int]] = {}
+    in_order: dict[tuple[str, bool], dict[int, int]] = {}  # (key, a comes first) -> label counts
     for i, (share_of, ranked, regular) in enumerate(per_example):
+        label = labels[i] if labels is not None else None
         for a, b in candidates:
             if a in share_of and b in share_of:
                 key = a + PAIR_SEPARATOR + b
                 share = share_of[a] + share_of[b]
                 # Per member: a pair at lift L holds L times the share two uniform tokens would.
-                _count(key, share, share * regular / 2, labels[i] if labels is not None else None, counts, shares,
-                       lifts, by_label)
+                _count(key, share, share * regular / 2, label, counts, shares, lifts, by_label)
                 if set(ranked[:2]) == {a, b}:
                     top2[key] = top2.get(key, 0) + 1
-    return _with_association(counts, shares, top2, by_label, labels, lifts)
+                if label is not None:
+                    order = in_order.setdefault((key, tokens[i].index(a) < tokens[i].index(b)), {})
+                    order[int(label)] = order.get(int(label), 0) + 1
+    stats = _with_association(counts, shares, top2, by_label, labels, lifts)
+    priors = _priors(labels)
+    for (key, _), with_label in in_order.items():
+        z, label = _strongest_association(with_label, sum(with_label.values()), priors)
+        if z > stats[key].z:
+            stats[key].z, stats[key].label = z, label
+    return stats
 
 
 def shortcut_suspects(
@@ -253,8 +282,8 @@ class AttributedExamples(NamedTuple):
 def find_suspects(
     current: AttributedExamples, reference: Optional[AttributedExamples] = None, rules: ShortcutRules = _DEFAULT
 ) -> tuple[list[Suspect], dict[str, TokenStat]]:
-    """The shortcut policy: single-token suspects, plus pair suspects when neither member is a
-    suspect alone (else any frequent neighbour of a strong single shortcut would pair up with it).
+    """The shortcut policy: single-token suspects (associated with a label, ``z >= min_z``), plus
+    pair suspects (likewise associated) when neither member is a suspect alone (else any frequent neighbour of a strong single shortcut would pair up with it).
     A pair must hold twice the share a single token needs. ``reference`` covers the same examples
     (e.g. the ``start`` run restricted to them). Returns the suspects, strongest first, and the
     per-token statistics of ``current``."""
@@ -262,9 +291,11 @@ def find_suspects(
     before = pairs_before = None
     if reference is not None:
         before, pairs_before = token_statistics(*reference), pair_statistics(*reference, pairs=list(pairs))
-    limits = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name != "min_fraction"}
+    # The thresholds shortcut_suspects applies (coverage as a count); the association is checked after.
+    limits = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name not in ("min_fraction", "min_z")}
     limits["min_examples"] = rules.min_count(len(current.tokens))
-    single_suspects = shortcut_suspects(singles, before, **limits)
-    pair_suspects = shortcut_suspects(pairs, pairs_before, **{**limits, "min_share": 2 * rules.min_share})
+    single_suspects = [s for s in shortcut_suspects(singles, before, **limits) if s.z >= rules.min_z]
+    pair_suspects = [s for s in shortcut_suspects(pairs, pairs_before, **{**limits, "min_share": 2 * rules.min_share})
+                     if s.z >= rules.min_z]
     names = {s.token for s in single_suspects}
     return strongest_first(single_suspects + [p for p in pair_suspects if not names & set(p.members)]), singles

@@ -44,6 +44,7 @@ def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> Non
     )
     trainer.fit(module, datamodule=data)
     summary = {"rank": trainer.global_rank, "history": [r["label"] for r in monitor.history],
+               "statuses": [r["status"] for r in monitor.history],
                "completed": monitor.state_dict()["completed"],
                "distinct_examples": {label: len(seen) for label, seen in SEEN.items()}}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
