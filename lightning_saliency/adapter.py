@@ -20,7 +20,7 @@ from lightning_saliency.model_access import ForwardFn, config_label_names, hf_fo
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.publishing import Publisher, Sink
 from lightning_saliency.runner import ModelAccess
-from lightning_saliency.settings import Baseline, MethodName, MonitorSettings, OnError, TargetChoice, Task
+from lightning_saliency.settings import Baseline, ColorScale, MethodName, MonitorSettings, OnError, TargetChoice, Task
 
 
 def load_tokenizer(tokenizer: Any) -> Any:
@@ -90,6 +90,7 @@ class MonitorAdapter:
         history_size: int = 32,
         input_keys: Optional[Sequence[str]] = None,
         label_key: str = "labels",
+        color_scale: ColorScale = "run",
     ) -> None:
         super().__init__()
         if every_n_epochs < 1:
@@ -101,7 +102,7 @@ class MonitorAdapter:
             attribution_options=attribution_options, shortcut=shortcut, label_names=label_names,
             methods=tuple(methods), num_examples=num_examples, target=target, task=task, top_k=top_k, seed=seed,
             max_tokens=max_tokens, budget=budget, faithfulness=faithfulness, log_example_images=log_example_images,
-            reference_pass=reference_pass, on_error=on_error, history_size=history_size,
+            reference_pass=reference_pass, on_error=on_error, history_size=history_size, color_scale=color_scale,
         )
         self.engine = MonitorEngine(self.settings)
         self.tokenizer = tokenizer
@@ -178,5 +179,5 @@ class MonitorAdapter:
                         no_images_hint: Optional[str]) -> Publisher:
         if self._publisher is None:  # made on rank zero only, at its first run
             self._publisher = Publisher(sinks(), warn, self.settings.top_k, self.settings.log_example_images,
-                                        self.on_shortcut, no_images_hint)
+                                        self.on_shortcut, no_images_hint, self.settings.color_scale)
         return self._publisher

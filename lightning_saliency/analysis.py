@@ -107,13 +107,14 @@ def drift_block(record: RunRecord, other: RunRecord, method: str, k: int) -> Opt
 
 
 def attributed_examples(record: RunRecord, method: str) -> AttributedExamples:
-    """One method's view of the examples, with the labels the association is measured against:
-    the true labels, or the predicted classes where the data has none."""
+    """One method's view of the examples at word level (a planted word split into pieces is judged
+    as the word), with the labels the association is measured against: the true labels, or the
+    predicted classes where the data has none."""
     examples = record.examples
     known = all(e.label is not None for e in examples)
     labels = [e.label if known else e.predicted for e in examples]
-    return AttributedExamples([e.tokens for e in examples], [e.attributions[method] for e in examples],
-                              [e.special for e in examples], labels)
+    words = [e.words(method) for e in examples]
+    return AttributedExamples([w[0] for w in words], [w[1] for w in words], [w[2] for w in words], labels)
 
 
 def _shortcuts(

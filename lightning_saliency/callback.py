@@ -73,6 +73,9 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         history_size: how many recent records ``history`` keeps in memory (all are on disk).
         input_keys: names of the positions of tuple batches, e.g. ``("input_ids", "attention_mask", "labels")``.
         label_key: the batch entry that holds the labels.
+        color_scale: ``"run"``: heatmap colors share one scale per run and method, so a weak example
+            looks pale; ``"example"``: each example scaled to its own largest |score|. Unsigned
+            methods (gradient norms, attention) are drawn from 0 (white) to green.
 
     Under DDP every rank runs its share of the probe set (balanced by tokens) for every model pass,
     and rank zero gathers the shards for metrics, images and files; only rank zero writes.

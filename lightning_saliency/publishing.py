@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from lightning_saliency import render
+from lightning_saliency.attribution import AttributionConfig
+from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.records import ExampleRecord, RunRecord, write_record
 
 SCALAR_LAYOUT = {
@@ -119,6 +121,8 @@ class Publisher:
         log_example_images: also log one image per example (the grid image is always logged).
         on_shortcut: called as ``on_shortcut(suspects, record_json)`` when a run has suspects.
         no_images_hint: warned once when no sink takes images (names how to add one).
+        color_scale: ``"run"``: one color scale per run and method, so a weak example looks weak;
+            ``"example"``: each example scaled to its own largest |score|.
     """
 
     def __init__(
@@ -129,8 +133,9 @@ class Publisher:
         log_example_images: bool = True,
         on_shortcut: Optional[Callable[[list, dict], None]] = None,
         no_images_hint: Optional[str] = None,
+        color_scale: str = "run",
     ) -> None:
-        self.sinks, self.warn, self.top_k = list(sinks), warn, top_k
+        self.sinks, self.warn, self.top_k, self.color_scale = list(sinks), warn, top_k, color_scale
         self.log_example_images, self.on_shortcut = log_example_images, on_shortcut
         self._warned_tokens: set[str] = set()
         self._warned_skips: set[str] = set()
@@ -180,9 +185,14 @@ class Publisher:
 
     def _images_and_tables(self, record: RunRecord, sinks: list[Sink]) -> None:
         step = record.global_step
+        config = AttributionConfig(**record.settings["attribution"]) if "attribution" in record.settings else None
         for method in record.methods:
             rows = [heatmap_row(e, method, k) for k, e in enumerate(record.examples)]
-            grid, per_example = render.grid_and_row_images(rows, f"{method}: run {record.label} (step {step})")
+            grid, per_example = render.grid_and_row_images(
+                rows, f"{method}: run {record.label} (step {step})",
+                shared_limit=run_scale(record, method) if self.color_scale == "run" else None,
+                signed=config is None or is_signed(method, config),
+            )
             for sink in sinks:
                 sink.image(f"saliency/{method}/probe_set", grid, step)
                 if self.log_example_images:
@@ -226,6 +236,11 @@ def cost_scalars(record: RunRecord, epoch_seconds: Optional[float]) -> dict[str,
     return scalars
 
 
+def run_scale(record: RunRecord, method: str) -> float:
+    """The largest |score| of ``method`` over the run's non-special tokens: one color scale for all."""
+    return max((abs(v) for e in record.examples for v in e.regular_scores(method) if math.isfinite(v)), default=0.0)
+
+
 def heatmap_row(example: ExampleRecord, method: str, number: int) -> render.HeatmapRow:
     truth = example.label_name if example.label_name is not None else "?"
     caption = f"#{number} true: {truth} | pred: {example.predicted_name} ({example.probability:.2f}) | {method}"
@@ -235,13 +250,14 @@ def heatmap_row(example: ExampleRecord, method: str, number: int) -> render.Heat
 
 
 def top_token_markdown(record: RunRecord, k: int) -> str:
+    """The top-k words (subwords merged) per example and method."""
     rows = []
     for number, e in enumerate(record.examples):
         for method in record.methods:
-            pairs = render.top_tokens(e.tokens, e.attributions[method], e.special, k)
+            pairs = render.top_tokens(*e.words(method), k)
             rows.append([number, e.label_name or "", f"{e.predicted_name} ({e.probability:.2f})", method,
                          render.format_top(pairs)])
-    header = ["#", "true", "predicted (p)", "method", f"top-{k} tokens (score)"]
+    header = ["#", "true", "predicted (p)", "method", f"top-{k} words (score)"]
     return f"Run **{record.label}**, step {record.global_step}\n\n" + render.markdown_table(header, rows)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lightning_saliency.attribution import Attributions
+from lightning_saliency.attribution.words import word_scores
 from lightning_saliency.metrics.shortcut import Suspect, TokenStat
 from lightning_saliency.probe import ProbeSet
 
@@ -55,6 +56,10 @@ class ExampleRecord:
     def regular_scores(self, method: str) -> list[float]:
         """The method's scores of the non-special tokens."""
         return [s for s, special in zip(self.attributions[method], self.special) if not special]
+
+    def words(self, method: str) -> tuple[list[str], list[float], list[bool]]:
+        """Words (subwords merged by ``word_ids``, scores summed), their scores and special flags."""
+        return word_scores(self.tokens, self.attributions[method], self.special, self.word_ids)
 
 
 @dataclass

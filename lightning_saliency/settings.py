@@ -18,6 +18,7 @@ TargetChoice = Union[Literal["predicted", "label"], int]
 Task = Literal["classification", "multiple_choice", "causal_lm"]
 Baseline = Literal["pad", "mask", "unk", "zero"]
 OnError = Literal["warn", "raise"]
+ColorScale = Literal["run", "example"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class MonitorSettings:
     on_error: str = "warn"
     label_names: Optional[tuple[str, ...]] = None
     history_size: int = 32
+    color_scale: str = "run"
 
     def __post_init__(self) -> None:
         try:
@@ -51,6 +53,8 @@ class MonitorSettings:
         except ValueError as error:
             raise ValueError(f"Unknown method in methods={tuple(self.methods)!r}: {error}") from error
         TargetSpec(task=self.task)  # the engine's own check of the task name
+        if self.color_scale not in ("run", "example"):
+            raise ValueError(f"color_scale must be 'run' (one scale per run and method) or 'example', got {self.color_scale!r}.")
         if self.on_error not in ("warn", "raise"):
             raise ValueError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}.")
         if not (self.target in ("predicted", "label") or (isinstance(self.target, int) and self.target >= 0)):

@@ -103,7 +103,8 @@ def test_report_colors_hover_and_epoch_slider(browser, saliency_run, tmp_path):
     if worst < 0:
         red, green, blue = background(browser, first_line[worst_position])
         assert red > green  # negative evidence is red
-    limit = max(abs(s) for s, _ in regular)
+    limit = max(abs(s) for e in record["examples"]  # one scale per run and method
+                for s, sp in zip(e["attributions"]["integrated_gradients"], e["special"]) if not sp)
     assert background(browser, strongest) == rgb(token_color(best, limit))
 
     # Hovering a token shows its score.

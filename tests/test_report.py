@@ -64,7 +64,9 @@ def test_report_shows_every_token_of_every_example_method_and_run(saliency_run):
     example = run.records[-1]["examples"][0]
     scores = example["attributions"]["integrated_gradients"]
     regular = [s for s, sp in zip(scores, example["special"]) if not sp]
-    limit = max(abs(s) for s in regular)
+    # One scale per run and method: the largest |score| over all of the run's examples.
+    limit = max(abs(s) for e in run.records[-1]["examples"]
+                for s, sp in zip(e["attributions"]["integrated_gradients"], e["special"]) if not sp)
     top = max(regular)
     colored = [a["style"] for a in spans if a["data-score"] == f"{top:+.4g}"]
     assert f"background:{token_color(top, limit)}" in colored[-1]

@@ -158,3 +158,28 @@ def test_top_tokens_are_the_planted_tokens_the_model_relies_on(kind, method):
         hits += {example["tokens"][i] for i in order[: len(needed)]} == needed
     assert total >= 8
     assert hits / total >= 0.85, (hits, total)
+
+
+@functools.lru_cache(maxsize=None)
+def trained_split_word():
+    """The single shortcut with a tokenizer that has never seen "zorbly": it splits into six pieces."""
+    from lightning_saliency.demo import tiny_bert, train_tokenizer
+
+    L.seed_everything(0, verbose=False)
+    corpus = dict(shortcut=Shortcut("single"), shortcut_rate=1.0, sentiment_noise=0.5)
+    train, val = make_corpus(800, seed=0, **corpus), make_corpus(200, seed=1, **corpus)
+    without = [t.replace("zorbly", "") for t in train[0] + val[0]] + ["z o r b l y"]  # its letters, not the word
+    tokenizer = train_tokenizer(without)
+    assert tokenizer.tokenize("zorbly") == ["z", "##o", "##r", "##b", "##l", "##y"]
+    module = TextClassifier(tiny_bert(len(tokenizer), hidden_size=32, seed=0), lr=5e-3)
+    return fit_with_monitor(module, TextDataModule(train, val, tokenizer), tokenizer, epochs=6)
+
+
+@pytest.mark.parametrize("method", ("integrated_gradients", "gradient"))
+def test_a_planted_word_split_into_pieces_is_suspected_as_the_word(method):
+    monitor, found = trained_split_word()
+    last = monitor.history[-1]
+    assert pattern_accuracy(last, {"z", "##o"}) >= 0.9
+    suspects = last["metrics"]["shortcut"][method]["suspects"]
+    assert suspects and suspects[0]["token"] == "zorbly" and suspects[0]["members"] == ["zorbly"], suspects
+    assert "##" not in " ".join(s["token"] for s in suspects)

@@ -30,3 +30,16 @@ def test_merge_with_a_real_fast_tokenizer(demo_tokenizer):
     assert len(tokens) > 5  # "zorblyish" is split into several word pieces
     assert int((~merged.special).sum()) == 3
     assert merged.scores.sum().item() == pytest.approx(result["integrated_gradients"].scores[0].sum().item(), abs=1e-6)
+
+
+def test_word_scores_merge_pieces_into_words():
+    from lightning_saliency.attribution.words import join_pieces, word_scores
+
+    tokens = ["[CLS]", "the", "z", "##or", "##bly", "film", "[SEP]"]
+    words, scores, special = word_scores(tokens, [0.0, 0.1, 0.5, 0.3, 0.2, -0.1, 0.0],
+                                         [True, False, False, False, False, False, True], [None, 0, 1, 1, 1, 2, None])
+    assert words == ["[CLS]", "the", "zorbly", "film", "[SEP]"] and special == [True, False, False, False, True]
+    assert scores[2] == pytest.approx(1.0)  # summed: completeness is kept
+    # Unknown boundaries: every token is its own word, never a special one.
+    assert word_scores(["a", "b"], [1.0, 2.0], [False, False], [None, None]) == (["a", "b"], [1.0, 2.0], [False, False])
+    assert join_pieces(["\u0120zor", "bly"]) == "zorbly" and join_pieces(["\u2581zor", "bly"]) == "zorbly"

@@ -66,3 +66,28 @@ def merge_subwords(
             merged.append(values[values.abs().argmax()])
     stacked = torch.stack(merged) if merged else scores.new_zeros(0)
     return WordAttribution(stacked, groups, torch.tensor(special, dtype=torch.bool))
+
+
+_WORD_START_MARKS = ("\u0120", "\u2581")  # byte-level BPE's "Ġ" and SentencePiece's "▁" mark a word's first piece
+
+
+def join_pieces(pieces: Sequence[str]) -> str:
+    """One word's text from its pieces: WordPiece's ``##`` continuation marks and the word-start
+    marks of byte-level BPE and SentencePiece are dropped."""
+    text = "".join(p[2:] if k and p.startswith("##") else p for k, p in enumerate(pieces))
+    for mark in _WORD_START_MARKS:
+        text = text.lstrip(mark) if text.startswith(mark) else text
+    return text or "".join(pieces)
+
+
+def word_scores(
+    tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], word_ids: Sequence[Optional[int]]
+) -> tuple[list[str], list[float], list[bool]]:
+    """Token scores of one example merged into words (``sum``, which keeps completeness), with
+    each word's text; special tokens stay entries of their own."""
+    # Special tokens stay apart (None); a token without a known word is a word of its own.
+    ids = [None if is_special else (word if word is not None else ("token", k))
+           for k, (word, is_special) in enumerate(zip(word_ids, special))]
+    merged = merge_subwords(torch.as_tensor(scores, dtype=torch.float64), ids, "sum")
+    words = [join_pieces([tokens[p] for p in positions]) for positions in merged.positions]
+    return words, merged.scores.tolist(), merged.special.tolist()

@@ -48,13 +48,22 @@ def _text_color(background: str) -> str:
 
 
 def line_scale(scores: Sequence[float], special: Sequence[bool]) -> float:
-    """The largest |score| over the non-special tokens: what one line's colors are scaled to."""
+    """The largest |score| over the non-special tokens of one line."""
     return max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
 
 
-def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str]) -> str:
-    """Colored tokens of one example and method; each span carries its score for the hover view."""
-    limit = line_scale(scores, special) or 1.0
+def run_scale(record: dict, method: str) -> float:
+    """The largest |score| of ``method`` over a run's examples: the one scale its lines share, so a
+    weak example looks pale next to a strong one (as in the TensorBoard images)."""
+    return max((line_scale(e["attributions"][method], e.get("special") or [False] * len(e["attributions"][method]))
+                for e in record.get("examples", []) if method in e.get("attributions", {})), default=0.0)
+
+
+def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str],
+               limit: Optional[float] = None) -> str:
+    """Colored tokens of one example and method, scaled by ``limit`` (default: the line's own
+    largest |score|); each span carries its score for the hover view."""
+    limit = (limit if limit is not None else line_scale(scores, special)) or 1.0
     marked = set(suspects)
     spans = []
     for token, score, is_special in zip(tokens, scores, special):
@@ -173,10 +182,12 @@ def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], p
                 continue
             special = example.get("special") or [False] * len(scores)
             delta = example.get("delta", {}).get(method)
-            # The colors are scaled per line, so the scale is printed: near-zero lines look vivid too.
-            extra = f' <span class="delta">scale ±{line_scale(scores, special):.2g}</span>'
+            # One scale per run and method; the line's own largest |score| is printed beside it.
+            shared = run_scale(record, method)
+            extra = (f' <span class="delta">max ±{line_scale(scores, special):.2g} '
+                     f'of the run\'s ±{shared:.2g}</span>')
             extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
-            line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method, members=True))
+            line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method, members=True), shared)
             body += (f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>'
                      f'<div class="tokens">{line}</div></div>')
     return f'<div class="epoch-view" data-epoch="{position}"><div class="epoch-title">{title}</div>{body}</div>'
@@ -230,8 +241,8 @@ def build_report(runs: Sequence[Run], title: str = "lightning_saliency report") 
         chooser = f'<label class="run-chooser">training run <select id="run-select">{options}</select></label>'
     sections = "".join(run_section(run, k) for k, run in enumerate(runs)) or '<p class="note">No runs found.</p>'
     legend = ('<p class="legend">Token background: <span class="swatch neg">negative</span> '
-              '<span class="swatch zero">0</span> <span class="swatch pos">positive</span> attribution, scaled per '
-              'example and method to its largest |score|. Hover a token to read its score. '
+              '<span class="swatch zero">0</span> <span class="swatch pos">positive</span> attribution, on one scale '
+              'per run and method (its largest |score|), so a weak example looks pale. Hover a token to read its score. '
               '<mark>Marked</mark> tokens are shortcut suspects of that run.</p>')
     script = _static("report.js")
     # Only this exact script may run (its hash), nothing may be fetched: markup slipped in by a

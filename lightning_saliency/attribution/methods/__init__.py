@@ -7,6 +7,7 @@ from lightning_saliency.attribution.methods.base import (
     REGISTRY,
     AttributionMethod,
     SharedPasses,
+    is_signed,
     method_names,
     reduce_gradient,
     register,
@@ -16,4 +17,4 @@ for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["REGISTRY", "AttributionMethod", "SharedPasses", "method_names", "reduce_gradient", "register"]
+__all__ = ["REGISTRY", "AttributionMethod", "SharedPasses", "is_signed", "method_names", "reduce_gradient", "register"]

@@ -17,6 +17,9 @@ class Attention(AttributionMethod):
     name = "attention"
     order = 50
 
+    def signed(self, config: Any) -> bool:
+        return False  # attention weights are never negative
+
     def compute(self, ctx: AttributionContext, shared: SharedPasses) -> MethodAttribution:
         return MethodAttribution(self.name, ctx.scatter(perturbation.attention(ctx)))
 

@@ -57,6 +57,10 @@ class AttributionMethod(ABC):
     uses_input_gradient: ClassVar[bool] = False
     needs_baseline_score: ClassVar[bool] = False
 
+    def signed(self, config: Any) -> bool:
+        """Whether scores carry a direction (for or against the target), or only a magnitude."""
+        return True
+
     @abstractmethod
     def compute(self, ctx: AttributionContext, shared: SharedPasses) -> MethodAttribution:
         """Scores for every example of ``ctx`` (shaped like its ``input_ids``)."""
@@ -82,6 +86,12 @@ def attribute_one(name: str, model: Any, inputs: Any, **options: Any) -> MethodA
     from lightning_saliency.attribution.api import attribute
 
     return attribute(model, inputs, (name,), **options)[name]
+
+
+def is_signed(name: str, config: Any) -> bool:
+    """Whether method ``name``'s scores are signed under ``config`` (unknown methods: assumed signed)."""
+    method = REGISTRY.get(name)
+    return True if method is None else method.signed(config)
 
 
 def method_names() -> tuple[str, ...]:

@@ -17,6 +17,9 @@ class Gradient(AttributionMethod):
     order = 10
     uses_input_gradient = True
 
+    def signed(self, config: Any) -> bool:
+        return config.gradient_norm == "sum"  # a norm has no sign
+
     def compute(self, ctx: AttributionContext, shared: SharedPasses) -> MethodAttribution:
         return self.from_dimensions(ctx, self.name, shared.input_gradients(), ctx.config.gradient_norm)
 

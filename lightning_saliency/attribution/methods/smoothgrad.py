@@ -16,6 +16,9 @@ class SmoothGrad(AttributionMethod):
     name = "smoothgrad"
     order = 30
 
+    def signed(self, config: Any) -> bool:
+        return config.gradient_norm == "sum"  # a norm has no sign
+
     def compute(self, ctx: AttributionContext, shared: SharedPasses) -> MethodAttribution:
         return self.from_dimensions(ctx, self.name, perturbation.smoothgrad(ctx), ctx.config.gradient_norm)
 
