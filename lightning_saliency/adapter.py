@@ -16,7 +16,7 @@ from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
 from lightning_saliency.engine import MonitorEngine
 from lightning_saliency.metrics import ShortcutRules
-from lightning_saliency.model_access import ForwardFn, config_label_names, hf_forward, model_max_length
+from lightning_saliency.model_access import DecodedVocabulary, ForwardFn, config_label_names, hf_forward, model_max_length
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.publishing import Publisher, Sink
 from lightning_saliency.runner import ModelAccess
@@ -146,9 +146,11 @@ class MonitorAdapter:
             special_tokens=SpecialTokens.from_tokenizer(self.tokenizer), embedding_layer=self.embedding_layer,
             forward_context=forward_context,
         )
-        names = config_label_names(module)
+        names: Any = config_label_names(module)
+        if self.settings.task == "causal_lm":  # a class is a token: name it by its text
+            names = DecodedVocabulary(self.tokenizer)
         if self.settings.label_names is None and names:
-            self.settings = self.engine.settings = replace(self.settings, label_names=tuple(names))
+            self.settings = self.engine.settings = replace(self.settings, label_names=names)
 
     def _probe(self, loader: Optional[Callable[[], Any]]) -> ProbeSet:
         """The fixed probe set: ``examples=`` texts, else sampled once from ``loader()``'s dataset
@@ -156,12 +158,14 @@ class MonitorAdapter:
         if self.probe is not None:
             return self.probe
         if self.examples is not None:
-            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels, self._max_length)
+            self.probe = probe_from_texts(self.examples, self.tokenizer, self.example_labels, self._max_length,
+                                          next_token=self.settings.task == "causal_lm")
             return self.probe
         source = loader() if loader is not None else None
         if source is None:
             raise ValueError("SaliencyMonitor found no validation dataloader to sample the probe set from.")
-        options = dict(tokenizer=self.tokenizer, label_key=self.label_key, input_keys=self.input_keys)
+        options = dict(tokenizer=self.tokenizer, label_key=self.label_key, input_keys=self.input_keys,
+                       next_token=self.settings.task == "causal_lm")
         if self.engine.probe_indices is not None:  # resumed: the same examples as before
             self.probe = probe_from_dataloader(source, indices=self.engine.probe_indices, **options)
         else:

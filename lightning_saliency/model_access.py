@@ -1,7 +1,7 @@
 """Finding the Hugging Face model and its label names inside a LightningModule (or any module)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from lightning_saliency.attribution.embedding import find_hf_model
 
@@ -44,3 +44,19 @@ def model_max_length(root: Any, tokenizer: Any) -> int:
             break
     usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
     return min(usable) if usable else 512
+
+
+class DecodedVocabulary(Sequence[str]):
+    """Class names of a causal LM: each token id decoded to its text, on demand (a vocabulary has
+    tens of thousands of entries, and a record names only a few)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.tokenizer.decode([int(index)])

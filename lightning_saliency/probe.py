@@ -171,10 +171,12 @@ def probe_from_dataset(
     id_to_token: Optional[Callable[[int], str]] = None,
     indices: Optional[Sequence[int]] = None,
     input_keys: Optional[Sequence[str]] = None,
+    next_token: bool = False,
 ) -> ProbeSet:
     """Sample from ``dataset`` (or take ``indices``) and collate with ``collate_fn``, the same
     function the training framework collates validation batches with. ``input_keys`` names the
-    positions of tuple batches; labels are read from ``label_key``."""
+    positions of tuple batches; labels are read from ``label_key``. ``next_token``: a causal-LM
+    probe (see :func:`next_token_probe`)."""
     indices = (list(indices) if indices is not None
                else choose_indices(dataset, num_examples, seed, label_key, input_keys))
     items = _fetch(dataset, indices)
@@ -187,9 +189,34 @@ def probe_from_dataset(
     labels = None
     if isinstance(batch, dict):
         labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
-    labels = torch.as_tensor(labels).reshape(-1).cpu() if labels is not None else None
+    labels = torch.as_tensor(labels).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
+    if next_token:
+        return next_token_probe(ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, None, tokens, texts,
+                                         word_ids), labels, tokenizer)
+    labels = labels.reshape(-1) if labels is not None else None
     return ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, labels, tokens, texts, word_ids)
+
+
+def next_token_probe(probe: ProbeSet, labels: Optional[torch.Tensor], tokenizer: Any) -> ProbeSet:
+    """A causal-LM probe: each example's last real token becomes its label and the tokens before it
+    the context, so the attributed prediction (the next token after the context) has a known truth
+    and probe accuracy is next-token accuracy. The label is taken from ``labels`` (``(batch, seq)``,
+    as Hugging Face LM batches carry them) where it is not ignored (``-100``), else from the text."""
+    ids, mask = probe.inputs["input_ids"].clone(), probe.inputs["attention_mask"].clone()
+    truths = []
+    for i in range(len(probe)):
+        real = mask[i].nonzero().flatten()
+        last = int(real.max())
+        given = int(labels[i, last]) if labels is not None and labels.dim() == 2 else -100
+        truths.append(given if given >= 0 else int(ids[i, last]))
+        mask[i, last] = 0
+        ids[i, last] = getattr(tokenizer, "pad_token_id", None) or 0
+    inputs = {**probe.inputs, "input_ids": ids, "attention_mask": mask}
+    texts = [tokenizer.decode(ids[i][mask[i].bool()].tolist()) if tokenizer is not None else " ".join(t[:-1])
+             for i, t in enumerate(probe.tokens)]
+    return ProbeSet(probe.indices, inputs, torch.tensor(truths), [t[:-1] for t in probe.tokens], texts,
+                    [w[:-1] for w in probe.word_ids], probe.truncated)
 
 
 def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: int = 0, **options: Any) -> ProbeSet:
@@ -199,7 +226,8 @@ def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: i
 
 
 def probe_from_texts(
-    texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]] = None, max_length: int = 512
+    texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]] = None, max_length: int = 512,
+    next_token: bool = False,
 ) -> ProbeSet:
     """A probe set from raw texts (``examples=[...]``), tokenized with ``tokenizer`` and cut to
     ``max_length`` tokens (the model's limit); ``truncated`` says which were cut."""
@@ -212,5 +240,6 @@ def probe_from_texts(
         known = [[w for w, m in zip(encoded.word_ids(i), masks[i]) if m] for i in range(len(texts))]
     tokens, _, word_ids = _describe(inputs, tokenizer, None, known)
     label_tensor = torch.as_tensor(list(labels)) if labels is not None else None
-    return ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids,
-                    [n > max_length for n in full_lengths])
+    probe = ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids,
+                     [n > max_length for n in full_lengths])
+    return next_token_probe(probe, None, tokenizer) if next_token else probe

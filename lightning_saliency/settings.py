@@ -43,7 +43,7 @@ class MonitorSettings:
     log_example_images: bool = True
     reference_pass: bool = True
     on_error: str = "warn"
-    label_names: Optional[tuple[str, ...]] = None
+    label_names: Optional[Sequence[str]] = None
     history_size: int = 32
     color_scale: str = "run"
 

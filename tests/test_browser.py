@@ -164,3 +164,33 @@ def test_tensorboard_saliency_tab(browser, saliency_run, tmp_path):
         browser.switch_to.default_content()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_report_word_toggle_merges_subwords(browser, saliency_run, tmp_path):
+    import json
+
+    _, run_dir = saliency_run
+    (tmp_path / "split" / "saliency").mkdir(parents=True)
+    for path in (run_dir / "saliency").glob("epoch_*.json"):
+        record = json.loads(path.read_text())
+        for example in record["examples"]:  # the first two words become "z ##or" pieces of one word
+            example["tokens"][1:3] = ["z", "##or"]
+            example["word_ids"][2] = example["word_ids"][1]
+        (tmp_path / "split" / "saliency" / path.name).write_text(json.dumps(record))
+    path, runs = write_report(tmp_path / "split", tmp_path / "report.html")
+    browser.get(Path(path).as_uri())
+    WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "body.scripted")))
+
+    def shown(kind):
+        return [t.get_attribute("data-token") for t in browser.find_elements(
+            By.CSS_SELECTOR, f".example .epoch-view.current .tokens.{kind} .tok") if t.is_displayed()]
+
+    assert "z" in shown("pieces") and shown("words") == []  # subwords first
+    browser.find_element(By.CSS_SELECTOR, ".show-words").click()
+    words = shown("words")
+    assert "zor" in words and "z" not in words and shown("pieces") == []
+    example = runs[0].records[-1]["examples"][0]
+    merged = browser.find_elements(By.CSS_SELECTOR, ".example .epoch-view.current .tokens.words .tok")[1]
+    scores = example["attributions"]["integrated_gradients"]
+    assert merged.get_attribute("data-token") == "zor"
+    assert float(merged.get_attribute("data-score")) == pytest.approx(scores[1] + scores[2], rel=1e-3, abs=1e-6)

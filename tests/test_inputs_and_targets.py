@@ -142,3 +142,30 @@ def test_unknown_method_and_options(model, batch):
         attribute(model, batch, "gradient", special_tokens=SPECIAL, baseline="blur")
     with pytest.raises(ValueError, match="needs the tokenizer's mask token"):
         attribute(model, batch, "integrated_gradients", special_tokens=SpecialTokens(0, frozenset({0, 1, 2})), baseline="mask")
+
+
+def test_causal_lm_computes_logits_only_at_the_attributed_positions_with_the_same_result():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=2, n_positions=32)).eval()
+    ids = torch.randint(3, 97, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:], mask[2, 4:] = 0, 0  # three lengths in one chunk: three kept positions
+    batch = {"input_ids": ids, "attention_mask": mask}
+    seen = []
+
+    def kept(model, inputs):
+        seen.append(inputs.get("logits_to_keep"))
+        return model(**inputs)
+
+    def full(model, inputs):  # drops the argument: logits for every position, as before
+        return model(**{k: v for k, v in inputs.items() if k != "logits_to_keep"})
+
+    special = SpecialTokens(pad_id=0, special_ids=frozenset({0}))
+    options = dict(special_tokens=special, task="causal_lm", n_steps=8, methods=("integrated_gradients", "gradient"))
+    fast, slow = attribute(lm, batch, forward_fn=kept, **options), attribute(lm, batch, forward_fn=full, **options)
+    assert all(k is not None and k.numel() <= 3 for k in seen)  # never every position
+    for method in ("integrated_gradients", "gradient"):
+        torch.testing.assert_close(fast[method].scores, slow[method].scores, rtol=1e-5, atol=1e-6)
+    assert torch.equal(fast.target, slow.target) and torch.equal(fast.predicted, slow.predicted)

@@ -154,3 +154,35 @@ def test_labels_under_another_key(tmp_path):
     assert records["001"]["examples"][0]["label"] is None
     _, records, _ = fit(tmp_path / "named", yields, data, tokenizer=tokenizer, num_examples=12, label_key="y")
     assert {e["label"] for e in records["001"]["examples"]} == {0, 1}
+
+
+def test_causal_lm_probe_labels_are_next_tokens_named_by_their_text(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    L.seed_everything(0, verbose=False)
+    texts, _ = make_corpus(64, seed=0)
+    tokenizer = train_tokenizer(texts)
+    encoded = [{"input_ids": tokenizer(t)["input_ids"][1:-1]} for t in texts]  # no [CLS]/[SEP]: plain text
+
+    def collate(items):
+        width = max(len(i["input_ids"]) for i in items)
+        ids = torch.tensor([i["input_ids"] + [tokenizer.pad_token_id] * (width - len(i["input_ids"])) for i in items])
+        mask = (torch.arange(width)[None] < torch.tensor([len(i["input_ids"]) for i in items])[:, None]).long()
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    module = TextClassifier(GPT2LMHeadModel(config))
+    module.validation_step = lambda batch, batch_idx: None
+    data = Data(encoded[:48], encoded[48:], collate)
+    monitor, records, _ = fit(tmp_path, module, data, tokenizer=tokenizer, task="causal_lm", num_examples=8,
+                              methods=("integrated_gradients", "gradient"))
+    record = records["001"]
+    assert record["status"] == "ok" and len(record["examples"]) == 8
+    for example in record["examples"]:
+        full = encoded[48 + example["index"]]["input_ids"]
+        assert example["label"] == full[-1]  # the token after the attributed context
+        assert example["tokens"] == tokenizer.convert_ids_to_tokens(full[:-1])
+        assert example["label_name"] == tokenizer.decode([full[-1]])
+        assert example["predicted_name"] == tokenizer.decode([example["predicted"]])
+    accuracy = sum(e["predicted"] == e["label"] for e in record["examples"]) / 8
+    assert record["metrics"]["scalars"]["saliency/probe/accuracy"] == accuracy

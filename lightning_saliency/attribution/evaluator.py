@@ -43,6 +43,19 @@ def default_forward(model: nn.Module, inputs: dict) -> Any:
     return model(**inputs)
 
 
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the Hugging Face model inside ``model`` takes ``logits_to_keep`` (transformers >= 4.50)."""
+    import inspect
+
+    from lightning_saliency.attribution.embedding import find_hf_model
+
+    found = find_hf_model(model)
+    try:
+        return found is not None and "logits_to_keep" in inspect.signature(found.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class PathEvaluator:
     """Evaluates jobs in token-budgeted chunks on a model already in isolated eval mode."""
 
@@ -71,6 +84,10 @@ class PathEvaluator:
         self.choices = int(batch.input_ids[0, ..., 0].numel())
         self.targets: Optional[torch.Tensor] = None
         weight = getattr(layer, "weight", None)
+        # A causal LM's head over every position is most of the work (rows x length x vocabulary
+        # logits, and their backward) when only the attributed position counts: ask the model for
+        # the logits at the chunk's attributed positions alone where it accepts `logits_to_keep`.
+        self.keep_logits = spec.task == "causal_lm" and _accepts_logits_to_keep(model)
         self.device = weight.device if weight is not None else batch.input_ids.device
         self.dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
 
@@ -140,6 +157,10 @@ class PathEvaluator:
             embeddings, inputs, groups = self._collate(chunk, build)
             if extra_inputs:
                 inputs.update(extra_inputs)
+            positions = self._last_positions(groups)
+            kept = torch.unique(positions)  # sorted
+            if self.keep_logits:
+                inputs["logits_to_keep"] = kept.to(self.device)
             leaf = embeddings.to(self.dtype).detach().requires_grad_(need_grad)
             calls = []
 
@@ -160,7 +181,10 @@ class PathEvaluator:
             try:
                 with torch.set_grad_enabled(need_grad), self.forward_context():
                     output = self.forward_fn(self.model, inputs)
-                    head = self.spec.head(extract_logits(output), self._last_positions(groups))
+                    logits = extract_logits(output)
+                    if self.keep_logits and logits.dim() == 3 and logits.shape[1] == kept.numel():
+                        positions = torch.searchsorted(kept, positions)  # columns of the kept positions
+                    head = self.spec.head(logits, positions)
                     scores = None
                     if self.targets is not None:
                         row_targets = torch.cat([self.targets[g.example].repeat(len(g.params)) for g in groups])

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from matplotlib.colors import to_hex
 
+from lightning_saliency.attribution.words import word_scores
 from lightning_saliency.render import ATTRIBUTION_CMAP
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
@@ -187,9 +188,16 @@ def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], p
             extra = (f' <span class="delta">max ±{line_scale(scores, special):.2g} '
                      f'of the run\'s ±{shared:.2g}</span>')
             extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
-            line = token_line(example["tokens"], scores, special, _suspect_tokens(record, method, members=True), shared)
-            body += (f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>'
-                     f'<div class="tokens">{line}</div></div>')
+            suspects = _suspect_tokens(record, method, members=True)
+            line = token_line(example["tokens"], scores, special, suspects, shared)
+            words, word_values, word_special = word_scores(example["tokens"], scores, special,
+                                                           example.get("word_ids") or [None] * len(scores))
+            if len(words) == len(scores):  # nothing to merge: one view
+                lines = f'<div class="tokens">{line}</div>'
+            else:  # subwords merge: both views, the toggle picks one (word scores are sums of pieces)
+                merged = token_line(words, word_values, word_special, suspects)
+                lines = f'<div class="tokens pieces">{line}</div><div class="tokens words">{merged}</div>'
+            body += f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>{lines}</div>'
     return f'<div class="epoch-view" data-epoch="{position}"><div class="epoch-title">{title}</div>{body}</div>'
 
 
@@ -221,6 +229,7 @@ def run_section(run: Run, number: int) -> str:
         f'list="ticks-{number}"></label><datalist id="ticks-{number}">{ticks}</datalist>'
         f'<output class="epoch-label">{esc(run.records[last]["label"])}</output>'
         '<label><input type="checkbox" class="side-by-side"> all runs side by side</label>'
+        '<label><input type="checkbox" class="show-words"> words (subwords merged)</label>'
         '</div>'
     )
     labels = "".join(f'<span class="label-of" data-epoch="{p}">{esc(r["label"])}</span>'

@@ -24,6 +24,12 @@
         section.classList.toggle("all-epochs", sideBySide.checked);
       });
     }
+    var words = section.querySelector(".show-words");
+    if (words) {
+      words.addEventListener("change", function () {
+        section.classList.toggle("words-view", words.checked);
+      });
+    }
   });
   document.body.classList.add("scripted");
   var chooser = document.getElementById("run-select");
