@@ -81,8 +81,8 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     and rank zero gathers the shards for metrics, images and files; only rank zero writes.
 
     Raises:
-        ValueError: at construction for an unknown method, option or threshold; at the first run for
-            batches it cannot read (it names ``input_keys=``); at ``setup`` for no
+        ValueError: at construction for an unknown method, option or threshold; at ``setup`` for
+            validation batches it cannot read (naming ``input_keys=`` for tuples), no
             tokenizer, no embedding layer, a vocabulary larger than the embedding table, no
             validation data, no way to call the model, or a strategy that shards parameters.
 
@@ -114,6 +114,10 @@ class SaliencyMonitor(MonitorAdapter, Callback):
                 "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
                 "or give the probe texts with SaliencyMonitor(examples=[...])."
             )
+        if self.examples is None and stage in ("fit", "validate") and _from_public_hook(trainer, pl_module):
+            # The batch format, the labels and the probe's size are checked here, before any
+            # training time is spent (a ValueError names the fix, e.g. input_keys= for tuples).
+            self._probe(lambda: _validation_loader(trainer))
 
     # ------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -193,10 +197,14 @@ def _validation_loader(trainer: L.Trainer, load: bool = True) -> Any:
     return _first(trainer.val_dataloaders)
 
 
+def _from_public_hook(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+    return any(s is not None and is_overridden("val_dataloader", s) for s in (trainer.datamodule, pl_module))
+
+
 def _has_validation_data(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> bool:
     if stage == "fit" and trainer.limit_val_batches == 0:
         return False
-    if any(s is not None and is_overridden("val_dataloader", s) for s in (trainer.datamodule, pl_module)):
+    if _from_public_hook(trainer, pl_module):
         return True
     # Loaders passed to fit()/validate() directly: Lightning exposes them only after loading them.
     loop = trainer.fit_loop.epoch_loop.val_loop if stage == "fit" else trainer.validate_loop

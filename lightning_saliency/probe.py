@@ -87,7 +87,8 @@ def choose_indices(
         return list(range(num_examples))
     size = len(dataset)
     if size == 0:
-        raise ValueError("The validation dataset is empty; SaliencyMonitor needs examples to probe.")
+        raise ValueError("The validation dataset is empty, so SaliencyMonitor has no examples to probe. Give the "
+                         "validation set examples, or pass the probe texts with SaliencyMonitor(examples=[...]).")
     rng = random.Random(seed)
     candidates = rng.sample(range(size), min(size, max(50 * num_examples, 1000)))
     by_label: dict[Optional[int], list[int]] = {}

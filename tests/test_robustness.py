@@ -15,7 +15,8 @@ from lightning_saliency.demo import TextClassifier, TextDataset, make_corpus, pa
 
 pytestmark = pytest.mark.slow
 
-ODD = ["", "great", "这部电影很好看", "😀😀 👍"]
+LONG = " ".join(["the movie was great and the acting was fine"] * 34)  # about 300 tokens
+ODD = ["", "great", "这部电影很好看", "😀😀 👍", LONG]
 
 
 class Data(L.LightningDataModule):
@@ -48,7 +49,7 @@ def setup_data(collate_kind="dict"):
     texts, labels = make_corpus(96, seed=0)
     val_texts, val_labels = make_corpus(8, seed=1)
     tokenizer = train_tokenizer(texts + val_texts)
-    val_texts, val_labels = ODD + val_texts, [1, 1, 0, 1] + val_labels
+    val_texts, val_labels = ODD + val_texts, [1, 1, 0, 1, 1] + val_labels
     pad = tokenizer.pad_token_id
 
     def collate(items):
@@ -76,7 +77,7 @@ def fit(tmp_path, module, data, **options):
 
 def test_odd_examples_are_skipped_with_a_reason_and_every_run_is_recorded(tmp_path):
     module, data, tokenizer = setup_data()
-    monitor, records, messages = fit(tmp_path, module, data, tokenizer=tokenizer, num_examples=12)
+    monitor, records, messages = fit(tmp_path, module, data, tokenizer=tokenizer, num_examples=13)
     assert sorted(records) == ["000", "001", "start"]
     assert [r["label"] for r in monitor.history] == ["start", "000", "001"]
     for record in records.values():
@@ -85,7 +86,9 @@ def test_odd_examples_are_skipped_with_a_reason_and_every_run_is_recorded(tmp_pa
         # The empty text, and the Chinese and emoji texts (all [UNK] for this tokenizer): nothing to attribute.
         assert set(skipped) == {0, 2, 3} and all("only special tokens" in r for r in skipped.values())
         attributed = [e["index"] for e in record["examples"]]
-        assert 1 in attributed and len(attributed) == 9  # "great" (one token) and the 8 ordinary reviews
+        # "great" (one token), the long text (cut to the model's 64 positions by the dataset) and 8 reviews.
+        assert 1 in attributed and 4 in attributed and len(attributed) == 10
+        assert len(next(e for e in record["examples"] if e["index"] == 4)["tokens"]) == 64
         one_word = next(e for e in record["examples"] if e["index"] == 1)
         assert one_word["tokens"] == ["[CLS]", "great", "[SEP]"]
         assert record["metrics"]["scalars"]["saliency/skipped_examples"] == 3.0
@@ -105,7 +108,7 @@ def test_odd_examples_are_skipped_with_a_reason_and_every_run_is_recorded(tmp_pa
 
 def test_long_probe_texts_are_cut_to_the_model_length_and_say_so(tmp_path):
     module, data, tokenizer = setup_data()
-    long_text = " ".join(["the movie was great and the acting was fine"] * 34)  # about 300 tokens
+    long_text = LONG
     assert len(tokenizer(long_text)["input_ids"]) > 300
     monitor, records, _ = fit(tmp_path, module, data, tokenizer=tokenizer, examples=[long_text, "a dull film", ""],
                               example_labels=[1, 0, 0], target="label")
@@ -116,12 +119,11 @@ def test_long_probe_texts_are_cut_to_the_model_length_and_say_so(tmp_path):
         assert [s["index"] for s in record["skipped"]] == [2]
 
 
-def test_tuple_batches_are_read_with_input_keys_and_otherwise_named_in_the_failure(tmp_path):
+def test_tuple_batches_are_read_with_input_keys_and_otherwise_refused_at_setup(tmp_path):
     module, data, tokenizer = setup_data("tuple")
-    monitor, records, messages = fit(tmp_path / "plain", module, data, tokenizer=tokenizer, num_examples=12)
-    assert all(r["status"] == "failed" for r in records.values()) and len(records) == 3
-    assert "input_keys=" in records["start"]["error"]
-    assert len([m for m in messages if "input_keys=" in m]) == 3  # warned at every run
+    with pytest.raises(ValueError, match=r"tuple.*input_keys=\('input_ids', 'attention_mask', 'labels'\)"):
+        fit(tmp_path / "plain", module, data, tokenizer=tokenizer, num_examples=12)
+    assert not (tmp_path / "plain" / "run" / "version_0" / "saliency").exists()  # no training time was spent
 
     module, data, tokenizer = setup_data("tuple")
     monitor, records, _ = fit(tmp_path / "keys", module, data, tokenizer=tokenizer, num_examples=12,
@@ -186,3 +188,10 @@ def test_causal_lm_probe_labels_are_next_tokens_named_by_their_text(tmp_path):
         assert example["predicted_name"] == tokenizer.decode([example["predicted"]])
     accuracy = sum(e["predicted"] == e["label"] for e in record["examples"]) / 8
     assert record["metrics"]["scalars"]["saliency/probe/accuracy"] == accuracy
+
+
+def test_an_empty_validation_set_is_refused_at_setup_with_the_fix(tmp_path):
+    module, data, tokenizer = setup_data()
+    data.val.items = []  # a validation set with no examples
+    with pytest.raises(ValueError, match=r"validation dataset is empty.*examples=\[\.\.\.\]"):
+        fit(tmp_path, module, data, tokenizer=tokenizer, num_examples=8)
