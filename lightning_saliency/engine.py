@@ -105,32 +105,41 @@ class MonitorEngine:
         self,
         request: RunRequest,
         access: ModelAccess,
-        probe: ProbeSet,
+        probe: Callable[[], ProbeSet],
         directory: Path,
         publisher: Callable[[], Publisher],
         progress: Progress = no_progress,
     ) -> Optional[RunRecord]:
-        """Plan, attribute (sharded), analyse and publish one run. ``publisher`` is called on rank
-        zero only. Every rank makes the same collectives: one broadcast (the plan) and one gather."""
+        """Plan, attribute (sharded), analyse and publish one run. ``probe`` builds the probe set;
+        ``publisher`` is called on rank zero only. Every rank makes the same collectives, whatever
+        fails locally: one broadcast (the plan) and one gather (a shard, nothing, or its error)."""
         started = time.perf_counter()
         plan = broadcast_object(self.plan(request.label, request.epoch_seconds), request.world_size)
-        self.probe_indices = list(probe.indices)
-        if plan.num_examples < len(probe):  # a prefix of the fixed order, so drift compares the same examples
-            probe = probe.select(range(plan.num_examples))
-        config = self.run_config(plan, request.token_budget(probe, self.settings.attribution.max_tokens))
         s = self.settings
+        examples: Optional[ProbeSet] = None
+        config, failure = s.attribution, None
+        try:
+            examples = probe()
+            self.probe_indices = list(examples.indices)
+            if plan.num_examples < len(examples):  # a prefix of the fixed order: drift compares the same examples
+                examples = examples.select(range(plan.num_examples))
+            config = self.run_config(plan, request.token_budget(examples, s.attribution.max_tokens))
+        except Exception as error:
+            if request.world_size == 1:
+                raise
+            failure = f"rank {request.rank}: {type(error).__name__}: {error}"  # still joins the gather below
         passes = run_model_passes(
-            access, probe, PassSettings(s.methods, config, s.target, s.task, s.faithfulness, s.seed),
-            request.rank, request.world_size, progress, f"Saliency [{request.label}]",
+            access, examples, PassSettings(s.methods, config, s.target, s.task, s.faithfulness, s.seed),
+            request.rank, request.world_size, progress, f"Saliency [{request.label}]", failure,
         )
         self.completed.add(request.label)
         if passes is None:  # not rank zero
             return None
         budget = None if self.budget is None else {"fraction": self.budget.fraction, **plan.as_dict()}
-        skipped = [SkippedExample(probe.indices[row], reason) for row, reason in passes.skipped]
+        skipped = [SkippedExample(examples.indices[row], reason) for row, reason in passes.skipped]
         record = build_record(
             label=request.label, stage=request.stage, epoch=request.epoch, global_step=request.global_step,
-            settings=s.record_settings(config, budget), probe=probe.select(passes.rows), result=passes.attributions,
+            settings=s.record_settings(config, budget), probe=examples.select(passes.rows), result=passes.attributions,
             label_names=s.label_names, skipped=skipped,
         )
         record.run_id = self.run_id
@@ -142,7 +151,7 @@ class MonitorEngine:
         self.previous = record
         self.history.append(record.to_json())
         del self.history[: -self.settings.history_size]  # bounded: every record is also on disk
-        self._observe_cost(record, passes.attributions, len(probe))
+        self._observe_cost(record, passes.attributions, len(examples))
         return record
 
     def _observe_cost(self, record: RunRecord, attributions: Any, examples: int) -> None:
@@ -168,7 +177,7 @@ class MonitorEngine:
         It is written as a record with ``status="failed"`` and its cause (rank zero), logged as
         ``saliency/status`` 0, and warned about at every run (the traceback once per cause)."""
         try:
-            return self.run(request, access, probe(), directory, publisher, progress)
+            return self.run(request, access, probe, directory, publisher, progress)
         except Exception as error:
             if self.settings.on_error == "raise":
                 raise

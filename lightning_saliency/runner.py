@@ -169,19 +169,24 @@ def _attribute_shard(
 
 def run_model_passes(
     access: ModelAccess,
-    probe: ProbeSet,
+    probe: Optional[ProbeSet],
     settings: PassSettings,
     rank: int = 0,
     world_size: int = 1,
     progress: Progress = no_progress,
     description: str = "Saliency",
+    failure: Optional[str] = None,
 ) -> Optional[ModelPasses]:
     """Attribute ``probe`` (this rank's share of it) and gather the shards on rank zero.
 
-    Every rank makes exactly one gather, whatever happens locally (an empty shard, an error), so no
-    rank waits in a collective that another skipped. If any rank failed, every rank raises
-    :class:`ShardError`. Returns the joined result on rank zero and ``None`` on the others.
+    Every rank makes exactly one gather, whatever happens locally (an empty shard, an error, or a
+    ``failure`` before this call, with no probe), so no rank waits in a collective that another
+    skipped. If any rank failed, every rank raises :class:`ShardError`. Returns the joined result on
+    rank zero and ``None`` on the others.
     """
+    if failure is not None or probe is None:
+        gathered = gather_objects(_Shard([], None, {}, failure or f"rank {rank}: no probe set", []), world_size)
+        raise ShardError("; ".join(s.failure for s in gathered if s.failure is not None))
     rows, skipped = _attributable_rows(access, probe, shard_rows(probe.lengths(), rank, world_size))
     shard = _Shard(rows, None, {}, None, skipped)
     try:

@@ -72,6 +72,14 @@ def test_ddp_with_an_empty_shard_and_a_failing_rank_does_not_hang(tmp_path):
     record = json.loads((saliency_dir(tmp_path / "failing") / "epoch_000.json").read_text())
     assert record["status"] == "failed" and "rank 1: RuntimeError: planted failure" in record["error"]
 
+    # Building the probe set fails on rank 1 only, before the runner: that rank still joins the
+    # plan's broadcast and the gather, so the fit finishes and both runs are recorded as failed.
+    fit(tmp_path / "probe", "ddp_probe", 4, failing_rank=1)
+    by_rank = ranks(tmp_path / "probe")
+    assert by_rank[0]["statuses"] == ["failed", "failed"] and by_rank[1]["history"] == []
+    record = json.loads((saliency_dir(tmp_path / "probe") / "epoch_start.json").read_text())
+    assert "rank 1: RuntimeError: planted probe failure" in record["error"]
+
 
 def test_shards_balance_tokens_and_cover_every_row():
     lengths = [50, 10, 40, 30, 20, 60, 5]

@@ -1,9 +1,10 @@
 """Fit the demo with SaliencyMonitor, in one process or under DDP on CPU (gloo); run as a script
 because Lightning's DDP launcher re-executes the command for every rank.
 
-    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp} NUM_EXAMPLES [FAILING_RANK]
+    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp,ddp_probe} NUM_EXAMPLES [FAILING_RANK]
 
-FAILING_RANK makes attribution raise on that rank only (to check that no rank is left waiting).
+FAILING_RANK makes attribution raise on that rank only (to check that no rank is left waiting);
+with ddp_probe, building the probe set raises there instead, before the runner's collectives.
 """
 import json
 import sys
@@ -28,17 +29,42 @@ def failing_forward(pl_module, inputs, failing_rank):
     return pl_module.model(**inputs)
 
 
+class TokenizerFailingOnRank:
+    """The tokenizer, except that tokenizing texts (building an examples= probe set) raises on one rank."""
+
+    def __init__(self, tokenizer, rank):
+        self.tokenizer, self.rank = tokenizer, rank
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __len__(self):
+        return len(self.tokenizer)
+
+    def __call__(self, *args, **kwargs):
+        import torch
+
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() == self.rank:
+            raise RuntimeError("planted probe failure")
+        return self.tokenizer(*args, **kwargs)
+
+
 def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> None:
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=64, n_val=24, seed=0, batch_size=8)
+    options = {}
+    if mode == "ddp_probe":
+        tokenizer = TokenizerFailingOnRank(tokenizer, failing_rank)
+        options["examples"] = ["the zorbly movie was great", "a dull film", "great acting", "poor plot"]
+        failing_rank = -1
     monitor = SaliencyMonitor(
         tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=num_examples, n_steps=8,
         max_tokens=64,  # several chunks per shard
-        forward_fn=lambda pl_module, inputs: failing_forward(pl_module, inputs, failing_rank),
+        forward_fn=lambda pl_module, inputs: failing_forward(pl_module, inputs, failing_rank), **options,
     )
-    devices = 2 if mode == "ddp" else 1
+    devices = 1 if mode == "single" else 2
     trainer = L.Trainer(
-        accelerator="cpu", strategy="ddp" if mode == "ddp" else "auto", devices=devices, max_epochs=1,
+        accelerator="cpu", strategy="auto" if mode == "single" else "ddp", devices=devices, max_epochs=1,
         logger=TensorBoardLogger(out, name="run"), enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=out, callbacks=[monitor],
     )
