@@ -19,12 +19,13 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.distributed import refuse_sharded_models, world
 from lightning_saliency.engine import RunRequest
+from lightning_saliency.integrations.loggers import logger_sinks
 from lightning_saliency.publishing import LoggerSink, Publisher, TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
 
 NO_TENSORBOARD = (
-    "SaliencyMonitor: no TensorBoardLogger is attached, so heatmap images and markdown tables are not logged "
-    "(scalars still go to every logger, full results to saliency/*.json). Add "
+    "SaliencyMonitor: no TensorBoardLogger, WandbLogger or MLFlowLogger is attached, so heatmap images and tables "
+    "are not logged (scalars still go to every logger, full results to saliency/*.json). Add "
     "lightning.pytorch.loggers.TensorBoardLogger to Trainer(logger=[...]) to see them."
 )
 
@@ -171,8 +172,9 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     def _publisher_for(self, trainer: L.Trainer) -> Publisher:
         def sinks() -> list[Any]:
             found: list[Any] = [LoggerSink(logger) for logger in trainer.loggers]
-            return found + [TensorBoardSink(logger.experiment) for logger in trainer.loggers
-                            if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
+            found += [TensorBoardSink(logger.experiment) for logger in trainer.loggers
+                      if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
+            return found + [sink for logger in trainer.loggers for sink in logger_sinks(logger)]
 
         return self._publisher_with(sinks, rank_zero_warn, NO_TENSORBOARD)
 

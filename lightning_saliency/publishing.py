@@ -52,26 +52,34 @@ class Sink(Protocol):
     def scalars(self, values: dict[str, float], step: int) -> None: ...
     def image(self, tag: str, image: np.ndarray, step: int) -> None: ...
     def text(self, tag: str, markdown: str, step: int) -> None: ...
+    def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None: ...
+    def tags(self, values: dict[str, str]) -> None: ...
+    def artifact(self, path: Path, folder: str) -> None: ...
     def layout(self, layout: dict) -> None: ...
     def flush(self) -> None: ...
 
 
-class LoggerSink:
-    """A Lightning logger: scalars through ``log_metrics`` (CSV, MLflow, W&B, TensorBoard ...)."""
+class NullSink:
+    """Takes nothing: the base of sinks that take only some kinds of output."""
 
     takes_images = False
 
-    def __init__(self, logger: Any) -> None:
-        self.logger = logger
-
     def scalars(self, values: dict[str, float], step: int) -> None:
-        self.logger.log_metrics(values, step=step)
-        self.logger.save()
+        pass
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         pass
 
     def text(self, tag: str, markdown: str, step: int) -> None:
+        pass
+
+    def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
+        pass
+
+    def tags(self, values: dict[str, str]) -> None:
+        pass
+
+    def artifact(self, path: Path, folder: str) -> None:
         pass
 
     def layout(self, layout: dict) -> None:
@@ -81,7 +89,18 @@ class LoggerSink:
         pass
 
 
-class TensorBoardSink:
+class LoggerSink(NullSink):
+    """A Lightning logger: scalars through ``log_metrics`` (CSV, MLflow, W&B, TensorBoard ...)."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        self.logger.log_metrics(values, step=step)
+        self.logger.save()
+
+
+class TensorBoardSink(NullSink):
     """A ``SummaryWriter``: images, markdown, the custom-scalar layout, and scalars when
     ``with_scalars`` (off when a Lightning logger already sends them to the same writer)."""
 
@@ -101,6 +120,9 @@ class TensorBoardSink:
 
     def text(self, tag: str, markdown: str, step: int) -> None:
         self.writer.add_text(tag, markdown, step)
+
+    def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
+        self.writer.add_text(tag, render.markdown_table(header, [[markdown_cell(c) for c in row] for row in rows]), step)
 
     def layout(self, layout: dict) -> None:
         if not self._layout_written:  # TensorBoard keeps one custom-scalar layout per writer
@@ -170,10 +192,15 @@ class Publisher:
 
     def _finish(self, record: RunRecord, directory: Path) -> None:
         finite = {k: float(v) for k, v in record.metrics.scalars.items() if v is not None and math.isfinite(v)}
+        suspects = {f"saliency.suspects.{m}": ", ".join(s.token for s in f.suspects) or "none"
+                    for m, f in record.metrics.shortcut.items()}
+        path = write_record(record, directory)
         for sink in self.sinks:
             sink.scalars(finite, record.global_step)
+            if suspects:
+                sink.tags(suspects)
+            sink.artifact(path, "saliency")
             sink.flush()
-        write_record(record, directory)
 
     def _warn_skipped(self, record: RunRecord) -> None:
         described = "; ".join(f"example {s.index}: {s.reason}" for s in record.skipped)
@@ -198,12 +225,12 @@ class Publisher:
                 if self.log_example_images:
                     for k, image in enumerate(per_example):
                         sink.image(f"saliency/{method}/example_{k:02d}", image, step)
-        tables = {"saliency/top_tokens": top_token_markdown(record, self.top_k),
-                  "saliency/most_drifted": drifted_markdown(record, self.top_k)}
-        for tag, markdown in tables.items():
-            for sink in sinks:
-                if markdown:
-                    sink.text(tag, markdown, step)
+        header, rows = top_token_rows(record, self.top_k)
+        drifted = drifted_markdown(record, self.top_k)
+        for sink in sinks:
+            sink.table("saliency/top_tokens", header, rows, step)
+            if drifted:
+                sink.text("saliency/most_drifted", drifted, step)
 
     def _alert(self, record: RunRecord, sinks: list[Sink]) -> None:
         found = {m: f.suspects for m, f in record.metrics.shortcut.items() if f.suspects}
@@ -249,16 +276,28 @@ def heatmap_row(example: ExampleRecord, method: str, number: int) -> render.Heat
     return render.HeatmapRow(example.tokens, example.attributions[method], caption)
 
 
-def top_token_markdown(record: RunRecord, k: int) -> str:
-    """The top-k words (subwords merged) per example and method."""
+def top_token_rows(record: RunRecord, k: int) -> tuple[list[str], list[list[Any]]]:
+    """The top-k words (subwords merged) per example and method, as a table (the last cell holds
+    ``(word, score)`` pairs): markdown for TensorBoard and MLflow, a ``wandb.Table`` for W&B."""
     rows = []
     for number, e in enumerate(record.examples):
         for method in record.methods:
             pairs = render.top_tokens(*e.words(method), k)
-            rows.append([number, e.label_name or "", f"{e.predicted_name} ({e.probability:.2f})", method,
-                         render.format_top(pairs)])
-    header = ["#", "true", "predicted (p)", "method", f"top-{k} words (score)"]
-    return f"Run **{record.label}**, step {record.global_step}\n\n" + render.markdown_table(header, rows)
+            rows.append([number, e.label_name or "", f"{e.predicted_name} ({e.probability:.2f})", method, pairs])
+    return ["#", "true", "predicted (p)", "method", f"top-{k} words (score)"], rows
+
+
+def markdown_cell(value: Any) -> str:
+    """A table cell as markdown: a list of ``(word, score)`` pairs is formatted with the words
+    escaped (they are data); anything else is written as it is."""
+    return render.format_top(value) if isinstance(value, list) else str(value)
+
+
+def plain_cell(value: Any) -> Any:
+    """A table cell for a rich table (``wandb.Table``): pairs formatted unescaped, numbers kept."""
+    if isinstance(value, list):
+        return render.format_top(value, escape=False)
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def drifted_markdown(record: RunRecord, k: int, count: int = 3) -> Optional[str]:

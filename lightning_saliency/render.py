@@ -140,6 +140,7 @@ def top_tokens(tokens: Sequence[str], scores: Sequence[float], special: Sequence
     return [(tokens[i], float(scores[i])) for i in order[:k]]
 
 
-def format_top(pairs: Sequence[tuple[str, float]]) -> str:
+def format_top(pairs: Sequence[tuple[str, float]], escape: bool = True) -> str:
+    """``token (score), ...``; escaped for a markdown cell unless ``escape=False`` (plain tables)."""
     # Significant digits, not fixed decimals: a gradient of 3e-5 must not read "+0.000".
-    return ", ".join(f"{escape_markdown(t)} ({s:+.3g})" for t, s in pairs)
+    return ", ".join(f"{escape_markdown(t) if escape else t} ({s:+.3g})" for t, s in pairs)
