@@ -7,6 +7,9 @@ no callback, SaliencyMonitor with its defaults (8 probe examples, IG with 32 ste
 faithfulness, heatmaps to a TensorBoardLogger), and the same with ``budget=0.1``. An epoch is timed from ``on_train_epoch_start``
 to ``on_train_epoch_end``, so it includes validation and the attribution run at its end; the
 reference run before training is reported apart. Ratios are against the run without the callback.
+For each monitored configuration it also prints where a run's time went (attribution passes,
+faithfulness passes, analysis, publishing: all on the training thread) and the run's time over its
+attribution passes'.
 """
 from __future__ import annotations
 
@@ -79,16 +82,30 @@ def fit(setup, epochs: int, **monitor_options) -> tuple[list[float], float]:
                         num_sanity_val_steps=0)
     trainer.fit(module, datamodule=data)
     start = next((r["seconds"] for r in monitor.history if r["label"] == "start"), 0.0) if monitor else 0.0
-    return timer.epochs, start
+    runs = [r for r in monitor.history if r["label"] != "start"] if monitor else []
+    return timer.epochs, start, runs
+
+
+def breakdown(runs: list[dict]) -> str:
+    """Mean seconds per run by kind of work, and the run's time over its attribution passes'."""
+    if not runs:
+        return ""
+    kinds = ("attribution", "faithfulness", "analysis", "publishing")
+    mean = {k: sum(r["timings"].get(k, 0.0) for r in runs) / len(runs) for k in kinds}
+    total = sum(r["seconds"] for r in runs) / len(runs)
+    parts = "  ".join(f"{k} {mean[k]:.2f}" for k in kinds)
+    return f"\n{'':26} run {total:.2f} s = {parts}; run / attribution passes {total / mean['attribution']:.2f}"
 
 
 def report(name: str, setup, epochs: int, repeats: int) -> None:
     configs = {"without callback": {"attach": False}, "SaliencyMonitor defaults": {}, "budget=0.1": {"budget": 0.1}}
     best: dict[str, list[float]] = {}
     starts: dict[str, float] = {}
+    costs: dict[str, str] = {}
     for _ in range(repeats):
         for label, options in configs.items():
-            epochs_seconds, start = fit(setup, epochs, **dict(options))
+            epochs_seconds, start, runs = fit(setup, epochs, **dict(options))
+            costs[label] = breakdown(runs)  # the last repeat's runs
             previous = best.get(label)
             best[label] = epochs_seconds if previous is None else [min(a, b) for a, b in zip(previous, epochs_seconds)]
             starts[label] = start
@@ -98,7 +115,8 @@ def report(name: str, setup, epochs: int, repeats: int) -> None:
         mean = sum(seconds) / epochs
         per_epoch = "  ".join(f"{s:6.2f}" for s in seconds)
         extra = f"  (reference run before training {starts[label]:.2f} s)" if starts[label] else ""
-        print(f"{label:26} epoch mean {mean:6.2f} s  ratio {mean / base:5.2f}   per epoch [{per_epoch}]{extra}")
+        print(f"{label:26} epoch mean {mean:6.2f} s  ratio {mean / base:5.2f}   per epoch [{per_epoch}]{extra}"
+              f"{costs.get(label, '')}")
 
 
 def main() -> None:

@@ -143,8 +143,10 @@ class MonitorEngine:
             label_names=s.label_names, skipped=skipped,
         )
         record.run_id = self.run_id
+        analysed = time.perf_counter()
         record.metrics = analyse(record, self.previous, self.reference, AnalysisSettings(s.top_k, s.shortcut),
                                  passes.faithfulness)
+        record.timings = {**passes.seconds, "analysis": time.perf_counter() - analysed}
         publisher().publish(record, directory, started, request.epoch_seconds)
         if request.label == REFERENCE_LABEL:
             self.reference = record

@@ -167,6 +167,7 @@ class Publisher:
     def publish(self, record: RunRecord, directory: Path, started: float, epoch_seconds: Optional[float]) -> None:
         """Images, tables and alerts, then the cost scalars (``started``: when the run began), the
         scalars and the file."""
+        publishing = time.perf_counter()
         step = record.global_step
         image_sinks = [s for s in self.sinks if s.takes_images]
         for sink in image_sinks:
@@ -175,6 +176,7 @@ class Publisher:
             self._images_and_tables(record, image_sinks)
         self._alert(record, image_sinks)
         record.seconds = time.perf_counter() - started
+        record.timings["publishing"] = time.perf_counter() - publishing
         record.metrics.scalars.update(cost_scalars(record, epoch_seconds))
         record.metrics.scalars["saliency/status"] = 1.0
         record.metrics.scalars["saliency/skipped_examples"] = float(len(record.skipped))
@@ -250,8 +252,12 @@ class Publisher:
 
 
 def cost_scalars(record: RunRecord, epoch_seconds: Optional[float]) -> dict[str, float]:
-    """The run's wall time, its share of the epoch, and what the compute budget planned."""
+    """The run's wall time, where it went (attribution and faithfulness passes, analysis,
+    publishing), its share of the epoch, and what the compute budget planned."""
     scalars = {"saliency/cost/seconds": record.seconds}
+    scalars.update({f"saliency/cost/{kind}_seconds": value for kind, value in record.timings.items()})
+    if record.timings.get("attribution"):
+        scalars["saliency/cost/run_over_attribution"] = record.seconds / record.timings["attribution"]
     if epoch_seconds:
         scalars["saliency/cost/epoch_share"] = record.seconds / epoch_seconds
     budget = record.settings.get("budget")

@@ -165,6 +165,7 @@ class RunRecord:
     metrics: RunMetrics = field(default_factory=RunMetrics)
     seconds: Optional[float] = None
     skipped: list[SkippedExample] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
     error: Optional[str] = None
     run_id: Optional[str] = None
@@ -174,7 +175,7 @@ class RunRecord:
         """The JSON form (plain dicts and lists; non-finite numbers become ``null``)."""
         data = asdict(self)
         ordered = {key: data[key] for key in ("schema", "run_id", "label", "stage", "epoch", "global_step", "status", "error",
-                                              "seconds", "settings", "methods", "examples", "skipped", "metrics")}
+                                              "seconds", "timings", "settings", "methods", "examples", "skipped", "metrics")}
         return _finite(ordered)
 
     @classmethod
@@ -194,6 +195,7 @@ class RunRecord:
                 methods=list(data["methods"]), examples=[ExampleRecord(**e) for e in data["examples"]],
                 metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"),
                 skipped=[_lenient(SkippedExample, k) for k in data.get("skipped") or []],
+                timings=dict(data.get("timings") or {}),
                 status=data.get("status", "ok"), error=data.get("error"), run_id=data.get("run_id"), schema=schema,
             )
         except (TypeError, KeyError, AttributeError) as error:

@@ -7,8 +7,9 @@ calls nothing back: what happens to the numbers is the caller's business.
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterator, Optional, Union
 
 import torch
@@ -70,6 +71,7 @@ class ModelPasses:
     faithfulness: dict[str, FaithfulnessSummary]
     rows: list[int]
     skipped: list[tuple[int, str]]
+    seconds: dict[str, float]
 
 
 @dataclass
@@ -79,6 +81,7 @@ class _Shard:
     faithfulness: dict[str, tuple[torch.Tensor, torch.Tensor]]
     failure: Optional[str]
     skipped: list[tuple[int, str]]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EMPTY_EXAMPLE = "nothing to attribute: the example holds only special tokens (an empty text?)"
@@ -147,15 +150,18 @@ def target_argument(target: Union[str, int], probe: ProbeSet) -> Any:
 
 
 def _attribute_shard(
-    access: ModelAccess, part: ProbeSet, rows: list[int], settings: PassSettings, advance: Callable[[int], None]
+    access: ModelAccess, part: ProbeSet, rows: list[int], settings: PassSettings, advance: Callable[[int], None],
+    seconds: Optional[dict[str, float]] = None,
 ) -> tuple[Attributions, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     common = dict(
         tokenizer=access.tokenizer, special_tokens=access.special_tokens, embedding_layer=access.embedding_layer,
         forward_fn=access.forward_fn, forward_context=access.forward_context, task=settings.task,
         config=settings.config, progress=advance,
     )
+    started = time.perf_counter()
     result = attribute(access.module, part.inputs, settings.methods, target=target_argument(settings.target, part),
                        **common)
+    attributed = time.perf_counter()
     tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     rankings = {m: result[m].scores for m in FAITHFULNESS_METHODS if m in result}
     if settings.faithfulness and rankings:
@@ -164,6 +170,9 @@ def _attribute_shard(
         scores = erasure_faithfulness(access.module, part.inputs, rankings, fractions=FRACTIONS, target=result.target,
                                       seed=settings.seed, streams=rows, **common)
         tables = {m: (entry["comprehensiveness"], entry["sufficiency"]) for m, entry in scores.items()}
+    if seconds is not None:  # this shard's model time, by kind of pass
+        seconds["attribution"] = seconds.get("attribution", 0.0) + attributed - started
+        seconds["faithfulness"] = seconds.get("faithfulness", 0.0) + time.perf_counter() - attributed
     return select_rows(result, range(len(rows))), tables
 
 
@@ -194,12 +203,13 @@ def run_model_passes(
             with progress(description) as advance:
                 try:
                     shard.attributions, shard.faithfulness = _attribute_shard(
-                        access, probe.select(rows), rows, settings, advance)
+                        access, probe.select(rows), rows, settings, advance, shard.seconds)
                 except Exception as error:
                     shard.rows, bad = _isolate_failures(access, probe, rows, settings, error)
                     shard.skipped += bad
+                    shard.seconds.clear()  # the successful pass's time only
                     shard.attributions, shard.faithfulness = _attribute_shard(
-                        access, probe.select(shard.rows), shard.rows, settings, advance)
+                        access, probe.select(shard.rows), shard.rows, settings, advance, shard.seconds)
     except Exception as error:
         if world_size == 1:
             raise
@@ -225,4 +235,6 @@ def run_model_passes(
         comprehensiveness = torch.cat([s.faithfulness[method][0] for s in parts])[inverse]
         sufficiency = torch.cat([s.faithfulness[method][1] for s in parts])[inverse]
         faithfulness[method] = faithfulness_summary(FRACTIONS, comprehensiveness, sufficiency)
-    return ModelPasses(attributions, faithfulness, sorted(order), skipped)
+    # Shards run at the same time: a run's model time is its slowest shard's.
+    seconds = {kind: max(s.seconds.get(kind, 0.0) for s in parts) for kind in ("attribution", "faithfulness")}
+    return ModelPasses(attributions, faithfulness, sorted(order), skipped, seconds)

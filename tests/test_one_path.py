@@ -42,3 +42,14 @@ def test_faithfulness_passes_use_the_run_budget_and_precision_context(tmp_path):
     record = monitor.history[-1]
     assert record["settings"]["attribution"]["max_tokens"] == 64
     assert set(record["metrics"]["faithfulness"]) == {"integrated_gradients", "gradient", "random"}
+
+
+def test_each_record_says_where_the_run_time_went(tmp_path):
+    _, monitor = spied_fit(tmp_path, faithfulness=True, precision="32-true")
+    for record in monitor.history:
+        timings = record["timings"]
+        assert set(timings) == {"attribution", "faithfulness", "analysis", "publishing"}
+        assert all(value > 0 for value in timings.values())
+        assert sum(timings.values()) <= record["seconds"] + 1e-6  # parts of the run, on the training thread
+        ratio = record["metrics"]["scalars"]["saliency/cost/run_over_attribution"]
+        assert ratio == pytest.approx(record["seconds"] / timings["attribution"])
