@@ -124,12 +124,6 @@ class MonitorAdapter:
     config = property(lambda self: self.settings.attribution)
     history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
 
-    # The settings, read-only, under the names users passed them as.
-    methods = property(lambda self: self.settings.methods)
-    num_examples = property(lambda self: self.settings.num_examples)
-    config = property(lambda self: self.settings.attribution)
-    history = property(lambda self: self.engine.history, doc="Recent records as JSON dicts (all are on disk).")
-
     def _connect(self, module: torch.nn.Module, forward_context: Callable[[], Any], warn: Callable[[str], None]) -> None:
         """Load the tokenizer, check it against the model, and fix how the model is called."""
         self.tokenizer = load_tokenizer(self.tokenizer)

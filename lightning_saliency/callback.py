@@ -191,16 +191,21 @@ def _validation_loader(trainer: L.Trainer, load: bool = True) -> Any:
     loader = _first(getattr(trainer, "val_dataloaders", None))
     if loader is not None or not load:
         return loader
-    for source in (trainer.datamodule, trainer.lightning_module):
-        if source is not None and is_overridden("val_dataloader", source):
-            return _first(source.val_dataloader())
+    sources = _hooked_sources(trainer, trainer.lightning_module)
+    if sources:
+        return _first(sources[0].val_dataloader())
     # Loaders passed as fit(val_dataloaders=...) have no public route before the first validation.
     trainer.fit_loop.epoch_loop.val_loop.setup_data()
     return _first(trainer.val_dataloaders)
 
 
+def _hooked_sources(trainer: L.Trainer, pl_module: L.LightningModule) -> list[Any]:
+    """The datamodule and the module, in that order, where they define a ``val_dataloader()`` hook."""
+    return [s for s in (trainer.datamodule, pl_module) if s is not None and is_overridden("val_dataloader", s)]
+
+
 def _from_public_hook(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
-    return any(s is not None and is_overridden("val_dataloader", s) for s in (trainer.datamodule, pl_module))
+    return bool(_hooked_sources(trainer, pl_module))
 
 
 def _has_validation_data(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> bool:

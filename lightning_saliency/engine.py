@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lightning_saliency.analysis import AnalysisSettings, analyse
+from lightning_saliency.analysis import REFERENCE_LABEL, AnalysisSettings, analyse
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.budget import ComputeBudget, Plan
 from lightning_saliency.distributed import broadcast_object
@@ -24,8 +24,6 @@ from lightning_saliency.publishing import Publisher
 from lightning_saliency.records import RunRecord, SkippedExample, build_record
 from lightning_saliency.runner import ModelAccess, PassSettings, Progress, no_progress, run_model_passes
 from lightning_saliency.settings import MonitorSettings
-
-REFERENCE_LABEL = "start"
 
 
 @dataclass(frozen=True)
@@ -151,8 +149,7 @@ class MonitorEngine:
         if request.label == REFERENCE_LABEL:
             self.reference = record
         self.previous = record
-        self.history.append(record.to_json())
-        del self.history[: -self.settings.history_size]  # bounded: every record is also on disk
+        self._remember(record)
         self._observe_cost(record, passes.attributions, len(examples))
         return record
 
@@ -205,8 +202,11 @@ class MonitorEngine:
             publisher().publish_failure(record, directory)
         except Exception as error:  # not even the failure could be written: say so, and train on
             warn(f"SaliencyMonitor: the failed run {request.label!r} could not be recorded either: {error}")
+        self._remember(record)
+
+    def _remember(self, record: RunRecord) -> None:
         self.history.append(record.to_json())
-        del self.history[: -self.settings.history_size]
+        del self.history[: -self.settings.history_size]  # bounded: every record is also on disk
 
     # ---------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:

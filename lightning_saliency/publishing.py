@@ -122,7 +122,7 @@ class TensorBoardSink(NullSink):
         self.writer.add_text(tag, markdown, step)
 
     def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
-        self.writer.add_text(tag, render.markdown_table(header, [[markdown_cell(c) for c in row] for row in rows]), step)
+        self.writer.add_text(tag, table_markdown(header, rows), step)
 
     def layout(self, layout: dict) -> None:
         if not self._layout_written:  # TensorBoard keeps one custom-scalar layout per writer
@@ -271,7 +271,7 @@ def cost_scalars(record: RunRecord, epoch_seconds: Optional[float]) -> dict[str,
 
 def run_scale(record: RunRecord, method: str) -> float:
     """The largest |score| of ``method`` over the run's non-special tokens: one color scale for all."""
-    return max((abs(v) for e in record.examples for v in e.regular_scores(method) if math.isfinite(v)), default=0.0)
+    return max((render.line_scale(e.attributions[method], e.special) for e in record.examples), default=0.0)
 
 
 def heatmap_row(example: ExampleRecord, method: str, number: int) -> render.HeatmapRow:
@@ -293,10 +293,11 @@ def top_token_rows(record: RunRecord, k: int) -> tuple[list[str], list[list[Any]
     return ["#", "true", "predicted (p)", "method", f"top-{k} words (score)"], rows
 
 
-def markdown_cell(value: Any) -> str:
-    """A table cell as markdown: a list of ``(word, score)`` pairs is formatted with the words
-    escaped (they are data); anything else is written as it is."""
-    return render.format_top(value) if isinstance(value, list) else str(value)
+def table_markdown(header: list[str], rows: list[list[Any]]) -> str:
+    """A table of :func:`top_token_rows` as markdown: ``(word, score)`` pairs are formatted with the
+    words escaped (they are data); other cells are written as they are."""
+    return render.markdown_table(header, [[render.format_top(c) if isinstance(c, list) else str(c) for c in row]
+                                          for row in rows])
 
 
 def plain_cell(value: Any) -> Any:

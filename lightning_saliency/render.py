@@ -6,6 +6,7 @@ written as markdown.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -74,6 +75,11 @@ def _to_array(figure: Figure) -> np.ndarray:
 def _lines_needed(row: HeatmapRow, line_chars: int) -> int:
     placed = _layout(row.tokens, line_chars)
     return (placed[-1][0] + 1) if placed else 1
+
+
+def line_scale(scores: Sequence[float], special: Sequence[bool]) -> float:
+    """The largest finite |score| over the non-special tokens of one example (0 when none)."""
+    return max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
 
 
 def _symmetric_limit(scores: Sequence[float]) -> float:

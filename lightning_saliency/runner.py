@@ -19,6 +19,7 @@ from lightning_saliency.analysis import faithfulness_summary
 from lightning_saliency.attribution import AttributionConfig, SpecialTokens, attribute
 from lightning_saliency.attribution.faithfulness import erasure_faithfulness
 from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
+from lightning_saliency.attribution.tokens import special_token_mask
 from lightning_saliency.distributed import ShardError, gather_objects, shard_rows
 from lightning_saliency.probe import ProbeSet
 from lightning_saliency.records import FaithfulnessSummary
@@ -87,16 +88,13 @@ class _Shard:
 EMPTY_EXAMPLE = "nothing to attribute: the example holds only special tokens (an empty text?)"
 
 
-def _has_regular_token(probe: ProbeSet, row: int, special_ids: frozenset) -> bool:
-    ids = probe.inputs["input_ids"][row][probe.inputs["attention_mask"][row].bool()]
-    return any(int(i) not in special_ids for i in ids.reshape(-1))
-
-
 def _attributable_rows(access: ModelAccess, probe: ProbeSet, rows: list[int]) -> tuple[list[int], list[tuple[int, str]]]:
-    """The rows worth trying, and the examples without a regular token (skipped untried)."""
-    skipped = [(r, EMPTY_EXAMPLE) for r in rows if not _has_regular_token(probe, r, access.special_tokens.special_ids)]
-    candidates = [r for r in rows if all(r != s for s, _ in skipped)]
-    return candidates, skipped
+    """The rows worth trying, and the examples without a regular token (skipped untried): the
+    check :func:`~lightning_saliency.attribution.tokens.prepare_batch` would fail the batch on."""
+    ids = probe.inputs["input_ids"]
+    regular = probe.inputs["attention_mask"].bool() & ~special_token_mask(ids, access.special_tokens)
+    has_regular = regular.reshape(len(ids), -1).any(dim=1).tolist()
+    return [r for r in rows if has_regular[r]], [(r, EMPTY_EXAMPLE) for r in rows if not has_regular[r]]
 
 
 def _isolate_failures(

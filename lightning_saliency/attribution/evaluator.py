@@ -158,8 +158,8 @@ class PathEvaluator:
             if extra_inputs:
                 inputs.update(extra_inputs)
             positions = self._last_positions(groups)
-            kept = torch.unique(positions)  # sorted
-            if self.keep_logits:
+            kept = torch.unique(positions) if self.keep_logits else None  # sorted
+            if kept is not None:
                 inputs["logits_to_keep"] = kept.to(self.device)
             leaf = embeddings.to(self.dtype).detach().requires_grad_(need_grad)
             calls = []
@@ -182,7 +182,7 @@ class PathEvaluator:
                 with torch.set_grad_enabled(need_grad), self.forward_context():
                     output = self.forward_fn(self.model, inputs)
                     logits = extract_logits(output)
-                    if self.keep_logits and logits.dim() == 3 and logits.shape[1] == kept.numel():
+                    if kept is not None and logits.dim() == 3 and logits.shape[1] == kept.numel():
                         positions = torch.searchsorted(kept, positions)  # columns of the kept positions
                     head = self.spec.head(logits, positions)
                     scores = None

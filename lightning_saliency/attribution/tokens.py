@@ -98,6 +98,11 @@ class TokenBatch:
         return {key: self.trim(value, index) for key, value in self.inputs.items()}
 
 
+def special_token_mask(ids: torch.Tensor, special: SpecialTokens) -> torch.Tensor:
+    """True where ``ids`` holds one of ``special``'s ids ([CLS], [SEP], padding, ...)."""
+    return torch.isin(ids, torch.tensor(sorted(special.special_ids), dtype=ids.dtype, device=ids.device))
+
+
 def prepare_batch(
     inputs: Union[Mapping[str, Any], torch.Tensor],
     special: SpecialTokens,
@@ -144,8 +149,7 @@ def prepare_batch(
     if isinstance(given_special, torch.Tensor) and given_special.shape == ids.shape:
         special_mask = given_special.to(ids.device).bool() & mask
     else:
-        special_list = torch.tensor(sorted(special.special_ids), dtype=ids.dtype, device=ids.device)
-        special_mask = torch.isin(ids, special_list) & mask
+        special_mask = special_token_mask(ids, special) & mask
 
     valid_positions = mask.reshape(ids.shape[0], -1, ids.shape[-1]).any(dim=1)  # (B, S)
     seq_len = ids.shape[-1]

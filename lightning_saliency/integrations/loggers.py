@@ -18,8 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lightning_saliency.publishing import NullSink, markdown_cell, plain_cell
-from lightning_saliency.render import markdown_table
+from lightning_saliency.publishing import NullSink, plain_cell, table_markdown
 
 
 class WandbSink(NullSink):
@@ -67,7 +66,7 @@ class MLflowSink(NullSink):
         self.logger.experiment.log_text(self._run, markdown, artifact_file=f"saliency/text/{tag}/step_{step:06d}.md")
 
     def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
-        self.text(tag, markdown_table(header, [[markdown_cell(c) for c in row] for row in rows]), step)
+        self.text(tag, table_markdown(header, rows), step)
 
     def tags(self, values: dict[str, str]) -> None:
         for key, value in values.items():

@@ -283,8 +283,8 @@ def find_suspects(
     current: AttributedExamples, reference: Optional[AttributedExamples] = None, rules: ShortcutRules = _DEFAULT
 ) -> tuple[list[Suspect], dict[str, TokenStat]]:
     """The shortcut policy: single-token suspects (associated with a label, ``z >= min_z``), plus
-    pair suspects (likewise associated) when neither member is a suspect alone (else any frequent neighbour of a strong single shortcut would pair up with it).
-    A pair must hold twice the share a single token needs. ``reference`` covers the same examples
+    pair suspects (likewise associated) when neither member is a suspect alone (else any frequent
+    neighbour of a strong single shortcut would pair up with it). A pair must hold twice the share a single token needs. ``reference`` covers the same examples
     (e.g. the ``start`` run restricted to them). Returns the suspects, strongest first, and the
     per-token statistics of ``current``."""
     singles, pairs = token_statistics(*current), pair_statistics(*current)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 from matplotlib.colors import to_hex
 
 from lightning_saliency.attribution.words import word_scores
-from lightning_saliency.render import ATTRIBUTION_CMAP
+from lightning_saliency.render import ATTRIBUTION_CMAP, line_scale
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
 
@@ -46,11 +46,6 @@ def token_color(score: float, limit: float) -> str:
 def _text_color(background: str) -> str:
     r, g, b = (int(background[i:i + 2], 16) for i in (1, 3, 5))
     return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#111111"
-
-
-def line_scale(scores: Sequence[float], special: Sequence[bool]) -> float:
-    """The largest |score| over the non-special tokens of one line."""
-    return max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
 
 
 def run_scale(record: dict, method: str) -> float:
