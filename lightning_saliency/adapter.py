@@ -14,13 +14,25 @@ import torch
 
 from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
-from lightning_saliency.engine import MonitorEngine
+from lightning_saliency.attribution.isolation import preserved_global_rng
+from lightning_saliency.attribution.words import PieceJoiner
+from lightning_saliency.engine import MonitorEngine, RunSources
+from lightning_saliency.evidence.artifacts import ArtifactTable, dataset_artifacts
 from lightning_saliency.metrics import ShortcutRules
 from lightning_saliency.model_access import DecodedVocabulary, ForwardFn, config_label_names, hf_forward, model_max_length
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.publishing import Publisher, Sink
-from lightning_saliency.runner import ModelAccess
-from lightning_saliency.settings import Baseline, ColorScale, MethodName, MonitorSettings, OnError, TargetChoice, Task
+from lightning_saliency.runner import ModelAccess, Progress
+from lightning_saliency.settings import (
+    Baseline,
+    ColorScale,
+    MethodName,
+    MonitorSettings,
+    OnError,
+    StepSchedule,
+    TargetChoice,
+    Task,
+)
 
 
 def load_tokenizer(tokenizer: Any) -> Any:
@@ -91,6 +103,13 @@ class MonitorAdapter:
         input_keys: Optional[Sequence[str]] = None,
         label_key: str = "labels",
         color_scale: ColorScale = "run",
+        confirm_examples: int = 256,
+        artifact_examples: int = 20_000,
+        every_n_train_steps: Optional[int] = None,
+        step_schedule: StepSchedule = "linear",
+        step_methods: Sequence[MethodName] = ("gradient",),
+        shortcut_ignore: Sequence[str] = (),
+        stop_on_shortcut: bool = False,
     ) -> None:
         super().__init__()
         if every_n_epochs < 1:
@@ -103,6 +122,10 @@ class MonitorAdapter:
             methods=tuple(methods), num_examples=num_examples, target=target, task=task, top_k=top_k, seed=seed,
             max_tokens=max_tokens, budget=budget, faithfulness=faithfulness, log_example_images=log_example_images,
             reference_pass=reference_pass, on_error=on_error, history_size=history_size, color_scale=color_scale,
+            confirm_examples=confirm_examples, artifact_examples=artifact_examples,
+            every_n_train_steps=every_n_train_steps, step_schedule=step_schedule, step_methods=tuple(step_methods),
+            shortcut_ignore=tuple(shortcut_ignore) if not isinstance(shortcut_ignore, str) else shortcut_ignore,
+            stop_on_shortcut=stop_on_shortcut,
         )
         self.engine = MonitorEngine(self.settings)
         self.tokenizer = tokenizer
@@ -113,6 +136,7 @@ class MonitorAdapter:
         self.input_keys = tuple(input_keys) if input_keys is not None else None
         self.label_key = label_key
         self.probe: Optional[ProbeSet] = None
+        self.confirmation: Optional[ProbeSet] = None
         self._access: Optional[ModelAccess] = None
         self._publisher: Optional[Publisher] = None
         self._max_length = 512
@@ -172,6 +196,49 @@ class MonitorAdapter:
                 self._warn(f"SaliencyMonitor: num_examples={self.num_examples}, but the validation set holds only "
                            f"{len(self.probe)} examples: probing those {len(self.probe)}.")
         return self.probe
+
+    def _confirmation(self, loader: Optional[Callable[[], Any]]) -> ProbeSet:
+        """The causal checks' validation slice: up to ``confirm_examples`` examples sampled once
+        with a private generator (the probe itself when the probe texts were given)."""
+        if self.confirmation is None:
+            if self.examples is not None:
+                self.confirmation = self._probe(loader)
+            else:
+                source = loader() if loader is not None else None
+                if source is None:
+                    raise ValueError("SaliencyMonitor found no validation dataloader for the causal checks.")
+                self.confirmation = probe_from_dataloader(
+                    source, self.settings.confirm_examples, self.settings.seed + 1, tokenizer=self.tokenizer,
+                    label_key=self.label_key, input_keys=self.input_keys)
+        return self.confirmation
+
+    def _find_artifacts(self, dataset: Any, collate_fn: Optional[Callable[[list], Any]]) -> Optional[ArtifactTable]:
+        """The training set's artifact table (at fit start, rank zero), or ``None`` when it is off or
+        the data cannot be read by index. A failure here is warned about and costs nothing else."""
+        if self.settings.artifact_examples == 0 or dataset is None or self.settings.task != "classification":
+            return None
+        try:
+            joiner = PieceJoiner(self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer)))),
+                                 self._access.special_tokens.special_ids)
+            with preserved_global_rng():
+                table = dataset_artifacts(dataset, collate_fn, joiner, max_examples=self.settings.artifact_examples,
+                                          seed=self.settings.seed, label_key=self.label_key,
+                                          input_keys=self.input_keys)
+        except Exception as error:
+            self._warn(f"SaliencyMonitor: the training set's token-label association could not be computed "
+                       f"({type(error).__name__}: {error}); runs go on without the artifact table.")
+            return None
+        if table is None:
+            self._warn("SaliencyMonitor: the training set cannot be read by index with labels per example, so no "
+                       "artifact table is computed (set artifact_examples=0 to silence this).")
+        self.engine.evidence.artifacts = table
+        return table
+
+    def _sources(self, loader: Optional[Callable[[], Any]], directory: Path, publisher: Callable[[], Publisher],
+                 warn: Callable[[str], None], progress: Progress) -> RunSources:
+        confirmation = None if self.settings.confirm_examples == 0 else (lambda: self._confirmation(loader))
+        return RunSources(self._access, lambda: self._probe(loader), directory, publisher, confirmation,
+                          self._max_length, warn, progress)
 
     def _publisher_with(self, sinks: Callable[[], list[Sink]], warn: Callable[[str], None],
                         no_images_hint: Optional[str]) -> Publisher:

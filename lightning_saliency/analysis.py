@@ -5,6 +5,8 @@ earlier records it is compared with, so every rule can be unit-tested on hand-ma
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -17,7 +19,10 @@ from lightning_saliency.metrics import (
     find_suspects,
     summarize,
 )
+from lightning_saliency.evidence.artifacts import ArtifactTable, cross
+from lightning_saliency.metrics.shortcut import mean_shares
 from lightning_saliency.records import (
+    ClassSummary,
     ConcentrationSummary,
     DriftBlock,
     FaithfulnessSummary,
@@ -33,8 +38,11 @@ TOKEN_TABLE_ROWS = 10
 
 @dataclass(frozen=True)
 class AnalysisSettings:
+    """``ignore``: words the user judged genuine (``shortcut_ignore``): never suspects, alone or in a pair."""
+
     top_k: int = 5
     rules: ShortcutRules = ShortcutRules()
+    ignore: frozenset[str] = frozenset()
 
 
 def analyse(
@@ -43,9 +51,11 @@ def analyse(
     reference: Optional[RunRecord],
     settings: AnalysisSettings,
     faithfulness: Optional[Mapping[str, FaithfulnessSummary]] = None,
+    artifacts: Optional[ArtifactTable] = None,
 ) -> RunMetrics:
     """Concentration, drift against the previous and the reference run, shortcut suspects,
-    faithfulness scalars and probe accuracy of ``record``."""
+    per-class summaries, training-set artifacts against reliance (``artifacts``), faithfulness
+    scalars and probe accuracy of ``record``."""
     metrics = RunMetrics()
     for method in record.methods:
         _convergence(record, method, metrics)
@@ -58,7 +68,10 @@ def analyse(
             for metric, summary in block.summary.items():
                 metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_mean"] = summary["mean"]
                 metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_p10"] = summary["p10"]
-        _shortcuts(record, reference, method, settings.rules, metrics)
+        stats = _shortcuts(record, reference, method, settings, metrics)
+        _per_class(record, method, settings.top_k, metrics)
+        if artifacts is not None:
+            metrics.artifacts[method] = cross(artifacts, stats, settings.rules, len(record.examples))
     for method, summary in (faithfulness or {}).items():
         metrics.faithfulness[method] = summary
         for key in ("comprehensiveness_aopc", "sufficiency_aopc"):
@@ -118,8 +131,9 @@ def attributed_examples(record: RunRecord, method: str) -> AttributedExamples:
 
 
 def _shortcuts(
-    record: RunRecord, reference: Optional[RunRecord], method: str, rules: ShortcutRules, metrics: RunMetrics
-) -> None:
+    record: RunRecord, reference: Optional[RunRecord], method: str, settings: AnalysisSettings, metrics: RunMetrics
+) -> dict:
+    rules = settings.rules
     usable_reference = reference is not None and method in reference.methods
     before = None
     if usable_reference:  # over the same examples (a compute budget may have attributed only a prefix)
@@ -128,10 +142,41 @@ def _shortcuts(
     # The reference run is what later runs are compared with; it cannot show a rise itself.
     if record.label == REFERENCE_LABEL:
         suspects = []
+    ignored = {w.lower() for w in settings.ignore}
+    suspects = [s for s in suspects if not ignored & {m.lower() for m in s.members}]
     top = sorted(stats.values(), key=lambda s: -s.mean_share * s.top1_rate)[:TOKEN_TABLE_ROWS]
     metrics.shortcut[method] = ShortcutFindings(suspects, top, reference.label if usable_reference else None)
     metrics.scalars[f"saliency/{method}/shortcut/suspects"] = float(len(suspects))
     metrics.scalars[f"saliency/{method}/shortcut/top_share"] = suspects[0].mean_share if suspects else 0.0
+    return stats
+
+
+def scalar_name(text: str) -> str:
+    """A class or token name as one segment of a scalar tag."""
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", text).strip("_") or "_"
+
+
+def _per_class(record: RunRecord, method: str, k: int, metrics: RunMetrics) -> None:
+    """Top words and drift against ``start`` per class: a shortcut often belongs to one class."""
+    view = attributed_examples(record, method)
+    block = metrics.drift.get(method, {}).get("start")
+    drift_at = dict(zip(block.positions, block.per_example)) if block is not None else {}
+    summaries = []
+    for label in sorted({y for y in view.labels if y is not None}):
+        rows = [i for i, y in enumerate(view.labels) if y == label]
+        shares = mean_shares(*(
+            [part[i] for i in rows] for part in (view.tokens, view.scores, view.special)))
+        top = sorted(shares.items(), key=lambda item: (-item[1], item[0]))[:k]
+        drifts = [drift_at[i] for i in rows if i in drift_at]
+        means = {m: summarize([d[m] for d in drifts])["mean"] for m in DRIFT_METRICS} if drifts else {}
+        means = {m: value for m, value in means.items() if not math.isnan(value)}
+        example = record.examples[rows[0]]
+        name = example.label_name if example.label is not None else example.predicted_name
+        summaries.append(ClassSummary(label, name, len(rows), top, means))
+        tag = scalar_name(name if name is not None else str(label))
+        for metric, value in means.items():
+            metrics.scalars[f"saliency/{method}/class/{tag}/drift_start/{metric}_mean"] = value
+    metrics.per_class[method] = summaries
 
 
 def faithfulness_summary(fractions, comprehensiveness, sufficiency) -> FaithfulnessSummary:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.distributed import refuse_sharded_models, world
 from lightning_saliency.engine import RunRequest
+from lightning_saliency.evidence.timeline import step_run_due
 from lightning_saliency.integrations.loggers import logger_sinks
 from lightning_saliency.publishing import LoggerSink, Publisher, TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
@@ -77,6 +78,19 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         color_scale: ``"run"``: heatmap colors share one scale per run and method, so a weak example
             looks pale; ``"example"``: each example scaled to its own largest |score|. Unsigned
             methods (gradient norms, attention) are drawn from 0 (white) to green.
+        confirm_examples: validation examples (sampled once, privately seeded) on which each suspect
+            is checked causally: deletion, insertion and a frequency-matched random control, with
+            95% Wilson intervals (see :mod:`lightning_saliency.evidence.causal`). ``0``: no checks.
+            Classification only; checks run only when a run has suspects.
+        artifact_examples: training examples read by index at fit start for the token-label
+            association (Gardner et al.'s z), crossed with reliance in every run. ``0``: off.
+        every_n_train_steps: also run every n optimizer steps (cheap runs: ``step_methods``, no
+            faithfulness, no images), to catch a shortcut when it starts. ``None``: epoch runs only.
+        step_schedule: ``"linear"``: every n steps; ``"log"``: also at steps 1, 2, 4, ... below n.
+        step_methods: the methods of the step runs (default: gradient, the cheapest).
+        shortcut_ignore: words you judged genuine cues: never raised as suspects.
+        stop_on_shortcut: stop training (``trainer.should_stop``, agreed by all ranks) when a
+            suspect is confirmed.
 
     Under DDP every rank runs its share of the probe set (balanced by tokens) for every model pass,
     and rank zero gathers the shards for metrics, images and files; only rank zero writes.
@@ -101,6 +115,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     # LightningCLI reads one plain signature).
     _train_tokens: int = 0  # the largest training batch so far, in padded tokens
     _epoch_started: Optional[float] = None
+    _last_run_ended: Optional[float] = None  # the training time a step run's budget is measured against
 
     @property
     def state_key(self) -> str:
@@ -122,9 +137,13 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 
     # ------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # no collective inside: only rank zero analyses
+            loader = _first(trainer.train_dataloader)
+            self._find_artifacts(getattr(loader, "dataset", None), getattr(loader, "collate_fn", None))
         # Decided from state every rank holds alike (a checkpoint restores it on all ranks).
         if self.settings.reference_pass and "start" not in self.engine.completed:
             self._run(trainer, "start", "fit", epoch=None)
+        self._last_run_ended = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
@@ -133,6 +152,13 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         ids = batch.get("input_ids") if isinstance(batch, dict) else None
         if isinstance(ids, torch.Tensor):
             self._train_tokens = max(self._train_tokens, ids.numel())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step, s = trainer.global_step, self.settings
+        label = f"step_{step:06d}"
+        if step_run_due(step, s.every_n_train_steps, s.step_schedule) and label not in self.engine.completed:
+            self._run(trainer, label, "fit", trainer.current_epoch, step_run=True)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -152,22 +178,31 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         self.probe = None  # rebuilt from the stored indices on the next run
 
     # -------------------------------------------------------------------------------- internals
-    def _run(self, trainer: L.Trainer, label: str, stage: str, epoch: Optional[int]) -> None:
+    def _run(self, trainer: L.Trainer, label: str, stage: str, epoch: Optional[int], step_run: bool = False) -> None:
         started = time.perf_counter()
         # trainer.log_dir is a collective under DDP: read it on every rank, outside rank zero's work.
         directory = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir or trainer.default_root_dir)
         rank, world_size = world(trainer)
-        epoch_seconds = None if self._epoch_started is None or label == "start" else started - self._epoch_started
+        since = self._last_run_ended if step_run else self._epoch_started
+        epoch_seconds = None if since is None or label == "start" else started - since
         batch_size = getattr(_validation_loader(trainer, load=False), "batch_size", None)
         request = RunRequest(label, stage, epoch, trainer.global_step, self._train_tokens, batch_size, epoch_seconds,
-                             rank, world_size)
+                             rank, world_size, step_run)
         bar = trainer.progress_bar_callback
-        progress = row_progress if bar is not None and getattr(bar, "is_enabled", False) else no_progress
-        record = self.engine.attempt(request, self._access, lambda: self._probe(lambda: _validation_loader(trainer)),
-                                     directory, lambda: self._publisher_for(trainer), rank_zero_warn, progress)
-        if record is not None:
-            rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(self.methods)}) on {len(record.examples)} "
+        progress = row_progress if bar is not None and getattr(bar, "is_enabled", False) and not step_run else no_progress
+        sources = self._sources(lambda: _validation_loader(trainer), directory, lambda: self._publisher_for(trainer),
+                                rank_zero_warn, progress)
+        record = self.engine.attempt(request, sources)
+        if record is not None and not step_run:
+            rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(record.methods)}) on {len(record.examples)} "
                            f"examples took {record.seconds:.2f} s.")
+        if self.settings.stop_on_shortcut:  # on every rank: the reduction is a collective
+            confirmed = self.engine.evidence.confirmed
+            if trainer.strategy.reduce_boolean_decision(bool(confirmed), all=False):
+                trainer.should_stop = True
+                rank_zero_warn(f"SaliencyMonitor: stopping training (stop_on_shortcut=True): run {label} confirmed "
+                               f"the shortcut(s) {confirmed} causally. See saliency/shortcut_alert.")
+        self._last_run_ended = time.perf_counter()
 
     def _publisher_for(self, trainer: L.Trainer) -> Publisher:
         def sinks() -> list[Any]:

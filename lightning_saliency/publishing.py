@@ -172,7 +172,7 @@ class Publisher:
         image_sinks = [s for s in self.sinks if s.takes_images]
         for sink in image_sinks:
             sink.layout(SCALAR_LAYOUT)
-        if image_sinks:  # drawing costs ~0.2 s per heatmap: only when something takes images
+        if image_sinks and not record.step_run:  # drawing costs ~0.2 s per heatmap: only when something takes images
             self._images_and_tables(record, image_sinks)
         self._alert(record, image_sinks)
         record.seconds = time.perf_counter() - started

@@ -16,6 +16,9 @@ from typing import Any, Optional, Sequence
 
 from lightning_saliency.attribution import Attributions
 from lightning_saliency.attribution.words import word_scores
+from lightning_saliency.evidence.artifacts import ArtifactCrossing, CrossRow
+from lightning_saliency.evidence.causal import KINDS, CausalCheck, FlipTest
+from lightning_saliency.evidence.timeline import SuspectTimeline
 from lightning_saliency.metrics.shortcut import Suspect, TokenStat
 from lightning_saliency.probe import ProbeSet
 
@@ -114,12 +117,49 @@ def _lenient(cls: type, data: dict[str, Any]) -> Any:
 
 
 @dataclass
+class ClassSummary:
+    """One method's view of the probe examples of one true class (predicted where unlabelled):
+    its top words by mean share of |attribution|, and the mean drift against the ``start`` run."""
+
+    label: int
+    name: Optional[str]
+    examples: int
+    top: list[tuple[str, float]]
+    drift_start: dict[str, float] = field(default_factory=dict)
+
+
+def _causal_check(data: dict[str, Any]) -> CausalCheck:
+    tests = {kind: _lenient(FlipTest, data.get(kind) or {}) for kind in KINDS}
+    return _lenient(CausalCheck, {**data, **tests})
+
+
+def _crossing(data: dict[str, Any]) -> ArtifactCrossing:
+    lists = {key: [_lenient(CrossRow, r) for r in data.get(key) or []]
+             for key in ("relied_artifacts", "relied_only", "ignored_artifacts")}
+    return _lenient(ArtifactCrossing, {**data, **lists})
+
+
+@dataclass
 class RunMetrics:
+    """What the analysis found. ``causal``: the causal checks of this run's suspects (``causal_error``
+    when they could not run); ``timeline``: every suspect of the training run so far, with the run
+    and step it was first suspected and confirmed at; ``artifacts``: per method, the training-set
+    artifacts crossed with reliance; ``per_class``: per method, one summary per class."""
+
     scalars: dict[str, float] = field(default_factory=dict)
     concentration: dict[str, ConcentrationSummary] = field(default_factory=dict)
     drift: dict[str, dict[str, DriftBlock]] = field(default_factory=dict)
     shortcut: dict[str, ShortcutFindings] = field(default_factory=dict)
     faithfulness: dict[str, FaithfulnessSummary] = field(default_factory=dict)
+    causal: list[CausalCheck] = field(default_factory=list)
+    causal_error: Optional[str] = None
+    timeline: list[SuspectTimeline] = field(default_factory=list)
+    artifacts: dict[str, ArtifactCrossing] = field(default_factory=dict)
+    per_class: dict[str, list[ClassSummary]] = field(default_factory=dict)
+
+    def confirmed(self) -> list[str]:
+        """The suspects this run's causal checks confirmed."""
+        return [c.token for c in self.causal if c.confirmed]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
@@ -138,6 +178,12 @@ class RunMetrics:
                 for m, v in data.get("shortcut", {}).items()
             },
             faithfulness={m: _lenient(FaithfulnessSummary, v) for m, v in data.get("faithfulness", {}).items()},
+            causal=[_causal_check(c) for c in data.get("causal") or []],
+            causal_error=data.get("causal_error"),
+            timeline=[_lenient(SuspectTimeline, t) for t in data.get("timeline") or []],
+            artifacts={m: _crossing(v) for m, v in (data.get("artifacts") or {}).items()},
+            per_class={m: [_lenient(ClassSummary, {**c, "top": [tuple(p) for p in c.get("top") or []]}) for c in v]
+                       for m, v in (data.get("per_class") or {}).items()},
         )
 
 
@@ -153,7 +199,7 @@ class SkippedExample:
 class RunRecord:
     """Everything one attribution run produced. ``seconds`` is the run's wall time, publishing
     included, filled in when the run is published. A run that failed as a whole has
-    ``status="failed"``, its ``error``, and no examples."""
+    ``status="failed"``, its ``error``, and no examples. ``step_run``: a cheap run between epochs."""
 
     label: str
     stage: str
@@ -169,12 +215,13 @@ class RunRecord:
     status: str = "ok"
     error: Optional[str] = None
     run_id: Optional[str] = None
+    step_run: bool = False
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (plain dicts and lists; non-finite numbers become ``null``)."""
         data = asdict(self)
-        ordered = {key: data[key] for key in ("schema", "run_id", "label", "stage", "epoch", "global_step", "status", "error",
+        ordered = {key: data[key] for key in ("schema", "run_id", "label", "stage", "step_run", "epoch", "global_step", "status", "error",
                                               "seconds", "timings", "settings", "methods", "examples", "skipped", "metrics")}
         return _finite(ordered)
 
@@ -196,7 +243,8 @@ class RunRecord:
                 metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"),
                 skipped=[_lenient(SkippedExample, k) for k in data.get("skipped") or []],
                 timings=dict(data.get("timings") or {}),
-                status=data.get("status", "ok"), error=data.get("error"), run_id=data.get("run_id"), schema=schema,
+                status=data.get("status", "ok"), error=data.get("error"), run_id=data.get("run_id"),
+                step_run=bool(data.get("step_run", False)), schema=schema,
             )
         except (TypeError, KeyError, AttributeError) as error:
             raise RecordError(f"malformed saliency record ({error})") from error

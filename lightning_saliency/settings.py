@@ -18,6 +18,7 @@ TargetChoice = Union[Literal["predicted", "label"], int]
 Task = Literal["classification", "multiple_choice", "causal_lm"]
 Baseline = Literal["pad", "mask", "unk", "zero"]
 OnError = Literal["warn", "raise"]
+StepSchedule = Literal["linear", "log"]
 ColorScale = Literal["run", "example"]
 
 
@@ -46,13 +47,36 @@ class MonitorSettings:
     label_names: Optional[Sequence[str]] = None
     history_size: int = 32
     color_scale: str = "run"
+    confirm_examples: int = 256
+    artifact_examples: int = 20_000
+    every_n_train_steps: Optional[int] = None
+    step_schedule: str = "linear"
+    step_methods: tuple[str, ...] = ("gradient",)
+    shortcut_ignore: tuple[str, ...] = ()
+    stop_on_shortcut: bool = False
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "methods", check_methods(self.methods))
         except ValueError as error:
             raise ValueError(f"Unknown method in methods={tuple(self.methods)!r}: {error}") from error
+        try:
+            object.__setattr__(self, "step_methods", check_methods(self.step_methods))
+        except ValueError as error:
+            raise ValueError(f"Unknown method in step_methods={tuple(self.step_methods)!r}: {error}") from error
+        if isinstance(self.shortcut_ignore, str) or any(not isinstance(w, str) for w in self.shortcut_ignore):
+            raise ValueError(f"shortcut_ignore is a list of words, e.g. ['great'], got {self.shortcut_ignore!r}.")
+        object.__setattr__(self, "shortcut_ignore", tuple(self.shortcut_ignore))
         TargetSpec(task=self.task)  # the engine's own check of the task name
+        if self.step_schedule not in ("linear", "log"):
+            raise ValueError(f"step_schedule must be 'linear' (every n steps) or 'log' (also steps 1, 2, 4, ... "
+                             f"below n), got {self.step_schedule!r}.")
+        if self.every_n_train_steps is not None and self.every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be at least 1 (or None: no step runs), got "
+                             f"{self.every_n_train_steps}.")
+        for name in ("confirm_examples", "artifact_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}.")
         if self.color_scale not in ("run", "example"):
             raise ValueError(f"color_scale must be 'run' (one scale per run and method) or 'example', got {self.color_scale!r}.")
         if self.on_error not in ("warn", "raise"):
@@ -110,6 +134,8 @@ class MonitorSettings:
             "seed": self.seed,
             "top_k": self.top_k,
             "shortcut": asdict(self.shortcut),
+            "shortcut_ignore": list(self.shortcut_ignore),
+            "confirm_examples": self.confirm_examples,
             "attribution": asdict(config),
             "budget": budget,
         }

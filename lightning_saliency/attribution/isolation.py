@@ -51,3 +51,26 @@ def detach_from_inference(tensor: torch.Tensor) -> torch.Tensor:
     """A normal (autograd-usable) copy of a tensor that may have been made under inference mode."""
     with torch.inference_mode(False):
         return tensor.clone() if tensor.is_inference() else tensor
+
+
+@contextmanager
+def preserved_global_rng() -> Iterator[None]:
+    """Run user code (a dataset's ``__getitem__``, a collate function) without moving any global
+    RNG: Python's, NumPy's (when installed) and torch's CPU and CUDA states are put back."""
+    import random
+
+    python_state = random.getstate()
+    try:
+        import numpy
+
+        numpy_state = numpy.random.get_state()
+    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
+        numpy, numpy_state = None, None
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            if numpy is not None:
+                numpy.random.set_state(numpy_state)

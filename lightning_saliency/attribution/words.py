@@ -80,14 +80,59 @@ def join_pieces(pieces: Sequence[str]) -> str:
     return text or "".join(pieces)
 
 
+def word_spans(
+    tokens: Sequence[str], special: Sequence[bool], word_ids: Sequence[Optional[int]]
+) -> tuple[list[str], list[list[int]], list[bool]]:
+    """One example's words: each word's text (pieces joined), its token positions, and whether the
+    entry is a special token (special tokens stay entries of their own)."""
+    # Special tokens stay apart (None); a token without a known word is a word of its own.
+    ids = [None if is_special else (word if word is not None else ("token", k))
+           for k, (word, is_special) in enumerate(zip(word_ids, special))]
+    merged = merge_subwords(torch.zeros(len(tokens), dtype=torch.float64), ids, "sum")
+    return [join_pieces([tokens[p] for p in positions]) for positions in merged.positions], merged.positions, \
+        merged.special.tolist()
+
+
 def word_scores(
     tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], word_ids: Sequence[Optional[int]]
 ) -> tuple[list[str], list[float], list[bool]]:
     """Token scores of one example merged into words (``sum``, which keeps completeness), with
     each word's text; special tokens stay entries of their own."""
-    # Special tokens stay apart (None); a token without a known word is a word of its own.
-    ids = [None if is_special else (word if word is not None else ("token", k))
-           for k, (word, is_special) in enumerate(zip(word_ids, special))]
-    merged = merge_subwords(torch.as_tensor(scores, dtype=torch.float64), ids, "sum")
-    words = [join_pieces([tokens[p] for p in positions]) for positions in merged.positions]
-    return words, merged.scores.tolist(), merged.special.tolist()
+    words, positions, flags = word_spans(tokens, special, word_ids)
+    values = torch.as_tensor(scores, dtype=torch.float64)
+    return words, [float(values[p].sum()) for p in positions], flags
+
+
+class PieceJoiner:
+    """Words from token ids without a tokenizer's ``word_ids()`` (collated training batches carry
+    none): a piece continues the previous word when it is a WordPiece ``##`` piece, or, in a
+    vocabulary whose pieces mark word starts (byte-level BPE's "Ġ", SentencePiece's "▁"), when it
+    lacks the mark. Other vocabularies: every token is a word."""
+
+    def __init__(self, pieces: Sequence[str], special_ids: Sequence[int]) -> None:
+        self.pieces = list(pieces)
+        self.special = set(int(i) for i in special_ids)
+        marked = sum(p.startswith(_WORD_START_MARKS) for p in self.pieces)
+        self.word_pieces = any(p.startswith("##") for p in self.pieces)
+        self.start_marks = not self.word_pieces and marked > len(self.pieces) // 10
+
+    def _continues(self, piece: str) -> bool:
+        if self.word_pieces:
+            return piece.startswith("##")
+        return self.start_marks and not piece.startswith(_WORD_START_MARKS)
+
+    def words(self, ids: Sequence[int]) -> list[str]:
+        """The words of one example's token ids (special tokens left out)."""
+        words: list[list[str]] = []
+        previous_special = True
+        for token in ids:
+            if token in self.special or not 0 <= token < len(self.pieces):
+                previous_special = True
+                continue
+            piece = self.pieces[token]
+            if words and not previous_special and self._continues(piece):
+                words[-1].append(piece)
+            else:
+                words.append([piece])
+            previous_special = False
+        return [join_pieces(w) for w in words]

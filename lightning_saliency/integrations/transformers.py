@@ -19,6 +19,7 @@ from transformers.integrations import TensorBoardCallback
 
 from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.engine import RunRequest
+from lightning_saliency.evidence.timeline import step_run_due
 from lightning_saliency.publishing import Publisher, TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
 
@@ -46,6 +47,9 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
     ``SummaryWriter`` gets the images and scalars and ``saliency/epoch_*.json`` go to its logging
     directory; otherwise a writer of our own writes to ``<output_dir>/runs/saliency`` (or ``dirpath``).
     A run at step ``s`` is labelled ``NNN`` (the epoch, 0-based) when it ends an epoch, else ``step_s``.
+    Step runs (``every_n_train_steps``) run at ``on_step_end``; ``stop_on_shortcut`` sets
+    ``control.should_training_stop``. The artifact table reads ``trainer.train_dataset`` by index
+    through the Trainer's data collator (model-input and label columns only).
 
     Raises:
         ValueError: at construction for an unknown method or option; at :meth:`attach` for no
@@ -67,6 +71,9 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
     _tensorboard: Optional[TensorBoardCallback] = None
     _own_writer: Any = None
     _evaluations: int = 0
+    _train_data: Optional[tuple[Any, Any]] = None
+
+    MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels", "label")
 
     def attach(self, trainer: Any) -> "SaliencyCallback":
         """Check the model and tokenizer, remember where the Trainer's evaluation data and
@@ -78,6 +85,11 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             if trainer.eval_dataset is None:
                 raise ValueError("SaliencyCallback needs Trainer(eval_dataset=...) or examples=[...texts] to probe.")
             self._eval_loader = trainer.get_eval_dataloader
+        if trainer.train_dataset is not None:
+            collator = trainer.data_collator
+            columns = self.MODEL_COLUMNS
+            self._train_data = (trainer.train_dataset, lambda items: collator(
+                [{k: v for k, v in item.items() if k in columns} if isinstance(item, dict) else item for item in items]))
         self._tensorboard = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TensorBoardCallback)),
                                  None)
         trainer.add_callback(self)
@@ -89,8 +101,15 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             if self.examples is None:
                 raise ValueError(NOT_ATTACHED)
             self._connect(model, nullcontext, _warn)
+        if self._train_data is not None and args.process_index == 0:
+            self._find_artifacts(*self._train_data)
         if self.settings.reference_pass and "start" not in self.engine.completed:
-            self._run(args, state, "start", None)
+            self._run(args, state, control, "start", None)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        s, label = self.settings, f"step_{state.global_step:06d}"
+        if step_run_due(state.global_step, s.every_n_train_steps, s.step_schedule) and label not in self.engine.completed:
+            self._run(args, state, control, label, None, step_run=True)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._evaluations += 1
@@ -100,7 +119,7 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
         epoch = round(state.epoch) - 1 if at_epoch_end else None
         label = f"{epoch:03d}" if at_epoch_end else f"step_{state.global_step:06d}"
         if label not in self.engine.completed:
-            self._run(args, state, label, epoch)
+            self._run(args, state, control, label, epoch)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._own_writer is not None:
@@ -108,13 +127,19 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             self._own_writer = None
 
     # ---------------------------------------------------------------------------------- internals
-    def _run(self, args: Any, state: Any, label: str, epoch: Optional[int]) -> None:
+    def _run(self, args: Any, state: Any, control: Any, label: str, epoch: Optional[int], step_run: bool = False) -> None:
         # The Trainer shows callbacks no batch: the token budget is one training batch of probe-width rows.
         request = RunRequest(label, "fit", epoch, state.global_step, 0, args.per_device_train_batch_size, None,
-                             args.process_index, args.world_size)
+                             args.process_index, args.world_size, step_run)
         directory = self._directory(args)
-        self.engine.attempt(request, self._access, lambda: self._probe(self._eval_loader), directory,
-                            lambda: self._publisher_for(directory), _warn, no_progress if args.disable_tqdm else row_progress)
+        progress = no_progress if args.disable_tqdm or step_run else row_progress
+        self.engine.attempt(request, self._sources(self._eval_loader, directory, lambda: self._publisher_for(directory),
+                                                   _warn, progress))
+        # Every process holds the same gathered checks, so they all agree to stop.
+        if self.settings.stop_on_shortcut and self.engine.evidence.confirmed:
+            control.should_training_stop = True
+            _warn(f"SaliencyCallback: stopping training (stop_on_shortcut=True): run {label} confirmed the "
+                  f"shortcut(s) {self.engine.evidence.confirmed} causally.")
 
     def _directory(self, args: Any) -> Path:
         if self.dirpath is not None:

@@ -131,6 +131,17 @@ def _example_shares(toks: Sequence[str], vals: Sequence[float], spec: Sequence[b
     return share_of, ranked, len(keep)
 
 
+def mean_shares(tokens: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
+                special: Sequence[Sequence[bool]]) -> dict[str, float]:
+    """Each token type's share of |attribution| averaged over all the examples (0 where absent):
+    what a group of examples leans on as a whole."""
+    totals: dict[str, float] = {}
+    for toks, vals, spec in zip(tokens, scores, special):
+        for token, share in _example_shares(toks, vals, spec)[0].items():
+            totals[token] = totals.get(token, 0.0) + share
+    return {token: total / max(len(tokens), 1) for token, total in totals.items()}
+
+
 def _priors(labels: Optional[Sequence[Optional[int]]]) -> dict[int, float]:
     known = [int(y) for y in labels if y is not None] if labels is not None else []
     return {y: known.count(y) / len(known) for y in set(known)} if known else {}

@@ -1,0 +1,293 @@
+"""Causal confirmation of shortcut suspects: does removing the token flip predictions, and does
+inserting it flip other examples toward its class, more often than random words do?
+
+For each suspect (a word, or a pair of words) on a validation slice larger than the probe set:
+
+* **deletion**: in the examples that contain it, every occurrence becomes the baseline token; the
+  flip rate of the prediction and the mean drop of the predicted class's probability;
+* **insertion**: inserted at a random word boundary into examples predicted as another class than
+  the one it is associated with; the rate at which they flip to that class;
+* **control**: both again with words drawn from the probe vocabulary and matched in frequency.
+
+Rates come with 95% Wilson intervals; a suspect is *confirmed* when the lower bound of its deletion
+or insertion rate is above the upper bound of the same test on the control. Forward passes only,
+under the run's token budget and precision context, sharded across DDP ranks like attribution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from lightning_saliency.attribution import AttributionConfig
+from lightning_saliency.attribution.context import AttributionContext
+from lightning_saliency.attribution.isolation import isolated_eval
+from lightning_saliency.attribution.targets import TargetSpec
+from lightning_saliency.distributed import ShardError, gather_objects, shard_rows
+from lightning_saliency.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
+from lightning_saliency.metrics.intervals import wilson_interval
+from lightning_saliency.probe import ProbeSet
+
+CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled
+PREDICT_GROUP = 256  # rows per attribution context: bounds the embeddings held at once
+KINDS = ("deletion", "insertion", "control_deletion", "control_insertion")
+
+
+@dataclass(frozen=True)
+class CausalCandidate:
+    """A suspect to check: its name, its words, and the class it is associated with."""
+
+    token: str
+    members: tuple[str, ...]
+    label: int
+
+
+@dataclass
+class FlipTest:
+    """``flips`` of ``trials`` edited examples changed their prediction as the test asks, with the
+    95% Wilson interval of the rate (``rate`` is ``None`` without trials)."""
+
+    flips: int = 0
+    trials: int = 0
+    rate: Optional[float] = None
+    low: float = 0.0
+    high: float = 1.0
+
+    @classmethod
+    def of(cls, outcomes: Sequence[bool]) -> "FlipTest":
+        flips, trials = int(sum(outcomes)), len(outcomes)
+        low, high = wilson_interval(flips, trials)
+        return cls(flips, trials, flips / trials if trials else None, low, high)
+
+    def describe(self) -> str:
+        if not self.trials:
+            return "no examples to test"
+        return f"{self.rate:.0%} ({self.low:.0%}-{self.high:.0%}) of {self.trials}"
+
+
+@dataclass
+class CausalCheck:
+    """The causal evidence on one suspect in one run. ``probability_change``: mean drop of the
+    predicted class's probability when the suspect is deleted."""
+
+    token: str
+    members: list[str]
+    label: Optional[int]
+    label_name: Optional[str]
+    examples: int
+    deletion: FlipTest = field(default_factory=FlipTest)
+    insertion: FlipTest = field(default_factory=FlipTest)
+    control_deletion: FlipTest = field(default_factory=FlipTest)
+    control_insertion: FlipTest = field(default_factory=FlipTest)
+    probability_change: Optional[float] = None
+    control_tokens: list[str] = field(default_factory=list)
+    confirmed: bool = False
+
+    def sentence(self) -> str:
+        """The evidence in one sentence, as the alert states it."""
+        cls = self.label_name if self.label_name is not None else str(self.label)
+        verdict = "**confirmed**" if self.confirmed else "not confirmed"
+        return (f"'{self.token}' ({verdict}): removing it flips {self.deletion.describe()} examples that contain it; "
+                f"inserting it flips {self.insertion.describe()} other examples to {cls}; random words flip "
+                f"{self.control_deletion.describe()} on removal and {self.control_insertion.describe()} on insertion.")
+
+
+def is_confirmed(check: CausalCheck) -> bool:
+    """Deletion or insertion beats its control beyond both 95% intervals."""
+    return ((check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high)
+            or (check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high))
+
+
+@dataclass
+class _Plan:
+    candidate: CausalCandidate
+    controls: list[tuple[str, ...]]
+    edits: dict[str, list[Edit]]
+
+
+def _pair_order(view: ConfirmationView, members: tuple[str, ...], predicted: Sequence[int], label: int) -> tuple[str, ...]:
+    """A pair is inserted in the order it shows most in examples predicted as its class (an ordered
+    pair's order is the shortcut)."""
+    if len(members) != 2:
+        return members
+    first, second = members
+    votes = 0
+    for row in view.containing(members):
+        if predicted[row] == label:
+            words = [w for w, _ in view.spans[row]]
+            votes += 1 if words.index(first) < words.index(second) else -1
+    return members if votes >= 0 else (second, first)
+
+
+def plan_check(
+    view: ConfirmationView, candidate: CausalCandidate, predicted: Sequence[int], vocabulary: Sequence[str],
+    lookup: Callable[[str], Optional[tuple[int, ...]]], replacement: int, seed: int, max_length: int,
+) -> _Plan:
+    """Every edit of one suspect's check and of its controls (pure: no model)."""
+    members = candidate.members
+    pieces = [lookup(w) for w in _pair_order(view, members, predicted, candidate.label)]
+    inserts = tuple(t for p in pieces for t in p) if all(pieces) else ()
+    excluded = set(members)
+    targets = [r for r in range(len(view)) if predicted[r] != candidate.label and not view.words[r] & excluded]
+    matched = [frequency_matched(view, w, [v for v in vocabulary if v not in excluded], CONTROL_WORDS, seed)
+               for w in members]
+    controls = list(zip(*matched))  # one control word per member, matched to it
+
+    def deletions(words: tuple[str, ...], every: bool) -> list[Edit]:
+        return [e for r in view.containing(words, every) if (e := view.deleted(r, words, replacement)) is not None]
+
+    def insertions(words: tuple[str, ...], ids: tuple[int, ...]) -> list[Edit]:
+        if not ids:
+            return []
+        edits = (view.inserted(r, ids, edit_rng(seed, "insert", *words, view.indices[r]), max_length) for r in targets)
+        return [e for e in edits if e is not None]
+
+    edits = {
+        "deletion": deletions(members, True),
+        "insertion": insertions(members, inserts),
+        "control_deletion": [e for unit in controls for e in deletions(unit, False)],
+        "control_insertion": [e for unit in controls
+                              for e in insertions(unit, tuple(t for w in unit for t in view.word_ids(w) or ()))],
+    }
+    return _Plan(candidate, controls, edits)
+
+
+def _collate(sequences: Sequence[Sequence_], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(s.ids) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    types = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        ids[row, : len(s.ids)] = torch.tensor(s.ids)
+        mask[row, : len(s.ids)] = 1
+        if s.types is not None:
+            types[row, : len(s.ids)] = torch.tensor(s.types)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if sequences[0].types is not None:
+        inputs["token_type_ids"] = types
+    return inputs
+
+
+def predict(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str,
+            advance: Callable[[int], None]) -> torch.Tensor:
+    """Class probabilities ``(rows, classes)`` of ``sequences``: forward passes only, chunked by
+    ``config.max_tokens`` in the model's precision context, on the model in isolated eval mode."""
+    parts = []
+    for start in range(0, len(sequences), PREDICT_GROUP):
+        inputs = _collate(sequences[start: start + PREDICT_GROUP], access.special_tokens.pad_id)
+        with isolated_eval(access.module):
+            ctx = AttributionContext(
+                access.module, inputs, config=config, spec=TargetSpec(task=task), tokenizer=access.tokenizer,
+                special_tokens=access.special_tokens, embedding_layer=access.embedding_layer,
+                forward_fn=access.forward_fn, forward_context=access.forward_context, progress=advance,
+            )
+            ctx.resolve(None, with_baseline=False)
+            parts.append(torch.stack(ctx.head_at_input).float().softmax(dim=-1).cpu())
+    return torch.cat(parts)
+
+
+def predict_sharded(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str, rank: int,
+                    world_size: int, advance: Callable[[int], None], failure: Optional[str] = None) -> torch.Tensor:
+    """:func:`predict` with the rows shared among the ranks (balanced by tokens) and gathered, so
+    every rank holds every row's probabilities. One gather per call on every rank, whatever fails
+    locally (a ``failure`` before the call included); a failure anywhere raises on every rank."""
+    rows = shard_rows([len(s.ids) for s in sequences], rank, world_size) if failure is None else []
+    payload: tuple[list[int], Optional[torch.Tensor], Optional[str]] = (rows, None, failure)
+    if rows:
+        try:
+            payload = (rows, predict(access, [sequences[r] for r in rows], config, task, advance), None)
+        except Exception as error:
+            if world_size == 1:
+                raise
+            payload = (rows, None, f"rank {rank}: {type(error).__name__}: {error}")
+    gathered = gather_objects(payload, world_size)
+    failures = [f for _, _, f in gathered if f is not None]
+    if failures:
+        raise ShardError("; ".join(failures))
+    parts = [(r, p) for r, p, _ in gathered if p is not None]
+    if not parts:
+        return torch.zeros(len(sequences), 0)
+    result = torch.zeros(len(sequences), parts[0][1].shape[-1])
+    for part_rows, probabilities in parts:
+        result[part_rows] = probabilities
+    return result
+
+
+@dataclass(frozen=True)
+class CausalSettings:
+    config: AttributionConfig
+    task: str
+    seed: int
+    max_length: int
+    label_names: Optional[Sequence[str]] = None
+
+
+def confirm_suspects(
+    access: Any,
+    examples: Callable[[], ProbeSet],
+    probe: ProbeSet,
+    candidates: Sequence[CausalCandidate],
+    vocabulary: Sequence[str],
+    settings: CausalSettings,
+    rank: int = 0,
+    world_size: int = 1,
+    advance: Callable[[int], None] = lambda rows: None,
+) -> list[CausalCheck]:
+    """The causal check of every candidate, on every rank alike. ``examples`` builds the
+    confirmation set; ``probe`` supplies a suspect's token ids when the set lacks it; ``vocabulary``
+    holds the words the controls are drawn from. Two gathers when there are candidates, none without."""
+    if not candidates:
+        return []
+    replacement = access.special_tokens.replacement_id(settings.config.baseline)
+    view, failure = None, None
+    try:
+        view = ConfirmationView(examples(), access.special_tokens)
+    except Exception as error:
+        if world_size == 1:
+            raise
+        failure = f"rank {rank}: {type(error).__name__}: {error}"
+    originals = predict_sharded(access, view.sequences if view else [], settings.config, settings.task, rank,
+                                world_size, advance, failure)
+    predicted = originals.argmax(dim=-1).tolist()
+    plans: list[_Plan] = []
+    try:  # a local failure here still joins the second gather (with its error)
+        probe_view = ConfirmationView(probe, access.special_tokens)
+        lookup = lambda word: view.word_ids(word) or probe_view.word_ids(word)  # noqa: E731
+        plans = [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, settings.max_length)
+                 for c in candidates]
+    except Exception as error:
+        if world_size == 1:
+            raise
+        failure = f"rank {rank}: {type(error).__name__}: {error}"
+    edits = [e for plan in plans for kind in KINDS for e in plan.edits[kind]]
+    edited = predict_sharded(access, [e.sequence for e in edits], settings.config, settings.task, rank, world_size,
+                             advance, failure)
+    checks, position = [], 0
+    for plan in plans:
+        outcomes: dict[str, list[bool]] = {}
+        drops = []
+        for kind in KINDS:
+            flags = []
+            for edit in plan.edits[kind]:
+                after = edited[position]
+                position += 1
+                before = predicted[edit.row]
+                if kind.endswith("deletion"):
+                    flags.append(int(after.argmax()) != before)
+                    if kind == "deletion":
+                        drops.append(float(originals[edit.row, before] - after[before]))
+                else:
+                    flags.append(int(after.argmax()) == plan.candidate.label)
+            outcomes[kind] = flags
+        label, names = plan.candidate.label, settings.label_names
+        check = CausalCheck(
+            token=plan.candidate.token, members=list(plan.candidate.members), label=label,
+            label_name=names[label] if names is not None and 0 <= label < len(names) else None, examples=len(view),
+            probability_change=sum(drops) / len(drops) if drops else None,
+            control_tokens=[" + ".join(unit) for unit in plan.controls],
+            **{kind: FlipTest.of(outcomes[kind]) for kind in KINDS},
+        )
+        check.confirmed = is_confirmed(check)
+        checks.append(check)
+    return checks

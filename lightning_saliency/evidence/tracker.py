@@ -1,0 +1,102 @@
+"""The evidence stage of a run, between the analysis and the publishing: pick the suspects to
+check, run their causal checks on every rank, and keep the suspects' timeline.
+
+Only rank zero analyses, but the checks are sharded like attribution, so rank zero broadcasts what
+to check (one broadcast every run, on every rank, whatever happened locally) and every rank then
+holds the same checks, the same timeline and the same stop decision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from lightning_saliency.distributed import ShardError, broadcast_object
+from lightning_saliency.evidence.artifacts import ArtifactTable
+from lightning_saliency.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
+from lightning_saliency.evidence.timeline import SuspectTimeline, update_timeline
+from lightning_saliency.probe import ProbeSet
+
+
+@dataclass(frozen=True)
+class _Order:
+    """What rank zero tells every rank to check in one run."""
+
+    candidates: tuple[CausalCandidate, ...] = ()
+    suspected: tuple[tuple[str, str], ...] = ()  # (token, method) of every suspect of the run
+    vocabulary: tuple[str, ...] = ()
+    failed: bool = False
+
+
+def order_from(record: Any) -> _Order:
+    """The suspects of an analysed record (strongest first, one check per token) and the probe
+    words the controls are drawn from (no suspect's word among them)."""
+    candidates: dict[str, CausalCandidate] = {}
+    suspected = []
+    for method, findings in record.metrics.shortcut.items():
+        for s in findings.suspects:
+            suspected.append((s.token, method))
+            if s.token not in candidates and s.label is not None:
+                candidates[s.token] = CausalCandidate(s.token, tuple(s.members), int(s.label))
+    taken = {m for c in candidates.values() for m in c.members}
+    words = set()
+    for example in record.examples:
+        for method in record.methods[:1]:
+            texts, _, special = example.words(method)
+            words.update(w for w, is_special in zip(texts, special) if not is_special and w not in taken)
+    return _Order(tuple(candidates.values()), tuple(suspected), tuple(sorted(words)))
+
+
+class EvidenceTracker:
+    """Causal checks, the suspects' timeline and the training-set artifact table of one fit.
+
+    Attributes:
+        timeline: per suspect token, when it was first suspected and confirmed.
+        confirmed: the suspects the last run confirmed (the same on every rank).
+        artifacts: the training set's artifact table, once computed (rank zero).
+    """
+
+    def __init__(self) -> None:
+        self.timeline: dict[str, SuspectTimeline] = {}
+        self.confirmed: list[str] = []
+        self.artifacts: Optional[ArtifactTable] = None
+
+    def run(
+        self,
+        record: Optional[Any],
+        failed: bool,
+        access: Any,
+        examples: Optional[Callable[[], ProbeSet]],
+        probe: Optional[ProbeSet],
+        settings: Optional[CausalSettings],
+        label: str,
+        step: int,
+        rank: int,
+        world_size: int,
+        advance: Callable[[int], None],
+    ) -> tuple[list[CausalCheck], Optional[str]]:
+        """One run's evidence stage on every rank. ``record``: the analysed record (rank zero),
+        ``failed``: rank zero's analysis failed (then every rank raises after the broadcast).
+        ``settings``/``examples`` ``None``: no causal checks (only the timeline is kept). Returns the
+        checks and, when they could not run, why."""
+        order = _Order(failed=True) if failed else (order_from(record) if rank == 0 else _Order())
+        order = broadcast_object(order, world_size)
+        if order.failed:
+            raise ShardError("rank 0: the analysis of the run failed")
+        checks, error = [], None
+        if settings is not None and examples is not None and order.candidates:
+            try:
+                checks = confirm_suspects(access, examples, probe, order.candidates, order.vocabulary, settings,
+                                          rank, world_size, advance)
+            except Exception as failure:  # the run's attributions stand without their evidence
+                error = f"{type(failure).__name__}: {failure}"
+        self.confirmed = [c.token for c in checks if c.confirmed]
+        update_timeline(self.timeline, label, step, order.suspected, self.confirmed)
+        return checks, error
+
+    def state_dict(self) -> list[dict]:
+        from dataclasses import asdict
+
+        return [asdict(t) for t in self.timeline.values()]
+
+    def load_state_dict(self, entries: list[dict]) -> None:
+        self.timeline = {e["token"]: SuspectTimeline(**e) for e in entries or []}
