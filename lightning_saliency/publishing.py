@@ -17,6 +17,7 @@ import numpy as np
 from lightning_saliency import render
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
+from lightning_saliency.evidence.tables import artifact_table, causal_table, class_table, timeline_table
 from lightning_saliency.records import ExampleRecord, RunRecord, write_record
 
 SCALAR_LAYOUT = {
@@ -34,6 +35,11 @@ SCALAR_LAYOUT = {
     "saliency: shortcut": {
         "suspects": ["Multiline", [r"saliency/.*/shortcut/suspects"]],
         "top suspect share": ["Multiline", [r"saliency/.*/shortcut/top_share"]],
+    },
+    "saliency: causal checks": {
+        "removal flip rate": ["Multiline", [r"saliency/causal/.*/(control_)?deletion_flip_rate"]],
+        "insertion flip rate": ["Multiline", [r"saliency/causal/.*/(control_)?insertion_flip_rate"]],
+        "confirmed suspects": ["Multiline", [r"saliency/causal/confirmed"]],
     },
     "saliency: faithfulness": {
         "comprehensiveness AOPC": ["Multiline", [r"saliency/.*/faithfulness/comprehensiveness_aopc"]],
@@ -161,6 +167,7 @@ class Publisher:
         self.log_example_images, self.on_shortcut = log_example_images, on_shortcut
         self._warned_tokens: set[str] = set()
         self._warned_skips: set[str] = set()
+        self._confirmed_tokens: set[str] = set()
         if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
             warn(no_images_hint)
 
@@ -229,17 +236,23 @@ class Publisher:
                         sink.image(f"saliency/{method}/example_{k:02d}", image, step)
         header, rows = top_token_rows(record, self.top_k)
         drifted = drifted_markdown(record, self.top_k)
+        per_class = class_table(record.metrics, record.methods[0]) if record.methods else None
+        artifacts = artifact_table(record.metrics, record.methods[0]) if record.methods else None
         for sink in sinks:
             sink.table("saliency/top_tokens", header, rows, step)
             if drifted:
                 sink.text("saliency/most_drifted", drifted, step)
+            if per_class:
+                sink.text("saliency/per_class", markdown(per_class), step)
+            if artifacts:
+                sink.text("saliency/dataset_artifacts", markdown(artifacts), step)
 
     def _alert(self, record: RunRecord, sinks: list[Sink]) -> None:
         found = {m: f.suspects for m, f in record.metrics.shortcut.items() if f.suspects}
         if not found:
             return
         for sink in sinks:
-            sink.text("saliency/shortcut_alert", alert_markdown(found), record.global_step)
+            sink.text("saliency/shortcut_alert", alert_markdown(found, record), record.global_step)
         new = sorted({s.token for suspects in found.values() for s in suspects} - self._warned_tokens)
         if new:
             self._warned_tokens.update(new)
@@ -247,6 +260,11 @@ class Publisher:
                 f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
                 "probe examples that contain them and rising since the start. See saliency/shortcut_alert in TensorBoard."
             )
+        confirmed = [c for c in record.metrics.causal if c.confirmed and c.token not in self._confirmed_tokens]
+        for check in confirmed:
+            self._confirmed_tokens.add(check.token)
+            self.warn(f"SaliencyMonitor: shortcut confirmed at run {record.label} (step {record.global_step}): "
+                      f"{check.sentence()}")
         if self.on_shortcut is not None:
             self.on_shortcut([s.as_dict() for suspects in found.values() for s in suspects], record.to_json())
 
@@ -326,7 +344,15 @@ def drifted_markdown(record: RunRecord, k: int, count: int = 3) -> Optional[str]
     return "\n\n".join(sections) if sections else None
 
 
-def alert_markdown(found: dict[str, list]) -> str:
+def markdown(table: tuple[list[str], list[list[str]]]) -> str:
+    """An evidence table as markdown, every cell escaped (words are data)."""
+    header, rows = table
+    return render.markdown_table(header, [[render.escape_markdown(str(cell)) for cell in row] for row in rows])
+
+
+def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -> str:
+    """The suspects, then the evidence on them: the causal checks (one sentence each and the
+    table), the timeline and the training-set artifacts the model relies on."""
     rows = [
         [render.escape_markdown(s.token), m, f"{s.top1_rate:.0%}", s.examples, f"{s.mean_share:.2f}", f"{s.rise:+.2f}",
          f"{s.z:.1f}"]
@@ -334,4 +360,18 @@ def alert_markdown(found: dict[str, list]) -> str:
     ]
     header = ["token", "method", "top-1 rate", "examples", "share", "rise vs start", "label z"]
     text = "**Possible shortcut:** these tokens dominate the attributions of the examples that contain them.\n\n"
-    return text + render.markdown_table(header, rows)
+    text += render.markdown_table(header, rows)
+    if record is None:
+        return text
+    metrics = record.metrics
+    if metrics.causal:
+        text += "\n\n**Causal checks** (95% Wilson intervals):\n\n" + "\n".join(
+            f"- {render.escape_markdown(c.sentence())}" for c in metrics.causal)
+        text += "\n\n" + markdown(causal_table(metrics))
+    elif metrics.causal_error:
+        text += f"\n\nThe causal checks could not run: {render.escape_markdown(metrics.causal_error)}"
+    for title, table in (("When", timeline_table(metrics)),
+                         ("Training-set artifacts", artifact_table(metrics, next(iter(found))))):
+        if table is not None:
+            text += f"\n\n**{title}**\n\n" + markdown(table)
+    return text

@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_saliency import SaliencyMonitor
+from lightning_saliency.metrics import ShortcutRules
 from lightning_saliency.demo import Shortcut, build_demo
 
 pytestmark = pytest.mark.slow
@@ -67,19 +68,31 @@ def test_fit_logs_images_scalars_text_and_json(tmp_path):
     assert sorted({e["label"] for e in record["examples"]}) == [0, 1]  # stratified probe set
 
 
-def _train(tmp_path, with_callback, seed=3):
+def _train(tmp_path, with_callback, seed=3, **options):
     module, data, tok = demo(seed)
-    callbacks = [monitor(tok, methods=("integrated_gradients", "gradient", "smoothgrad", "occlusion"))] if with_callback else []
+    watching = monitor(tok, methods=("integrated_gradients", "gradient", "smoothgrad", "occlusion"), **options)
+    callbacks = [watching] if with_callback else []
     trainer(tmp_path, callbacks, logger=False, accumulate_grad_batches=3).fit(module, datamodule=data)
-    return module.state_dict()
+    return module.state_dict(), watching
 
 
-def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path):
-    plain = _train(tmp_path / "a", with_callback=False)
-    watched = _train(tmp_path / "b", with_callback=True)
+# Rules so loose that some token is a suspect in most runs: every step run then has causal checks.
+LOOSE_RULES = ShortcutRules(min_examples=2, min_fraction=0.0, top1_rate=0.3, min_share=0.0, min_rise=-1.0,
+                            min_lift=1.0, min_z=0.1)
+
+
+@pytest.mark.parametrize("options", [{}, dict(every_n_train_steps=1, shortcut=LOOSE_RULES)],
+                         ids=["epoch runs", "step runs and causal checks"])
+def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path, options):
+    plain, _ = _train(tmp_path / "a", with_callback=False)
+    watched, watching = _train(tmp_path / "b", with_callback=True, **options)
     assert plain.keys() == watched.keys()
     for key in plain:
         assert torch.equal(plain[key], watched[key]), key
+    if options:  # the side effects of every kind of run were exercised
+        step_runs = [r for r in watching.history if r["step_run"]]
+        assert len(step_runs) >= 2 and all(r["methods"] == ["gradient"] for r in step_runs)
+        assert any(r["metrics"]["causal"] for r in step_runs)
 
 
 def test_resume_keeps_probe_set_and_reference(tmp_path):

@@ -152,7 +152,7 @@ class Checkpoints(L.Callback):
         self.states[trainer.global_step] = copy.deepcopy(pl_module.model.state_dict())
 
 
-def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, **options):
+def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=False, **options):
     L.seed_everything(seed, verbose=False)
     noise = 0.5 if kind != "none" else 0.0
     module, data, tokenizer = build_demo(Shortcut(kind), n_train=800, n_val=200, sentiment_noise=noise,
@@ -161,7 +161,7 @@ def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, **options
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
                               log_example_images=False, every_n_train_steps=step_every, step_schedule="log", **options)
     checkpoints = Checkpoints()
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
                         callbacks=[monitor, checkpoints])
     trainer.fit(module, datamodule=data)
@@ -170,7 +170,9 @@ def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, **options
 
 @functools.lru_cache(maxsize=None)
 def planted_fit():
-    return fit_single()
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return fit_single(logger=TensorBoardLogger(tempfile.mkdtemp(), name="planted"))
 
 
 def counterfactual_accuracy(module, state, tokenizer):
@@ -249,3 +251,22 @@ def test_stop_on_shortcut_stops_training_at_the_confirming_run():
     monitor, _, _, _, _, trainer = fit_single(epochs=6, stop_on_shortcut=True)
     entry = monitor.engine.evidence.timeline["zorbly"]
     assert trainer.global_step == entry.confirmed_step < 150
+
+
+@pytest.mark.slow
+def test_the_alert_and_the_report_state_the_evidence():
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_saliency.report import build_report, read_runs
+
+    *_, trainer = planted_fit()
+    events = EventAccumulator(trainer.logger.log_dir, size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    alerts = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("saliency/shortcut_alert/text_summary")]
+    assert "'zorbly' (confirmed): removing it flips 100%" in alerts[-1]
+    assert "**When**" in alerts[-1] and "artifact, relied on" in alerts[-1]
+    assert "saliency/causal/zorbly/control_insertion_flip_rate" in events.Tags()["scalars"]
+    assert any("dataset_artifacts" in tag for tag in events.Tags()["tensors"])
+    page = build_report(read_runs(trainer.logger.save_dir))
+    for text in ("Causal checks", "Suspect timeline", "artifact, relied on", "Per class", "zorbly"):
+        assert text in page, text

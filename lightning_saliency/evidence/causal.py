@@ -87,7 +87,7 @@ class CausalCheck:
     def sentence(self) -> str:
         """The evidence in one sentence, as the alert states it."""
         cls = self.label_name if self.label_name is not None else str(self.label)
-        verdict = "**confirmed**" if self.confirmed else "not confirmed"
+        verdict = "confirmed" if self.confirmed else "not confirmed"
         return (f"'{self.token}' ({verdict}): removing it flips {self.deletion.describe()} examples that contain it; "
                 f"inserting it flips {self.insertion.describe()} other examples to {cls}; random words flip "
                 f"{self.control_deletion.describe()} on removal and {self.control_insertion.describe()} on insertion.")

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Optional, Sequence
 from matplotlib.colors import to_hex
 
 from lightning_saliency.attribution.words import word_scores
+from lightning_saliency.evidence.tables import evidence_tables
+from lightning_saliency.records import RunRecord
 from lightning_saliency.render import ATTRIBUTION_CMAP, line_scale
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
@@ -131,6 +133,27 @@ def run_notes(run: Run) -> str:
     return f'<ul class="run-notes">{items}</ul>' if notes else ""
 
 
+def evidence_section(run: Run) -> str:
+    """The latest evidence of the run: causal checks, the suspects' timeline, training-set
+    artifacts against reliance and the per-class view, for the first method."""
+    latest = next((r for r in reversed(run.records) if r.get("status") != "failed" and r["methods"]), None)
+    if latest is None:
+        return ""
+    metrics = RunRecord.from_json(latest).metrics
+    tables = evidence_tables(metrics, latest["methods"][0])
+    if metrics.causal_error:
+        tables = [("Causal checks", (["could not run"], [[metrics.causal_error]]))] + tables
+    parts = []
+    for title, (header, rows) in tables:
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+        parts.append(f'<p><b>{esc(title)}</b></p><table class="summary evidence"><thead><tr>{head}</tr></thead>'
+                     f"<tbody>{body}</tbody></table>")
+    if not parts:
+        return ""
+    return f'<h3>Evidence (run {esc(latest["label"])})</h3>' + "".join(parts)
+
+
 def drift_charts(run: Run) -> str:
     labels = [str(r["label"]) for r in run.records]
     charts = []
@@ -231,7 +254,8 @@ def run_section(run: Run, number: int) -> str:
                      for p, r in enumerate(run.records))
     return (
         f'<section class="run" data-run="{number}"><h2>{esc(run.name)}</h2>{problems}'
-        f'<h3>Summary</h3>{summary_table(run)}{run_notes(run)}<h3>Drift over runs</h3>{drift_charts(run)}'
+        f'<h3>Summary</h3>{summary_table(run)}{run_notes(run)}{evidence_section(run)}'
+        f'<h3>Drift over runs</h3>{drift_charts(run)}'
         f'<h3>Probe examples</h3>{controls}<div class="labels" hidden>{labels}</div>'
         f'<div class="examples">{examples_section(run)}</div></section>'
     )

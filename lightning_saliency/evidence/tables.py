@@ -1,0 +1,79 @@
+"""The evidence of a run as tables (header and rows of plain strings), for every place that shows
+it: the TensorBoard alert (markdown), the HTML report, and the W&B and MLflow sinks."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def _rate(test: Any) -> str:
+    return "–" if test.rate is None else f"{test.rate:.0%} ({test.low:.0%}–{test.high:.0%}) of {test.trials}"
+
+
+def _number(value: Optional[float], spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def causal_table(metrics: Any) -> Optional[Table]:
+    """One row per checked suspect: verdict, deletion and insertion flip rates with their 95%
+    intervals, and the random control's."""
+    if not metrics.causal:
+        return None
+    header = ["suspect", "verdict", "removal flips", "insertion flips (to class)", "random removal",
+              "random insertion", "p drop on removal"]
+    rows = [[c.token, "confirmed" if c.confirmed else "not confirmed", _rate(c.deletion),
+             f"{_rate(c.insertion)} ({c.label_name if c.label_name is not None else c.label})",
+             _rate(c.control_deletion), _rate(c.control_insertion), _number(c.probability_change)]
+            for c in metrics.causal]
+    return header, rows
+
+
+def timeline_table(metrics: Any) -> Optional[Table]:
+    if not metrics.timeline:
+        return None
+    header = ["suspect", "first suspected (run, step)", "by", "confirmed (run, step)"]
+    rows = [[t.token, f"{t.first_suspected_run}, step {t.first_suspected_step}", t.method,
+             "–" if t.confirmed_run is None else f"{t.confirmed_run}, step {t.confirmed_step}"]
+            for t in metrics.timeline]
+    return header, rows
+
+
+LISTS = (
+    ("relied_artifacts", "artifact, relied on"),
+    ("relied_only", "relied on, no artifact"),
+    ("ignored_artifacts", "artifact, ignored"),
+)
+
+
+def artifact_table(metrics: Any, method: str) -> Optional[Table]:
+    """The three lists of the artifact crossing of one method, the top rows of each."""
+    crossing = metrics.artifacts.get(method)
+    if crossing is None:
+        return None
+    header = ["word", "kind", "train z", "train examples", "p(label)", "label", "probe top-1 rate", "share"]
+    rows = []
+    for key, kind in LISTS:
+        for r in getattr(crossing, key):
+            rows.append([r.token, kind, _number(r.z, ".1f"), str(r.count), _number(r.p_label), str(r.label),
+                         _number(r.top1_rate), _number(r.mean_share)])
+    return header, rows
+
+
+def class_table(metrics: Any, method: str) -> Optional[Table]:
+    summaries = metrics.per_class.get(method)
+    if not summaries:
+        return None
+    header = ["class", "examples", "top words (mean share)", "Spearman vs start", "JS vs start"]
+    rows = [[str(c.name if c.name is not None else c.label), str(c.examples),
+             ", ".join(f"{w} ({v:.2f})" for w, v in c.top), _number(c.drift_start.get("spearman")),
+             _number(c.drift_start.get("jensen_shannon"))] for c in summaries]
+    return header, rows
+
+
+def evidence_tables(metrics: Any, method: str) -> list[tuple[str, Table]]:
+    """Every evidence table of a run that has content, titled."""
+    found = [("Causal checks", causal_table(metrics)), ("Suspect timeline", timeline_table(metrics)),
+             (f"Training-set artifacts vs reliance ({method})", artifact_table(metrics, method)),
+             (f"Per class ({method})", class_table(metrics, method))]
+    return [(title, table) for title, table in found if table is not None]
