@@ -118,6 +118,10 @@ def test_planted_shortcut_is_found(kind, method):
     # The strongest suspect is the planted token or, for the pair variants, the planted pair.
     assert suspects and set(suspects[0]["members"]) <= planted, suspects
     assert found and set(found[-1][0]["members"]) <= planted
+    # And the causal check confirms it: removing (or inserting) it flips predictions beyond the
+    # 95% interval of frequency-matched random words.
+    checks = {c["token"]: c for c in last["metrics"]["causal"]}
+    assert checks[suspects[0]["token"]]["confirmed"], checks
 
 
 def test_clean_control_raises_no_alarm():

@@ -128,11 +128,14 @@ def plan_check(
     members = candidate.members
     pieces = [lookup(w) for w in _pair_order(view, members, predicted, candidate.label)]
     inserts = tuple(t for p in pieces for t in p) if all(pieces) else ()
-    excluded = set(members)
-    targets = [r for r in range(len(view)) if predicted[r] != candidate.label and not view.words[r] & excluded]
-    matched = [frequency_matched(view, w, [v for v in vocabulary if v not in excluded], CONTROL_WORDS, seed)
-               for w in members]
-    controls = list(zip(*matched))  # one control word per member, matched to it
+    # Insertion targets: predicted as another class and without the whole suspect (a pair's member
+    # alone may be there: in a conditional pattern it is what the other class looks like).
+    targets = [r for r in range(len(view)) if predicted[r] != candidate.label and not set(members) <= view.words[r]]
+    used, matched = set(members), []
+    for word in members:  # one control word per member, matched to it, no word twice
+        matched.append(frequency_matched(view, word, [v for v in vocabulary if v not in used], CONTROL_WORDS, seed))
+        used.update(matched[-1])
+    controls = list(zip(*matched))
 
     def deletions(words: tuple[str, ...], every: bool) -> list[Edit]:
         return [e for r in view.containing(words, every) if (e := view.deleted(r, words, replacement)) is not None]
