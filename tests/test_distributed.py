@@ -57,6 +57,22 @@ def test_ddp_shards_equal_a_single_process_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_causal_checks_equal_a_single_process_run(tmp_path):
+    fit(tmp_path, "ddp_causal", 6)
+    sharded = json.loads((saliency_dir(tmp_path) / "epoch_000.json").read_text())["metrics"]["causal"]
+    unsharded = json.loads((tmp_path / "unsharded_causal.json").read_text())
+    assert sharded, "the loose rules should give suspects to check"
+    # The edits are planned alike on every rank and the forward passes are sharded and gathered:
+    # the same counts as one process checking the same suspects, so the same intervals and verdicts.
+    assert [c["token"] for c in sharded] == [c["token"] for c in unsharded]
+    for a, b in zip(sharded, unsharded):
+        for kind in ("deletion", "insertion", "control_deletion", "control_insertion"):
+            assert (a[kind]["flips"], a[kind]["trials"]) == (b[kind]["flips"], b[kind]["trials"]), kind
+        assert a["confirmed"] == b["confirmed"] and a["control_tokens"] == b["control_tokens"]
+        assert a["probability_change"] == pytest.approx(b["probability_change"], abs=1e-5)
+
+
+@pytest.mark.slow
 def test_ddp_with_an_empty_shard_and_a_failing_rank_does_not_hang(tmp_path):
     fit(tmp_path / "empty", "ddp", 1)  # rank 1 has nothing to attribute
     assert ranks(tmp_path / "empty")[0]["history"] == ["start", "000"]

@@ -39,15 +39,25 @@ def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp
     trainer = make_trainer(tmp_path, train, val, tokenizer, epochs=6)
     found = []
     callback = SaliencyCallback(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
-                                log_example_images=False, on_shortcut=lambda s, r: found.append(s)).attach(trainer)
+                                log_example_images=False, on_shortcut=lambda s, r: found.append(s),
+                                every_n_train_steps=10).attach(trainer)
     trainer.train()
 
-    assert [r["label"] for r in callback.history] == ["start", "000", "001", "002", "003", "004", "005"]
+    epochs = [r for r in callback.history if not r["step_run"]]
+    assert [r["label"] for r in epochs] == ["start", "000", "001", "002", "003", "004", "005"]
+    steps = [r["global_step"] for r in callback.history if r["step_run"]]
+    assert steps == list(range(10, trainer.state.global_step + 1, 10))[-len(steps):] and len(steps) >= 10
     last = callback.history[-1]
     for method in ("integrated_gradients", "gradient"):
         suspects = last["metrics"]["shortcut"][method]["suspects"]
         assert suspects and suspects[0]["token"] == "zorbly", (method, suspects)
+        # The artifact table read through the Trainer's dataset and collator.
+        assert last["metrics"]["artifacts"][method]["relied_artifacts"][0]["token"] == "zorbly"
     assert found and found[-1][0]["token"] == "zorbly"
+    (check,) = last["metrics"]["causal"]
+    assert check["token"] == "zorbly" and check["confirmed"]
+    timeline = {t["token"]: t for t in last["metrics"]["timeline"]}["zorbly"]
+    assert timeline["first_suspected_step"] <= timeline["confirmed_step"] < trainer.state.global_step
     # The same records the Lightning callback writes, beside the Trainer's own TensorBoard events.
     (logdir,) = {p.parent.parent for p in tmp_path.rglob("saliency/epoch_start.json")}
     assert len(list(logdir.glob("events.out.tfevents*"))) == 1  # one writer, shared with TensorBoardCallback
@@ -62,7 +72,18 @@ def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp
     from lightning_saliency.report import read_runs
 
     (run,) = read_runs(tmp_path)
-    assert [r["label"] for r in run.records][:2] == ["start", "000"] and not run.problems
+    assert [r["label"] for r in run.records if not r["step_run"]][:2] == ["start", "000"] and not run.problems
+
+
+def test_trainer_callback_stops_training_on_a_confirmed_shortcut(tmp_path):
+    train, val, tokenizer = data(800, 200)
+    trainer = make_trainer(tmp_path, train, val, tokenizer, epochs=6, report_to="none")
+    callback = SaliencyCallback(tokenizer=tokenizer, num_examples=24, n_steps=8, faithfulness=False,
+                                every_n_train_steps=5, stop_on_shortcut=True).attach(trainer)
+    with pytest.warns(UserWarning, match="stopping training"):
+        trainer.train()
+    confirmed = callback.engine.evidence.timeline["zorbly"].confirmed_step
+    assert trainer.state.global_step == confirmed < 150
 
 
 def _weights(out, with_callback):

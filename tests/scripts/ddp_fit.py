@@ -1,10 +1,11 @@
 """Fit the demo with SaliencyMonitor, in one process or under DDP on CPU (gloo); run as a script
 because Lightning's DDP launcher re-executes the command for every rank.
 
-    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp,ddp_probe} NUM_EXAMPLES [FAILING_RANK]
+    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp,ddp_probe,single_causal,ddp_causal} NUM_EXAMPLES [FAILING_RANK]
 
 FAILING_RANK makes attribution raise on that rank only (to check that no rank is left waiting);
 with ddp_probe, building the probe set raises there instead, before the runner's collectives.
+The *_causal modes loosen the shortcut rules so that runs have suspects to check causally.
 """
 import json
 import sys
@@ -15,6 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
+from lightning_saliency.metrics import ShortcutRules
 
 
 SEEN = {}  # run label -> the distinct examples (unpadded ids) this rank passed through the model
@@ -57,14 +59,17 @@ def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> Non
         tokenizer = TokenizerFailingOnRank(tokenizer, failing_rank)
         options["examples"] = ["the zorbly movie was great", "a dull film", "great acting", "poor plot"]
         failing_rank = -1
+    if mode.endswith("_causal"):
+        options["shortcut"] = ShortcutRules(min_examples=2, min_fraction=0.0, top1_rate=0.3, min_share=0.0,
+                                            min_rise=-1.0, min_lift=1.0, min_z=0.1)
     monitor = SaliencyMonitor(
         tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=num_examples, n_steps=8,
         max_tokens=64,  # several chunks per shard
         forward_fn=lambda pl_module, inputs: failing_forward(pl_module, inputs, failing_rank), **options,
     )
-    devices = 1 if mode == "single" else 2
+    single = mode.startswith("single")
     trainer = L.Trainer(
-        accelerator="cpu", strategy="auto" if mode == "single" else "ddp", devices=devices, max_epochs=1,
+        accelerator="cpu", strategy="auto" if single else "ddp", devices=1 if single else 2, max_epochs=1,
         logger=TensorBoardLogger(out, name="run"), enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=out, callbacks=[monitor],
     )
@@ -74,6 +79,31 @@ def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> Non
                "completed": monitor.state_dict()["completed"],
                "distinct_examples": {label: len(seen) for label, seen in SEEN.items()}}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
+    if mode.endswith("_causal") and trainer.global_rank == 0:
+        recheck_in_one_process(out, monitor, module, tokenizer)
+
+
+def recheck_in_one_process(out, monitor, module, tokenizer):
+    """The last run's causal checks again, unsharded, on the same model (training ended with that run)."""
+    from contextlib import nullcontext
+    from dataclasses import asdict
+
+    from lightning_saliency.attribution import AttributionConfig, SpecialTokens
+    from lightning_saliency.evidence import CausalSettings, confirm_suspects
+    from lightning_saliency.evidence.tracker import order_from
+    from lightning_saliency.probe import probe_from_dataloader
+    from lightning_saliency.records import RunRecord
+    from lightning_saliency.runner import ModelAccess
+
+    record = RunRecord.from_json(monitor.history[-1])
+    order = order_from(record)
+    access = ModelAccess(module, lambda m, inputs: m.model(**inputs), tokenizer, SpecialTokens.from_tokenizer(tokenizer),
+                         None, nullcontext)
+    loader = module.trainer.datamodule.val_dataloader()
+    examples = probe_from_dataloader(loader, 256, 1, tokenizer=tokenizer)  # the monitor's slice: seed + 1
+    checks = confirm_suspects(access, lambda: examples, monitor.probe, order.candidates, order.vocabulary,
+                              CausalSettings(AttributionConfig(max_tokens=64), "classification", 0, 512))
+    (out / "unsharded_causal.json").write_text(json.dumps([asdict(c) for c in checks]))
 
 
 if __name__ == "__main__":
