@@ -240,6 +240,12 @@ class MonitorAdapter:
         return RunSources(self._access, lambda: self._probe(loader), directory, publisher, confirmation,
                           self._max_length, warn, progress)
 
+    def flush(self) -> None:
+        """Wait until every finished run's images, text and record file are written (runs publish
+        on a background worker). The adapters call it at fit end, on an exception and at teardown."""
+        if self._publisher is not None:
+            self._publisher.flush()
+
     def _publisher_with(self, sinks: Callable[[], list[Sink]], warn: Callable[[str], None],
                         no_images_hint: Optional[str]) -> Publisher:
         if self._publisher is None:  # made on rank zero only, at its first run

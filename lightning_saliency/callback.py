@@ -169,6 +169,15 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         elif (epoch + 1) % self.every_n_epochs == 0 and f"{epoch:03d}" not in self.engine.completed:
             self._run(trainer, f"{epoch:03d}", "fit", epoch)
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.flush()  # the runs before the failure are all on disk when the exception reaches the user
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.flush()
+
     # --------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
         return self.engine.state_dict()

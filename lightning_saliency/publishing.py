@@ -18,7 +18,8 @@ from lightning_saliency import render
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.evidence.tables import artifact_table, causal_table, class_table, timeline_table
-from lightning_saliency.records import ExampleRecord, RunRecord, write_record
+from lightning_saliency.records import ExampleRecord, RunRecord, write_json
+from lightning_saliency.worker import BackgroundWorker
 
 SCALAR_LAYOUT = {
     "saliency: drift": {
@@ -151,6 +152,9 @@ class Publisher:
         no_images_hint: warned once when no sink takes images (names how to add one).
         color_scale: ``"run"``: one color scale per run and method, so a weak example looks weak;
             ``"example"``: each example scaled to its own largest |score|.
+        background: draw images, write text and the record file on a
+            :class:`~lightning_saliency.worker.BackgroundWorker` (``False``: on the calling thread).
+        max_pending: runs waiting for the worker before waiting runs lose their images.
     """
 
     def __init__(
@@ -162,52 +166,88 @@ class Publisher:
         on_shortcut: Optional[Callable[[list, dict], None]] = None,
         no_images_hint: Optional[str] = None,
         color_scale: str = "run",
+        background: bool = True,
+        max_pending: int = 4,
     ) -> None:
         self.sinks, self.warn, self.top_k, self.color_scale = list(sinks), warn, top_k, color_scale
         self.log_example_images, self.on_shortcut = log_example_images, on_shortcut
         self._warned_tokens: set[str] = set()
         self._warned_skips: set[str] = set()
         self._confirmed_tokens: set[str] = set()
+        self.worker = BackgroundWorker(warn, max_pending) if background else None
         if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
             warn(no_images_hint)
 
     def publish(self, record: RunRecord, directory: Path, started: float, epoch_seconds: Optional[float]) -> None:
-        """Images, tables and alerts, then the cost scalars (``started``: when the run began), the
-        scalars and the file."""
+        """Finish ``record`` on the training thread (its cost scalars: ``started`` is when the run
+        began), send the scalars and warnings, and hand drawing, text and the file to the worker."""
         publishing = time.perf_counter()
-        step = record.global_step
-        image_sinks = [s for s in self.sinks if s.takes_images]
-        for sink in image_sinks:
-            sink.layout(SCALAR_LAYOUT)
-        if image_sinks and not record.step_run:  # drawing costs ~0.2 s per heatmap: only when something takes images
-            self._images_and_tables(record, image_sinks)
-        self._alert(record, image_sinks)
-        record.seconds = time.perf_counter() - started
+        self._warn_and_call_back(record)
+        if record.skipped:
+            self._warn_skipped(record)
+        record.seconds = time.perf_counter() - started  # what the run blocked training for
         record.timings["publishing"] = time.perf_counter() - publishing
         record.metrics.scalars.update(cost_scalars(record, epoch_seconds))
         record.metrics.scalars["saliency/status"] = 1.0
         record.metrics.scalars["saliency/skipped_examples"] = float(len(record.skipped))
-        if record.skipped:
-            self._warn_skipped(record)
-        self._finish(record, directory)
+        self._send_scalars(record)
+        data = record.to_json()  # the worker's own copy: the record may be read again by the next run
+        self._submit(lambda: self._outputs(record, data, directory, images=True),
+                     lambda: self._outputs(record, data, directory, images=False))
 
     def publish_failure(self, record: RunRecord, directory: Path) -> None:
         """A run that failed as a whole: ``saliency/status`` 0, the cause as text, and its record."""
         record.metrics.scalars["saliency/status"] = 0.0
-        for sink in self.sinks:
-            sink.text("saliency/status", f"Run **{record.label}** failed: {render.escape_markdown(record.error or '')}",
-                      record.global_step)
-        self._finish(record, directory)
+        self._send_scalars(record)
+        data = record.to_json()
+        cause = f"Run **{record.label}** failed: {render.escape_markdown(record.error or '')}"
 
-    def _finish(self, record: RunRecord, directory: Path) -> None:
+        def job() -> None:
+            for sink in self.sinks:
+                sink.text("saliency/status", cause, record.global_step)
+            self._write(data, directory, record.global_step)
+
+        self._submit(job)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything handed to the worker has reached the sinks and the disk."""
+        return self.worker.flush(timeout) if self.worker is not None else True
+
+    def _submit(self, job: Callable[[], None], light: Optional[Callable[[], None]] = None) -> None:
+        if self.worker is None:
+            job()
+        else:
+            self.worker.submit(job, light)
+
+    def _send_scalars(self, record: RunRecord) -> None:
+        """Scalars and tags stay on the training thread: Lightning loggers are called from it alone."""
         finite = {k: float(v) for k, v in record.metrics.scalars.items() if v is not None and math.isfinite(v)}
         suspects = {f"saliency.suspects.{m}": ", ".join(s.token for s in f.suspects) or "none"
                     for m, f in record.metrics.shortcut.items()}
-        path = write_record(record, directory)
         for sink in self.sinks:
             sink.scalars(finite, record.global_step)
             if suspects:
                 sink.tags(suspects)
+
+    def _outputs(self, record: RunRecord, data: dict, directory: Path, images: bool) -> None:
+        """The worker's part of a run: images (``images=False``: dropped to catch up), tables and
+        text, then the record file and the sinks' copies of it."""
+        started = time.perf_counter()
+        image_sinks = [s for s in self.sinks if s.takes_images]
+        for sink in image_sinks:
+            sink.layout(SCALAR_LAYOUT)
+        if image_sinks and not record.step_run:
+            self._images_and_tables(record, image_sinks, images)
+        found = {m: f.suspects for m, f in record.metrics.shortcut.items() if f.suspects}
+        if found:
+            for sink in image_sinks:
+                sink.text("saliency/shortcut_alert", alert_markdown(found, record), record.global_step)
+        data["timings"]["background"] = time.perf_counter() - started
+        self._write(data, directory, record.global_step)
+
+    def _write(self, data: dict, directory: Path, step: int) -> None:
+        path = write_json(data, directory)
+        for sink in self.sinks:
             sink.artifact(path, "saliency")
             sink.flush()
 
@@ -219,10 +259,10 @@ class Publisher:
             self.warn(f"SaliencyMonitor: run {record.label} skipped {len(record.skipped)} probe example(s) and "
                       f"attributed the other {len(record.examples)}: {described}")
 
-    def _images_and_tables(self, record: RunRecord, sinks: list[Sink]) -> None:
+    def _images_and_tables(self, record: RunRecord, sinks: list[Sink], images: bool = True) -> None:
         step = record.global_step
         config = AttributionConfig(**record.settings["attribution"]) if "attribution" in record.settings else None
-        for method in record.methods:
+        for method in record.methods if images else ():
             rows = [heatmap_row(e, method, k) for k, e in enumerate(record.examples)]
             grid, per_example = render.grid_and_row_images(
                 rows, f"{method}: run {record.label} (step {step})",
@@ -247,12 +287,12 @@ class Publisher:
             if artifacts:
                 sink.text("saliency/dataset_artifacts", markdown(artifacts), step)
 
-    def _alert(self, record: RunRecord, sinks: list[Sink]) -> None:
+    def _warn_and_call_back(self, record: RunRecord) -> None:
+        """Warnings about new suspects and confirmations, and the user's ``on_shortcut`` hook: on
+        the training thread, so that the hook may act on the trainer."""
         found = {m: f.suspects for m, f in record.metrics.shortcut.items() if f.suspects}
         if not found:
             return
-        for sink in sinks:
-            sink.text("saliency/shortcut_alert", alert_markdown(found, record), record.global_step)
         new = sorted({s.token for suspects in found.values() for s in suspects} - self._warned_tokens)
         if new:
             self._warned_tokens.update(new)

@@ -306,10 +306,15 @@ def record_path(directory: os.PathLike, label: str) -> Path:
 
 def write_record(record: RunRecord, directory: os.PathLike) -> Path:
     """Write atomically (temp file, then rename) so readers never see half a file."""
-    path = record_path(directory, record.label)
+    return write_json(record.to_json(), directory)
+
+
+def write_json(data: dict[str, Any], directory: os.PathLike) -> Path:
+    """Write a record's JSON form (``RunRecord.to_json()``) atomically: temp file, then rename."""
+    path = record_path(directory, data["label"])
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(record.to_json(), indent=1, allow_nan=False), encoding="utf-8")
+    temporary.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
     os.replace(temporary, path)
     return path
 

@@ -122,6 +122,7 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             self._run(args, state, control, label, epoch)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.flush()  # runs publish on a background worker: everything is written before the writer closes
         if self._own_writer is not None:
             self._own_writer.close()
             self._own_writer = None
