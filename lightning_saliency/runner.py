@@ -165,8 +165,10 @@ def _attribute_shard(
     if settings.faithfulness and rankings:
         # The attributed targets, and random-control streams keyed by probe position, so that a
         # sharded run scores exactly what an unsharded one would.
+        # With predicted targets, p(target | x) is the attribution run's probability: no extra pass.
+        known = result.probability if settings.target == "predicted" else None
         scores = erasure_faithfulness(access.module, part.inputs, rankings, fractions=FRACTIONS, target=result.target,
-                                      seed=settings.seed, streams=rows, **common)
+                                      seed=settings.seed, streams=rows, reference_probability=known, **common)
         tables = {m: (entry["comprehensiveness"], entry["sufficiency"]) for m, entry in scores.items()}
     if seconds is not None:  # this shard's model time, by kind of pass
         seconds["attribution"] = seconds.get("attribution", 0.0) + attributed - started
