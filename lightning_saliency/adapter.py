@@ -21,7 +21,8 @@ from lightning_saliency.evidence.artifacts import ArtifactTable, dataset_artifac
 from lightning_saliency.metrics import ShortcutRules
 from lightning_saliency.model_access import DecodedVocabulary, ForwardFn, config_label_names, hf_forward, model_max_length
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
-from lightning_saliency.publishing import Publisher, Sink
+from lightning_saliency.publishing import Publisher
+from lightning_saliency.sinks import Sink
 from lightning_saliency.runner import ModelAccess, Progress
 from lightning_saliency.settings import (
     Baseline,

@@ -21,7 +21,8 @@ from lightning_saliency.distributed import refuse_sharded_models, world
 from lightning_saliency.engine import RunRequest
 from lightning_saliency.evidence.timeline import step_run_due
 from lightning_saliency.integrations.loggers import logger_sinks
-from lightning_saliency.publishing import LoggerSink, Publisher, TensorBoardSink
+from lightning_saliency.publishing import Publisher
+from lightning_saliency.sinks import LoggerSink, TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
 
 NO_TENSORBOARD = (

@@ -1,25 +1,24 @@
-"""Where a finished run goes: scalars, heatmap images and markdown to the sinks, warnings and the
-user's alert hook, and the record to disk.
-
-A sink is anything with the :class:`Sink` methods: :class:`LoggerSink` wraps a Lightning logger
-(scalars only), :class:`TensorBoardSink` a ``SummaryWriter`` (images, text, layout and, when it
-is the only route, scalars). The adapters build the sinks; the publisher only receives them.
+"""Where a finished run goes: scalars, heatmap images and markdown to the sinks (:mod:`.sinks`),
+warnings and the user's alert hook, and the record to disk. Scalars, warnings and the hook stay on
+the training thread; drawing, text and the file go to a :class:`~.worker.BackgroundWorker`.
 """
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
-
-import numpy as np
+from typing import Any, Callable, Optional, Sequence
 
 from lightning_saliency import render
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.evidence.tables import artifact_table, causal_table, class_table, timeline_table
 from lightning_saliency.records import ExampleRecord, RunRecord, write_json
+from lightning_saliency.sinks import LoggerSink, NullSink, Sink, TensorBoardSink, table_markdown
 from lightning_saliency.worker import BackgroundWorker
+
+__all__ = ["LoggerSink", "NullSink", "Publisher", "Sink", "TensorBoardSink", "table_markdown", "top_token_rows",
+           "plain_cell", "alert_markdown", "cost_scalars", "markdown"]
 
 SCALAR_LAYOUT = {
     "saliency: drift": {
@@ -51,93 +50,6 @@ SCALAR_LAYOUT = {
         "seconds and epoch share": ["Multiline", [r"saliency/cost/.*"]],
     },
 }
-
-
-class Sink(Protocol):
-    takes_images: bool
-
-    def scalars(self, values: dict[str, float], step: int) -> None: ...
-    def image(self, tag: str, image: np.ndarray, step: int) -> None: ...
-    def text(self, tag: str, markdown: str, step: int) -> None: ...
-    def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None: ...
-    def tags(self, values: dict[str, str]) -> None: ...
-    def artifact(self, path: Path, folder: str) -> None: ...
-    def layout(self, layout: dict) -> None: ...
-    def flush(self) -> None: ...
-
-
-class NullSink:
-    """Takes nothing: the base of sinks that take only some kinds of output."""
-
-    takes_images = False
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        pass
-
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        pass
-
-    def text(self, tag: str, markdown: str, step: int) -> None:
-        pass
-
-    def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
-        pass
-
-    def tags(self, values: dict[str, str]) -> None:
-        pass
-
-    def artifact(self, path: Path, folder: str) -> None:
-        pass
-
-    def layout(self, layout: dict) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
-class LoggerSink(NullSink):
-    """A Lightning logger: scalars through ``log_metrics`` (CSV, MLflow, W&B, TensorBoard ...)."""
-
-    def __init__(self, logger: Any) -> None:
-        self.logger = logger
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        self.logger.log_metrics(values, step=step)
-        self.logger.save()
-
-
-class TensorBoardSink(NullSink):
-    """A ``SummaryWriter``: images, markdown, the custom-scalar layout, and scalars when
-    ``with_scalars`` (off when a Lightning logger already sends them to the same writer)."""
-
-    takes_images = True
-
-    def __init__(self, writer: Any, with_scalars: bool = False) -> None:
-        self.writer, self.with_scalars = writer, with_scalars
-        self._layout_written = False
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.with_scalars:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
-
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        self.writer.add_image(tag, image, step, dataformats="HWC")
-
-    def text(self, tag: str, markdown: str, step: int) -> None:
-        self.writer.add_text(tag, markdown, step)
-
-    def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
-        self.writer.add_text(tag, table_markdown(header, rows), step)
-
-    def layout(self, layout: dict) -> None:
-        if not self._layout_written:  # TensorBoard keeps one custom-scalar layout per writer
-            self.writer.add_custom_scalars(layout)
-            self._layout_written = True
-
-    def flush(self) -> None:
-        self.writer.flush()
 
 
 class Publisher:
@@ -349,13 +261,6 @@ def top_token_rows(record: RunRecord, k: int) -> tuple[list[str], list[list[Any]
             pairs = render.top_tokens(*e.words(method), k)
             rows.append([number, e.label_name or "", f"{e.predicted_name} ({e.probability:.2f})", method, pairs])
     return ["#", "true", "predicted (p)", "method", f"top-{k} words (score)"], rows
-
-
-def table_markdown(header: list[str], rows: list[list[Any]]) -> str:
-    """A table of :func:`top_token_rows` as markdown: ``(word, score)`` pairs are formatted with the
-    words escaped (they are data); other cells are written as they are."""
-    return render.markdown_table(header, [[render.format_top(c) if isinstance(c, list) else str(c) for c in row]
-                                          for row in rows])
 
 
 def plain_cell(value: Any) -> Any:

@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lightning_saliency.publishing import NullSink, plain_cell, table_markdown
+from lightning_saliency.publishing import plain_cell
+from lightning_saliency.sinks import NullSink, table_markdown
 
 
 class WandbSink(NullSink):

@@ -20,7 +20,8 @@ from transformers.integrations import TensorBoardCallback
 from lightning_saliency.adapter import MonitorAdapter
 from lightning_saliency.engine import RunRequest
 from lightning_saliency.evidence.timeline import step_run_due
-from lightning_saliency.publishing import Publisher, TensorBoardSink
+from lightning_saliency.publishing import Publisher
+from lightning_saliency.sinks import TensorBoardSink
 from lightning_saliency.runner import no_progress, row_progress
 
 NOT_ATTACHED = (
