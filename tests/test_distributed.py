@@ -52,7 +52,10 @@ def test_ddp_shards_equal_a_single_process_run(tmp_path):
     lengths = [len(e["tokens"]) for e in ddp["examples"]]
     for rank in (0, 1):
         assert by_rank[rank]["distinct_examples"]["start"] == len(shard_rows(lengths, rank, 2)) == 3
-    assert ddp["metrics"]["faithfulness"] == single["metrics"]["faithfulness"]  # sharded = unsharded
+    # Sharded = unsharded (up to float rounding of differently composed chunks).
+    for method, summary in single["metrics"]["faithfulness"].items():
+        for key, value in summary.items():
+            assert ddp["metrics"]["faithfulness"][method][key] == pytest.approx(value, abs=1e-6), (method, key)
     assert len(list((tmp_path / "ddp" / "run" / "version_0").glob("events.out.tfevents*"))) == 1
 
 

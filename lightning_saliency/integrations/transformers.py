@@ -142,6 +142,10 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             control.should_training_stop = True
             _warn(f"SaliencyCallback: stopping training (stop_on_shortcut=True): run {label} confirmed the "
                   f"shortcut(s) {self.engine.evidence.confirmed} causally.")
+        if control.should_training_stop or (state.max_steps and state.global_step >= state.max_steps):
+            # The last run of the training: the TensorBoardCallback (before us in the callback list)
+            # closes the shared writer at on_train_end, so everything must be written now.
+            self.flush()
 
     def _directory(self, args: Any) -> Path:
         if self.dirpath is not None:
