@@ -76,6 +76,16 @@ def test_ddp_causal_checks_equal_a_single_process_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_ranks_agree_to_stop_on_a_confirmed_shortcut(tmp_path):
+    fit(tmp_path, "ddp_stop", 16)
+    by_rank = ranks(tmp_path)
+    # Both ranks hold the same gathered checks and timeline, and stop together at the confirming step.
+    assert by_rank[0]["timeline"] == by_rank[1]["timeline"] and "zorbly" in by_rank[0]["timeline"]
+    confirmed = by_rank[0]["timeline"]["zorbly"]["confirmed_step"]
+    assert by_rank[0]["global_step"] == by_rank[1]["global_step"] == confirmed < by_rank[0]["max_steps"]
+
+
+@pytest.mark.slow
 def test_ddp_with_an_empty_shard_and_a_failing_rank_does_not_hang(tmp_path):
     fit(tmp_path / "empty", "ddp", 1)  # rank 1 has nothing to attribute
     assert ranks(tmp_path / "empty")[0]["history"] == ["start", "000"]

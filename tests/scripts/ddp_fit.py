@@ -1,7 +1,7 @@
 """Fit the demo with SaliencyMonitor, in one process or under DDP on CPU (gloo); run as a script
 because Lightning's DDP launcher re-executes the command for every rank.
 
-    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp,ddp_probe,single_causal,ddp_causal} NUM_EXAMPLES [FAILING_RANK]
+    python tests/scripts/ddp_fit.py OUT_DIR {single,ddp,ddp_probe,single_causal,ddp_causal,ddp_stop} NUM_EXAMPLES [FAILING_RANK]
 
 FAILING_RANK makes attribution raise on that rank only (to check that no rank is left waiting);
 with ddp_probe, building the probe set raises there instead, before the runner's collectives.
@@ -51,7 +51,27 @@ class TokenizerFailingOnRank:
         return self.tokenizer(*args, **kwargs)
 
 
+def stop_on_shortcut(out: Path, num_examples: int) -> None:
+    """The planted word under DDP with stop_on_shortcut: every rank must stop at the same step."""
+    L.seed_everything(0, verbose=False)
+    module, data, tokenizer = build_demo(Shortcut("single"), n_train=640, n_val=96, sentiment_noise=0.5,
+                                         shortcut_rate=1.0, batch_size=16, seed=0)
+    module.lr = 5e-3
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=num_examples, n_steps=8, faithfulness=False,
+                              every_n_train_steps=5, stop_on_shortcut=True)
+    trainer = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, max_epochs=8, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=out, callbacks=[monitor])
+    trainer.fit(module, datamodule=data)
+    timeline = {t: vars(e) for t, e in monitor.engine.evidence.timeline.items()}
+    summary = {"rank": trainer.global_rank, "global_step": trainer.global_step,
+               "max_steps": 8 * len(data.train_dataloader()) // 2, "timeline": timeline}
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
+
+
 def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> None:
+    if mode == "ddp_stop":
+        return stop_on_shortcut(out, num_examples)
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=64, n_val=24, seed=0, batch_size=8)
     options = {}
