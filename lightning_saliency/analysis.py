@@ -68,8 +68,9 @@ def analyse(
             for metric, summary in block.summary.items():
                 metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_mean"] = summary["mean"]
                 metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_p10"] = summary["p10"]
-        stats = _shortcuts(record, reference, method, settings, metrics)
-        _per_class(record, method, settings.top_k, metrics)
+        view = attributed_examples(record, method)
+        stats = _shortcuts(record, view, reference, method, settings, metrics)
+        _per_class(record, view, method, settings.top_k, metrics)
         if artifacts is not None:
             metrics.artifacts[method] = cross(artifacts, stats, settings.rules, len(record.examples))
     for method, summary in (faithfulness or {}).items():
@@ -131,14 +132,15 @@ def attributed_examples(record: RunRecord, method: str) -> AttributedExamples:
 
 
 def _shortcuts(
-    record: RunRecord, reference: Optional[RunRecord], method: str, settings: AnalysisSettings, metrics: RunMetrics
+    record: RunRecord, view: AttributedExamples, reference: Optional[RunRecord], method: str,
+    settings: AnalysisSettings, metrics: RunMetrics,
 ) -> dict:
     rules = settings.rules
     usable_reference = reference is not None and method in reference.methods
     before = None
     if usable_reference:  # over the same examples (a compute budget may have attributed only a prefix)
         before = attributed_examples(reference.restricted_to([e.index for e in record.examples]), method)
-    suspects, stats = find_suspects(attributed_examples(record, method), before, rules)
+    suspects, stats = find_suspects(view, before, rules)
     # The reference run is what later runs are compared with; it cannot show a rise itself.
     if record.label == REFERENCE_LABEL:
         suspects = []
@@ -156,9 +158,8 @@ def scalar_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", text).strip("_") or "_"
 
 
-def _per_class(record: RunRecord, method: str, k: int, metrics: RunMetrics) -> None:
+def _per_class(record: RunRecord, view: AttributedExamples, method: str, k: int, metrics: RunMetrics) -> None:
     """Top words and drift against ``start`` per class: a shortcut often belongs to one class."""
-    view = attributed_examples(record, method)
     block = metrics.drift.get(method, {}).get("start")
     drift_at = dict(zip(block.positions, block.per_example)) if block is not None else {}
     summaries = []

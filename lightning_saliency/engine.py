@@ -19,7 +19,7 @@ from lightning_saliency.analysis import REFERENCE_LABEL, AnalysisSettings, analy
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.budget import ComputeBudget, Plan
 from lightning_saliency.distributed import ShardError, broadcast_object
-from lightning_saliency.evidence.causal import CausalSettings
+from lightning_saliency.evidence.causal import KINDS, CausalSettings
 from lightning_saliency.evidence.tracker import EvidenceTracker
 from lightning_saliency.probe import ProbeSet
 from lightning_saliency.publishing import Publisher
@@ -117,8 +117,12 @@ class MonitorEngine:
         self._reported_errors: set[str] = set()
 
     # ---------------------------------------------------------------------------------- planning
+    def budget_for(self, step_run: bool) -> Optional[ComputeBudget]:
+        """The compute budget that plans (and learns the cost of) this kind of run."""
+        return self.step_budget if step_run else self.budget
+
     def plan(self, label: str, epoch_seconds: Optional[float], step_run: bool = False) -> Plan:
-        budget = self.step_budget if step_run else self.budget
+        budget = self.budget_for(step_run)
         if budget is None:
             return Plan(self.settings.num_examples, self.settings.attribution.n_steps)
         return budget.full() if label == REFERENCE_LABEL else budget.plan(epoch_seconds)
@@ -211,7 +215,7 @@ class MonitorEngine:
     def _analysed(self, request: RunRequest, passes: Any, examples: ProbeSet, config: AttributionConfig,
                   plan: Plan) -> RunRecord:
         s = self.settings
-        budget_used = self.step_budget if request.step_run else self.budget
+        budget_used = self.budget_for(request.step_run)
         budget = None if budget_used is None else {"fraction": budget_used.fraction, **plan.as_dict()}
         skipped = [SkippedExample(examples.indices[row], reason) for row, reason in passes.skipped]
         record = build_record(
@@ -236,7 +240,7 @@ class MonitorEngine:
         return CausalSettings(config, s.task, s.seed, max_length, s.label_names)
 
     def _observe_cost(self, record: RunRecord, attributions: Any, examples: int, step_run: bool) -> None:
-        budget = self.step_budget if step_run else self.budget
+        budget = self.budget_for(step_run)
         if budget is None:
             return
         ig = attributions.methods.get("integrated_gradients")
@@ -318,7 +322,7 @@ def causal_scalars(checks: list) -> dict[str, float]:
     """Flip rates per checked suspect, and how many the run confirmed."""
     scalars = {"saliency/causal/confirmed": float(sum(c.confirmed for c in checks))} if checks else {}
     for check in checks:
-        for kind in ("deletion", "insertion", "control_deletion", "control_insertion"):
+        for kind in KINDS:
             test = getattr(check, kind)
             if test.rate is not None:
                 scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_flip_rate"] = test.rate

@@ -65,7 +65,8 @@ def as_mapping(batch: Any, input_keys: Optional[Sequence[str]]) -> Any:
     return batch
 
 
-def _label_of(item: Any, label_key: str, input_keys: Optional[Sequence[str]] = None) -> Optional[int]:
+def label_of(item: Any, label_key: str, input_keys: Optional[Sequence[str]] = None) -> Optional[int]:
+    """The integer label of one dataset item (``label_key``, else ``"label"``), or ``None``."""
     item = as_mapping(item, input_keys)
     value = item.get(label_key) if isinstance(item, dict) else None
     if value is None and isinstance(item, dict):
@@ -93,7 +94,7 @@ def choose_indices(
     candidates = rng.sample(range(size), min(size, max(50 * num_examples, 1000)))
     by_label: dict[Optional[int], list[int]] = {}
     for index in candidates:
-        by_label.setdefault(_label_of(dataset[index], label_key, input_keys), []).append(index)
+        by_label.setdefault(label_of(dataset[index], label_key, input_keys), []).append(index)
     groups = [by_label[key] for key in sorted(by_label, key=lambda k: (k is None, k if k is not None else 0))]
     chosen: list[int] = []
     while len(chosen) < min(num_examples, size):

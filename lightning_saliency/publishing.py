@@ -117,7 +117,7 @@ class Publisher:
         def job() -> None:
             for sink in self.sinks:
                 sink.text("saliency/status", cause, record.global_step)
-            self._write(data, directory, record.global_step)
+            self._write(data, directory)
 
         self._submit(job)
 
@@ -155,9 +155,9 @@ class Publisher:
             for sink in image_sinks:
                 sink.text("saliency/shortcut_alert", alert_markdown(found, record), record.global_step)
         data["timings"]["background"] = time.perf_counter() - started
-        self._write(data, directory, record.global_step)
+        self._write(data, directory)
 
-    def _write(self, data: dict, directory: Path, step: int) -> None:
+    def _write(self, data: dict, directory: Path) -> None:
         path = write_json(data, directory)
         for sink in self.sinks:
             sink.artifact(path, "saliency")

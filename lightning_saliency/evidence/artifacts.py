@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.metrics.shortcut import ShortcutRules, TokenStat, association_z
-from lightning_saliency.probe import _label_of, as_mapping
+from lightning_saliency.probe import as_mapping, label_of
 
 ALPHA = 0.01
 COLLATE_BATCH = 256
@@ -103,7 +103,7 @@ def dataset_artifacts(
             return None
         batch_labels = batch.get(label_key, batch.get("label"))
         if batch_labels is None:
-            batch_labels = [_label_of(item, label_key, input_keys) for item in items]
+            batch_labels = [label_of(item, label_key, input_keys) for item in items]
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         for row, label in enumerate(batch_labels):
             if label is None or ids[row].dim() != 1 or getattr(label, "numel", lambda: 1)() != 1:

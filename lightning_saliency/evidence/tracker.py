@@ -7,7 +7,7 @@ holds the same checks, the same timeline and the same stop decision.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 from lightning_saliency.distributed import ShardError, broadcast_object
@@ -38,11 +38,10 @@ def order_from(record: Any) -> _Order:
             if s.token not in candidates and s.label is not None:
                 candidates[s.token] = CausalCandidate(s.token, tuple(s.members), int(s.label))
     taken = {m for c in candidates.values() for m in c.members}
-    words = set()
-    for example in record.examples:
-        for method in record.methods[:1]:
-            texts, _, special = example.words(method)
-            words.update(w for w, is_special in zip(texts, special) if not is_special and w not in taken)
+    words: set[str] = set()
+    for example in record.examples if record.methods else ():  # the words are the same for every method
+        texts, _, special = example.words(record.methods[0])
+        words.update(w for w, is_special in zip(texts, special) if not is_special and w not in taken)
     return _Order(tuple(candidates.values()), tuple(suspected), tuple(sorted(words)))
 
 
@@ -94,8 +93,6 @@ class EvidenceTracker:
         return checks, error
 
     def state_dict(self) -> list[dict]:
-        from dataclasses import asdict
-
         return [asdict(t) for t in self.timeline.values()]
 
     def load_state_dict(self, entries: list[dict]) -> None:
