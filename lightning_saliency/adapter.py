@@ -125,7 +125,7 @@ class MonitorAdapter:
             reference_pass=reference_pass, on_error=on_error, history_size=history_size, color_scale=color_scale,
             confirm_examples=confirm_examples, artifact_examples=artifact_examples,
             every_n_train_steps=every_n_train_steps, step_schedule=step_schedule, step_methods=tuple(step_methods),
-            shortcut_ignore=tuple(shortcut_ignore) if not isinstance(shortcut_ignore, str) else shortcut_ignore,
+            shortcut_ignore=shortcut_ignore,
             stop_on_shortcut=stop_on_shortcut,
         )
         self.engine = MonitorEngine(self.settings)
