@@ -90,9 +90,11 @@ class Publisher:
         if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
             warn(no_images_hint)
 
-    def publish(self, record: RunRecord, directory: Path, started: float, epoch_seconds: Optional[float]) -> None:
+    def publish(self, record: RunRecord, directory: Path, started: float,
+                epoch_seconds: Optional[float]) -> dict[str, Any]:
         """Finish ``record`` on the training thread (its cost scalars: ``started`` is when the run
-        began), send the scalars and warnings, and hand drawing, text and the file to the worker."""
+        began), send the scalars and warnings, and hand drawing, text and the file to the worker.
+        Returns the record's JSON form, the one written (only to be read: the worker writes it)."""
         publishing = time.perf_counter()
         self._warn_and_call_back(record)
         if record.skipped:
@@ -106,9 +108,11 @@ class Publisher:
         data = record.to_json()  # the worker's own copy: the record may be read again by the next run
         self._submit(lambda: self._outputs(record, data, directory, images=True),
                      lambda: self._outputs(record, data, directory, images=False))
+        return data
 
-    def publish_failure(self, record: RunRecord, directory: Path) -> None:
-        """A run that failed as a whole: ``saliency/status`` 0, the cause as text, and its record."""
+    def publish_failure(self, record: RunRecord, directory: Path) -> dict[str, Any]:
+        """A run that failed as a whole: ``saliency/status`` 0, the cause as text, and its record
+        (returned in its JSON form, as by :meth:`publish`)."""
         record.metrics.scalars["saliency/status"] = 0.0
         self._send_scalars(record)
         data = record.to_json()
@@ -120,6 +124,7 @@ class Publisher:
             self._write(data, directory)
 
         self._submit(job)
+        return data
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything handed to the worker has reached the sinks and the disk."""

@@ -11,11 +11,12 @@ import json
 import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lightning_saliency.attribution import Attributions
-from lightning_saliency.attribution.words import word_scores
+from lightning_saliency.attribution.words import span_sums, word_spans
 from lightning_saliency.evidence.artifacts import ArtifactCrossing, CrossRow
 from lightning_saliency.evidence.causal import KINDS, CausalCheck, FlipTest
 from lightning_saliency.evidence.timeline import SuspectTimeline
@@ -60,9 +61,16 @@ class ExampleRecord:
         """The method's scores of the non-special tokens."""
         return [s for s, special in zip(self.attributions[method], self.special) if not special]
 
+    @cached_property
+    def spans(self) -> tuple[list[str], list[list[int]], list[bool]]:
+        """Words (subwords merged by ``word_ids``), their token positions and special flags; the
+        same for every method, so merged once per example (a run reads them per method and class)."""
+        return word_spans(self.tokens, self.special, self.word_ids)
+
     def words(self, method: str) -> tuple[list[str], list[float], list[bool]]:
         """Words (subwords merged by ``word_ids``, scores summed), their scores and special flags."""
-        return word_scores(self.tokens, self.attributions[method], self.special, self.word_ids)
+        words, positions, flags = self.spans
+        return words, span_sums(self.attributions[method], positions), flags
 
 
 @dataclass

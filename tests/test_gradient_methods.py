@@ -27,15 +27,18 @@ def test_gradient_matches_direct_autograd(model, batch, norm):
     grad, emb = direct_gradient(model, batch, result.target)
     mask = batch["attention_mask"].bool()
     expected = {"l2": grad.norm(dim=-1), "l1": grad.abs().sum(-1), "sum": grad.sum(-1)}[norm] * mask
-    assert torch.allclose(result["gradient"].scores, expected, atol=1e-6, rtol=1e-4)
+    # BERT's embedding LayerNorm makes the gradient sum to zero over the hidden units: "sum" is then
+    # float32 rounding of terms as large as |grad|_1, which any other chunking rounds differently.
+    scale = float(grad.abs().sum(-1).max())
+    assert torch.allclose(result["gradient"].scores, expected, atol=1e-7 * scale, rtol=1e-4)
     assert torch.allclose(result["gradient_x_input"].scores, (grad * emb).sum(-1) * mask, atol=1e-6, rtol=1e-4)
 
 
 def test_shared_sweep_gives_same_gradients_as_separate_call(model, batch):
     together = attribute(model, batch, ("integrated_gradients", "gradient", "gradient_x_input"), special_tokens=SPECIAL)
     alone = attribute(model, batch, ("gradient", "gradient_x_input"), special_tokens=SPECIAL)
-    for name in ("gradient", "gradient_x_input"):
-        assert torch.allclose(together[name].scores, alone[name].scores, atol=1e-6)
+    for name in ("gradient", "gradient_x_input"):  # the same rows in other chunks: float32 rounding apart
+        torch.testing.assert_close(together[name].scores, alone[name].scores, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("rule,extra_rows", [("gauss_legendre", 1), ("trapezoid", 0)])

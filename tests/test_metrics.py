@@ -29,6 +29,24 @@ def test_drift_matches_scipy_reference():
     assert result["sign_agreement"] == pytest.approx(float((a.sign() == b.sign()).float().mean()))
 
 
+@pytest.mark.parametrize("n", [2, 3, 17, 62, 200])
+def test_kendall_tau_b_matches_torchmetrics_and_scipy_with_ties(n):
+    from torchmetrics.functional import kendall_rank_corrcoef
+
+    from lightning_saliency.metrics.drift import kendall
+
+    g = torch.Generator().manual_seed(n)
+    for a, b in ((torch.randn(n, generator=g), torch.randn(n, generator=g)),
+                 ((torch.randn(n, generator=g) * 2).round(), torch.randn(n, generator=g).round())):  # ties
+        a, b = a.double(), b.double()
+        expected = float(kendall_rank_corrcoef(a, b))
+        if math.isnan(expected):
+            assert math.isnan(kendall(a, b))
+            continue
+        assert kendall(a, b) == pytest.approx(expected, abs=1e-6)  # torchmetrics answers in float32
+        assert kendall(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-9)
+
+
 def test_drift_edge_cases():
     same = drift([0.1, 0.5, -0.3], [0.1, 0.5, -0.3], k=2)
     assert same["spearman"] == pytest.approx(1.0, abs=1e-5) and same["jensen_shannon"] == pytest.approx(0.0)

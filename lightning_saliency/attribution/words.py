@@ -99,8 +99,12 @@ def word_scores(
     """Token scores of one example merged into words (``sum``, which keeps completeness), with
     each word's text; special tokens stay entries of their own."""
     words, positions, flags = word_spans(tokens, special, word_ids)
-    values = torch.as_tensor(scores, dtype=torch.float64)
-    return words, [float(values[p].sum()) for p in positions], flags
+    return words, span_sums(scores, positions), flags
+
+
+def span_sums(scores: Sequence[float], positions: Sequence[Sequence[int]]) -> list[float]:
+    """Each word's score: the sum of its tokens' scores."""
+    return [float(sum(scores[p] for p in span)) for span in positions]
 
 
 class PieceJoiner:

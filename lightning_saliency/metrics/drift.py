@@ -5,7 +5,7 @@ import math
 from typing import Sequence
 
 import torch
-from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+from torchmetrics.functional import spearman_corrcoef
 
 DRIFT_METRICS = ("spearman", "kendall", "topk_overlap", "jensen_shannon", "sign_agreement")
 
@@ -22,10 +22,19 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def kendall(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Kendall's tau-b (torchmetrics); NaN when either side is constant."""
+    """Kendall's tau-b; NaN when either side is constant.
+
+    ``(concordant - discordant) / sqrt(pairs untied in a * pairs untied in b)`` from the pairwise
+    sign matrices: one vectorised O(n^2) pass. torchmetrics' ``kendall_rank_corrcoef`` gives the
+    same number (the tests check it, and scipy's) but costs 2.6 ms per 62-token example against
+    0.1 ms here, and a run computes it for every example, method and comparison.
+    """
     if _constant(a) or _constant(b):
         return math.nan
-    return float(kendall_rank_corrcoef(a.double(), b.double()))
+    sign_a = torch.sign(a.double().unsqueeze(0) - a.double().unsqueeze(1)).triu(diagonal=1)
+    sign_b = torch.sign(b.double().unsqueeze(0) - b.double().unsqueeze(1)).triu(diagonal=1)
+    untied = sign_a.abs().sum() * sign_b.abs().sum()
+    return float((sign_a * sign_b).sum() / untied.sqrt())
 
 
 def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:

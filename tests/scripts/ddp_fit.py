@@ -19,7 +19,17 @@ from lightning_saliency.demo import Shortcut, build_demo
 from lightning_saliency.metrics import ShortcutRules
 
 
-SEEN = {}  # run label -> the distinct examples (unpadded ids) this rank passed through the model
+SEEN = {}  # run label -> the distinct rows (unpadded ids) this rank passed through the model
+
+
+def source_examples(rows):
+    """The rows that are no deletion of another row: the examples the rows came from (ERASER's
+    faithfulness rows are examples with tokens deleted; attribution rows carry the example's ids)."""
+    def within(short, long):
+        remaining = iter(long)
+        return all(token in remaining for token in short)
+
+    return [row for row in rows if not any(row != other and within(row, other) for other in rows)]
 
 
 def failing_forward(pl_module, inputs, failing_rank):
@@ -97,7 +107,7 @@ def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> Non
     summary = {"rank": trainer.global_rank, "history": [r["label"] for r in monitor.history],
                "statuses": [r["status"] for r in monitor.history],
                "completed": monitor.state_dict()["completed"],
-               "distinct_examples": {label: len(seen) for label, seen in SEEN.items()}}
+               "distinct_examples": {label: len(source_examples(seen)) for label, seen in SEEN.items()}}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
     if mode.endswith("_causal") and trainer.global_rank == 0:
         recheck_in_one_process(out, monitor, module, tokenizer)
