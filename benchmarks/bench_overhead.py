@@ -2,20 +2,23 @@
 
     python benchmarks/bench_overhead.py [--epochs 2] [--repeats 2] [--minilm]
 
-For each model, three trainings run interleaved (repeated ``--repeats`` times, best kept):
+For each model, four trainings run interleaved (repeated ``--repeats`` times, best epochs kept):
 no callback, SaliencyMonitor with its defaults (8 probe examples, IG with 32 steps + gradient,
-faithfulness, heatmaps to a TensorBoardLogger), and the same with ``budget=0.1``. An epoch is timed from ``on_train_epoch_start``
-to ``on_train_epoch_end``, so it includes validation and the attribution run at its end; the
+faithfulness, heatmaps to a TensorBoardLogger), the same with ``budget=0.1``, and with
+``faithfulness=False``. An epoch is timed from ``on_train_epoch_start`` to
+``on_train_epoch_end``, so it includes validation and the attribution run at its end; the
 reference run before training is reported apart. Ratios are against the run without the callback.
 For each monitored configuration it also prints how long the monitor's hook held the training thread
 per run (timed from outside, by callbacks around it), where the run's record says that time went
 (attribution passes, faithfulness passes, analysis, causal checks, publishing's hand-off), that
-blocked time over the attribution passes', and the background worker's time (drawing, text, files).
+blocked time over the attribution passes', and the background worker's time (drawing, text, files):
+medians over the runs of every repeat.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -115,19 +118,24 @@ def fit(setup, epochs: int, **monitor_options) -> tuple[list[float], float]:
 
 
 def breakdown(runs: list[dict]) -> str:
-    """Mean seconds per run by kind of work; the training thread's blocked time (the run's
-    ``seconds``) over its attribution passes'; and the background worker's time."""
+    """Median seconds per run by kind of work, over the runs of every repeat; the training thread's
+    blocked time per run (timed around the hook) over its attribution passes' (median of the
+    per-run ratios); and the background worker's time."""
     if not runs:
         return ""
     kinds = ("attribution", "faithfulness", "analysis", "causal", "publishing")
-    mean = {k: sum(r["timings"].get(k, 0.0) for r in runs) / len(runs) for k in kinds}
-    counted = sum(r["seconds"] for r in runs) / len(runs)
-    blocked = sum(r.get("hook_seconds", r["seconds"]) for r in runs) / len(runs)
-    background = sum(r["timings"].get("background", 0.0) for r in runs) / len(runs)
-    parts = "  ".join(f"{k} {mean[k]:.2f}" for k in kinds)
-    return (f"\n{'':26} training thread blocked {blocked:.2f} s per run (hook wall time; the record counts "
-            f"{counted:.2f} s = {parts}); blocked / attribution passes {blocked / mean['attribution']:.2f}; "
-            f"background worker {background:.2f} s; all / attribution {(blocked + background) / mean['attribution']:.2f}")
+    median = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in kinds}
+    counted = statistics.median(r["seconds"] for r in runs)
+    blocked = [r.get("hook_seconds", r["seconds"]) for r in runs]
+    background = [r["timings"].get("background", 0.0) for r in runs]
+    attribution = [r["timings"]["attribution"] for r in runs]
+    ratio = statistics.median(b / a for b, a in zip(blocked, attribution))
+    everything = statistics.median((b + w) / a for b, w, a in zip(blocked, background, attribution))
+    parts = "  ".join(f"{k} {median[k]:.2f}" for k in kinds)
+    return (f"\n{'':26} training thread blocked {statistics.median(blocked):.2f} s per run (hook wall time; the "
+            f"record counts {counted:.2f} s = {parts}); blocked / attribution passes {ratio:.3f}; background "
+            f"worker {statistics.median(background):.2f} s; all / attribution {everything:.2f}  "
+            f"(medians over {len(runs)} runs)")
 
 
 def report(name: str, setup, epochs: int, repeats: int) -> None:
@@ -136,10 +144,12 @@ def report(name: str, setup, epochs: int, repeats: int) -> None:
     best: dict[str, list[float]] = {}
     starts: dict[str, float] = {}
     costs: dict[str, str] = {}
+    runs_of: dict[str, list[dict]] = {label: [] for label in configs}
     for _ in range(repeats):
         for label, options in configs.items():
             epochs_seconds, start, runs = fit(setup, epochs, **dict(options))
-            costs[label] = breakdown(runs)  # the last repeat's runs
+            runs_of[label] += runs
+            costs[label] = breakdown(runs_of[label])
             previous = best.get(label)
             best[label] = epochs_seconds if previous is None else [min(a, b) for a, b in zip(previous, epochs_seconds)]
             starts[label] = start

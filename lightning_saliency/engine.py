@@ -94,8 +94,8 @@ class MonitorEngine:
     """Runs and remembers the monitor's attribution runs.
 
     Attributes:
-        history: the JSON records of the most recent runs (``settings.history_size`` of them; every
-            record is also on disk).
+        history: the JSON records of the most recent runs (``settings.history_size`` of them): the
+            dicts the publisher wrote to disk, to be read, not changed.
         completed: labels of the runs done (on every rank), so a resumed fit does not repeat them.
     """
 

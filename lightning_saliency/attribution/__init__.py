@@ -2,6 +2,7 @@
 from lightning_saliency.attribution.api import attribute, check_methods
 from lightning_saliency.attribution.context import AttributionConfig
 from lightning_saliency.attribution.embedding import find_embedding_layer
+from lightning_saliency.attribution.faithfulness import erasure_faithfulness
 from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.methods import AttributionMethod, method_names, reduce_gradient, register
 from lightning_saliency.attribution.methods.attention import attention
@@ -29,6 +30,7 @@ __all__ = [
     "attention",
     "attribute",
     "check_methods",
+    "erasure_faithfulness",
     "find_embedding_layer",
     "gradient",
     "gradient_x_input",
