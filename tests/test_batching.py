@@ -51,3 +51,24 @@ def test_chunks_respect_token_budget(model):
 def test_single_row_larger_than_budget_still_runs(model, batch):
     result = attribute(model, batch, "gradient", special_tokens=SPECIAL, max_tokens=1)
     assert result["gradient"].scores.shape == batch["input_ids"].shape
+
+
+def test_rows_of_very_different_lengths_do_not_share_a_padded_chunk(model):
+    from lightning_saliency.attribution.context import AttributionConfig, AttributionContext
+    from lightning_saliency.attribution.evaluator import PADDING_SHARE, SMALL_CHUNK, Job
+    from lightning_saliency.attribution.targets import TargetSpec
+
+    ids = torch.full((2, 60), 7)
+    ids[:, 0], ids[0, 59], ids[1, 9] = 1, 2, 2
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0  # example 0: 60 tokens, example 1: 10
+    ctx = AttributionContext(model, {"input_ids": ids * mask, "attention_mask": mask}, config=AttributionConfig(),
+                             spec=TargetSpec(), special_tokens=SPECIAL)
+    jobs = [Job(0, k) for k in range(40)] + [Job(1, k) for k in range(60)]
+    chunks = ctx.evaluator.chunks(jobs)
+    for chunk in chunks:
+        lengths = [ctx.evaluator.lengths[job.example] for job in chunk]
+        padded, real = max(lengths) * len(chunk), sum(lengths)
+        assert padded <= 4096 and (padded <= SMALL_CHUNK or padded - real <= PADDING_SHARE * padded)
+    # The 60 short rows fill one chunk (600 tokens); the long ones do not join it as 68 padded rows would.
+    assert [len(c) for c in chunks] == [60, 40]

@@ -72,13 +72,17 @@ def test_deletion_sends_shorter_rows_than_baseline_replacement(model):
     tokens = {}
     for removal in ("delete", "baseline"):
         seen = []
-        handle = model.bert.encoder.register_forward_hook(lambda m, a, out: seen.append(a[0].shape[:2].numel()))
+
+        def forward(m, inputs):  # the real (unpadded) tokens of every pass
+            seen.append(int(inputs["attention_mask"].sum()))
+            return m(**inputs)
+
         erasure_faithfulness(model, batch, {"gradient": result["gradient"].scores}, target=result.target,
-                             reference_probability=result.probability, special_tokens=SPECIAL, removal=removal)
-        handle.remove()
+                             reference_probability=result.probability, special_tokens=SPECIAL, removal=removal,
+                             forward_fn=forward)
         tokens[removal] = sum(seen)
     # Per ranking, the rows keep (0.9 + 0.8 + 0.5) + (0.1 + 0.2 + 0.5) = 3 of the 6 example lengths
-    # that baseline replacement sends (plus special tokens, and padding under 12.5% of a chunk).
+    # that baseline replacement sends (plus their special tokens).
     assert tokens["delete"] < 0.6 * tokens["baseline"]
 
 
@@ -114,3 +118,37 @@ def test_identical_masked_rows_go_through_the_model_once(model, batch):
     assert counter.rows == rows_one  # the second, identical ranking costs no model rows
     for kind in ("comprehensiveness", "sufficiency"):
         assert torch.equal(two["a"][kind], one["a"][kind]) and torch.equal(two["b"][kind], one["a"][kind])
+
+
+def test_deletion_in_multiple_choice_inputs_closes_up_each_choice_on_its_own():
+    from transformers import BertConfig, BertForMultipleChoice
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64, initializer_range=0.3)
+    model = BertForMultipleChoice(config).eval()
+    batch = {k: v.view(2, 3, 10) for k, v in random_batch(batch=6, seq=10).items()}  # choices of 10, 7, 4 tokens
+    scores = torch.randn(2, 3, 10, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([2, 0])
+    got = erasure_faithfulness(model, batch, {"r": scores}, fractions=(0.5,), target=target, task="multiple_choice",
+                               special_tokens=SPECIAL, random_control=False)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        full = model(**batch).logits.softmax(-1)
+        for i in range(2):
+            flat = [(c, p) for c in range(3) for p in range(10)
+                    if mask[i, c, p] and int(ids[i, c, p]) not in SPECIAL.special_ids]
+            order = sorted(flat, key=lambda cp: -float(scores[i, cp[0], cp[1]]))
+            k = math.ceil(0.5 * len(order))
+            for kind, removed in (("comprehensiveness", set(order[:k])), ("sufficiency", set(order[k:]))):
+                kept = [[p for p in range(10) if mask[i, c, p] and (c, p) not in removed] for c in range(3)]
+                width = max(len(k_) for k_ in kept)
+                row = {}
+                for key, value in batch.items():
+                    fill = SPECIAL.pad_id if key == "input_ids" else 0
+                    row[key] = torch.stack([torch.cat([value[i, c, kept[c]],
+                                                       torch.full((width - len(kept[c]),), fill)]) for c in range(3)])[None]
+                row["attention_mask"] = torch.stack([torch.tensor([1] * len(kept[c]) + [0] * (width - len(kept[c])))
+                                                     for c in range(3)])[None]
+                expected = full[i, target[i]] - model(**row).logits.softmax(-1)[0, target[i]]
+                assert float(got["r"][kind][i, 0]) == pytest.approx(float(expected), abs=1e-5), (i, kind)

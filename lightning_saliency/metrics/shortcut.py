@@ -17,8 +17,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-import torch
-
 
 @dataclass(frozen=True)
 class ShortcutRules:
@@ -121,13 +119,13 @@ def association_z(count_with_label: int, count: int, prior: float) -> float:
 def _example_shares(toks: Sequence[str], vals: Sequence[float], spec: Sequence[bool]):
     """Share of the example's non-special |attribution| per token type, strongest type first, and
     the number of non-special tokens."""
-    values = torch.as_tensor(vals, dtype=torch.float64).abs()
+    values = [abs(float(v)) for v in vals]  # plain floats: a run reads each one several times
     keep = [j for j in range(len(toks)) if not spec[j]]
-    total = float(values[keep].sum()) if keep else 0.0
+    total = math.fsum(values[j] for j in keep)
     share_of: dict[str, float] = {}
     for j in keep:
-        share_of[toks[j]] = share_of.get(toks[j], 0.0) + (float(values[j]) / total if total > 0 else 0.0)
-    ranked = list(dict.fromkeys(toks[j] for j in sorted(keep, key=lambda j: -float(values[j]))))
+        share_of[toks[j]] = share_of.get(toks[j], 0.0) + (values[j] / total if total > 0 else 0.0)
+    ranked = list(dict.fromkeys(toks[j] for j in sorted(keep, key=lambda j: -values[j])))
     return share_of, ranked, len(keep)
 
 
