@@ -93,6 +93,11 @@ class PathEvaluator:
         self.device = weight.device if weight is not None else batch.input_ids.device
         self.dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
 
+    def over(self, batch: TokenBatch) -> "PathEvaluator":
+        """An evaluator with these settings (model, layer, forward, budget, progress) over ``batch``."""
+        return PathEvaluator(self.model, self.layer, batch, self.spec, self.pad_id, self.forward_fn,
+                             self.forward_context, self.max_tokens, self.progress)
+
     def embed(self, example: int, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Word embeddings (float32) of an example's tokens, or of ``ids`` shaped like them."""
         ids = self.examples[example]["input_ids"] if ids is None else ids

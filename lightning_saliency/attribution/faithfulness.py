@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lightning_saliency.attribution.context import AttributionConfig, AttributionContext
-from lightning_saliency.attribution.evaluator import Job, PathEvaluator
+from lightning_saliency.attribution.evaluator import Job
 from lightning_saliency.attribution.isolation import isolated_eval, private_generator
 from lightning_saliency.attribution.perturbation import target_probability
 from lightning_saliency.attribution.targets import TargetArg, TargetSpec
@@ -58,8 +58,8 @@ def deleted_batch(ctx: AttributionContext, rows: Sequence[tuple[int, tuple[int, 
             for key, value in inputs.items():
                 line = value.reshape(-1, ids.shape[-1])[choice][kept.to(value.device)]
                 if line.numel() == 0:
-                    line = torch.tensor([filler if key == "input_ids" else 1 if key == "attention_mask" else 0],
-                                        dtype=value.dtype, device=value.device)
+                    alone = {"input_ids": filler, "attention_mask": 1}.get(key, 0)
+                    line = torch.tensor([alone], dtype=value.dtype, device=value.device)
                 row[key].append(line)
         kept_rows.append(row)
     width = max(line.numel() for row in kept_rows for line in row["input_ids"])
@@ -130,19 +130,19 @@ def erasure_faithfulness(
             ctx.evaluator.targets = ctx.targets
         else:
             ctx.resolve(target, with_baseline=False)
-        removals: dict[tuple, list[int]] = {}
+        # Each (method, example, fraction, kind) names a row: (example, removed positions, sorted).
+        rows: dict[tuple, tuple[int, tuple[int, ...]]] = {}
         for name, scores in methods.items():
             for i in range(ctx.size):
                 order = _ranking(ctx, i, scores, seed, i if streams is None else int(streams[i]))
                 for f, q in enumerate(fractions):
                     k = max(1, math.ceil(q * len(order)))
-                    removals[(name, i, f, "comprehensiveness")] = order[:k]
-                    removals[(name, i, f, "sufficiency")] = order[k:]
+                    rows[(name, i, f, "comprehensiveness")] = (i, tuple(sorted(order[:k])))
+                    rows[(name, i, f, "sufficiency")] = (i, tuple(sorted(order[k:])))
         # Rankings often agree (IG and gradient on the top 10%, or a fraction's complement): each
         # distinct row goes through the model once.
-        distinct = sorted({(key[1], tuple(sorted(positions))) for key, positions in removals.items()})
-        row_probability = _removal_probabilities(ctx, distinct, removal)
-        probabilities = {key: row_probability[(key[1], tuple(sorted(positions)))] for key, positions in removals.items()}
+        row_probability = _removal_probabilities(ctx, sorted(set(rows.values())), removal)
+        probabilities = {key: row_probability[row] for key, row in rows.items()}
         full = ([float(p) for p in reference_probability] if known else
                 [float(target_probability(ctx.head_at_input[i], ctx.targets[i])) for i in range(ctx.size)])
     results: dict[str, dict[str, torch.Tensor]] = {}
@@ -172,9 +172,7 @@ def _removal_probabilities(ctx: AttributionContext, rows: list[tuple[int, tuple[
 
         ctx.evaluator.run([Job(key[0], key) for key in rows], build, consume, need_grad=False)
         return probability
-    source = ctx.evaluator
-    evaluator = PathEvaluator(ctx.model, ctx.layer, deleted_batch(ctx, rows), ctx.spec, ctx.special.pad_id,
-                              source.forward_fn, source.forward_context, source.max_tokens, source.progress)
+    evaluator = ctx.evaluator.over(deleted_batch(ctx, rows))
 
     def embed(row: int, params: list) -> torch.Tensor:
         return evaluator.embed(row).unsqueeze(0)
