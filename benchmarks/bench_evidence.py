@@ -38,7 +38,7 @@ def causal_check_cost(setup, words: tuple[str, ...], label: int, epoch: float) -
     from contextlib import nullcontext
 
     from lightning_saliency.attribution import AttributionConfig
-    from lightning_saliency.evidence import CausalCandidate, CausalSettings, confirm_suspects
+    from lightning_saliency.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
     from lightning_saliency.model_access import hf_forward
     from lightning_saliency.probe import probe_from_dataloader
     from lightning_saliency.runner import ModelAccess

@@ -1,17 +1,34 @@
-"""Integrated Gradients and gradient saliency on the live model, logged to TensorBoard each epoch."""
-from lightning_saliency.attribution import METHODS, AttributionConfig, SpecialTokens, attribute
-from lightning_saliency.callback import SaliencyMonitor
-from lightning_saliency.metrics import ShortcutRules
-from lightning_saliency.settings import MonitorSettings
+"""Integrated Gradients and gradient saliency on the live model, logged to TensorBoard each epoch.
+
+The public names load on first use: ``lightning-saliency report`` and the TensorBoard tab import
+this package without paying for torch, lightning and transformers.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "METHODS",
-    "AttributionConfig",
-    "MonitorSettings",
-    "SaliencyMonitor",
-    "ShortcutRules",
-    "SpecialTokens",
-    "attribute",
-    "__version__",
-]
+
+_PUBLIC = {
+    "METHODS": "lightning_saliency.attribution",
+    "AttributionConfig": "lightning_saliency.attribution",
+    "SpecialTokens": "lightning_saliency.attribution",
+    "attribute": "lightning_saliency.attribution",
+    "SaliencyMonitor": "lightning_saliency.callback",
+    "ShortcutRules": "lightning_saliency.metrics",
+    "MonitorSettings": "lightning_saliency.settings",
+}
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'lightning_saliency' has no attribute {name!r}")
+    value = getattr(import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

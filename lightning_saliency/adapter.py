@@ -36,12 +36,38 @@ from lightning_saliency.settings import (
 )
 
 
+def check_examples(examples: Optional[Sequence[str]], labels: Optional[Sequence[int]], target: Any) -> None:
+    """The ``examples=`` texts and their labels, checked at construction."""
+    if examples is None:
+        if labels is not None:
+            raise ValueError("example_labels= labels the texts of examples=[...]; pass the texts too.")
+        return
+    if isinstance(examples, str) or not all(isinstance(text, str) for text in examples):
+        raise ValueError(f"examples= is a list of texts, e.g. ['a great film', 'a dull plot'], got {examples!r:.80}.")
+    if len(examples) == 0:
+        raise ValueError("examples=[] gives no text to probe: pass at least one text, or leave examples=None to "
+                         "sample the probe set from the validation data.")
+    if labels is not None and len(labels) != len(examples):
+        raise ValueError(f"examples= has {len(examples)} texts but example_labels= has {len(labels)} labels: give "
+                         "one label per text.")
+    if target == "label" and labels is None:
+        raise ValueError("target='label' with examples= needs example_labels=[...].")
+
+
 def load_tokenizer(tokenizer: Any) -> Any:
     """A tokenizer object from a tokenizer or the path of a saved one (YAML configs give paths)."""
     if isinstance(tokenizer, (str, Path)):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(tokenizer))
+        try:
+            return AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as error:
+            if Path(tokenizer).is_dir():
+                raise ValueError(f"tokenizer={str(tokenizer)!r} holds no loadable tokenizer ({error}).") from error
+            # Not a folder: the hub's repo-id message would hide that the path is simply wrong.
+            raise ValueError(f"tokenizer={str(tokenizer)!r} is not a folder, and no tokenizer of that name could "
+                             "be loaded. Pass the folder a tokenizer was saved to (tokenizer.save_pretrained(folder)) "
+                             "or the tokenizer object itself.") from error
     if tokenizer is None:
         raise ValueError(
             "SaliencyMonitor needs tokenizer= (a Hugging Face tokenizer or the path of a saved one) to know the "
@@ -80,9 +106,9 @@ class MonitorAdapter:
         examples: Optional[list[str]] = None,
         example_labels: Optional[list[int]] = None,
         target: TargetChoice = "predicted",
-        n_steps: int = 32,
+        n_steps: Optional[int] = None,
         tolerance: Optional[float] = None,
-        baseline: Baseline = "pad",
+        baseline: Optional[Baseline] = None,
         embedding_layer: Optional[str] = None,
         forward_fn: Optional[ForwardFn] = None,
         task: Task = "classification",
@@ -115,8 +141,7 @@ class MonitorAdapter:
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}.")
-        if target == "label" and examples is not None and example_labels is None:
-            raise ValueError("target='label' with examples= needs example_labels=[...].")
+        check_examples(examples, example_labels, target)
         self.settings = MonitorSettings.build(
             n_steps=n_steps, tolerance=tolerance, baseline=baseline, attribution_config=attribution_config,
             attribution_options=attribution_options, shortcut=shortcut, label_names=label_names,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import lightning as L
 import torch
@@ -150,7 +150,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         self._epoch_started = time.perf_counter()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        ids = batch.get("input_ids") if isinstance(batch, dict) else None
+        ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
         if isinstance(ids, torch.Tensor):
             self._train_tokens = max(self._train_tokens, ids.numel())
 

@@ -24,7 +24,7 @@ from lightning_saliency.evidence.tracker import EvidenceTracker
 from lightning_saliency.probe import ProbeSet
 from lightning_saliency.publishing import Publisher
 from lightning_saliency.records import RunRecord, SkippedExample, build_record
-from lightning_saliency.runner import ModelAccess, PassSettings, Progress, no_progress, run_model_passes
+from lightning_saliency.runner import ModelAccess, ModelDiverged, PassSettings, Progress, no_progress, run_model_passes
 from lightning_saliency.settings import MonitorSettings
 
 
@@ -251,32 +251,37 @@ class MonitorEngine:
 
     def attempt(self, request: RunRequest, sources: RunSources) -> Optional[RunRecord]:
         """:meth:`run`, guarded: with ``on_error='warn'`` a failed run never costs the training run.
-        It is written as a record with ``status="failed"`` and its cause (rank zero), logged as
+        It is written as a record with ``status="failed"`` (``"diverged"`` when the model's outputs
+        are NaN or infinite on every probe example) and its cause (rank zero), logged as
         ``saliency/status`` 0, and warned about at every run (the traceback once per cause)."""
         self.evidence.confirmed = []
         try:
             return self.run(request, sources)
         except Exception as error:
-            if self.settings.on_error == "raise":
+            # A diverged model is the training's state, not a fault of the monitor: recorded, never raised.
+            if self.settings.on_error == "raise" and not isinstance(error, ModelDiverged):
                 raise
             cause = f"{type(error).__name__}: {error}"
+            status = "diverged" if isinstance(error, ModelDiverged) else "failed"
             message = (f"SaliencyMonitor: run {request.label!r} failed and was skipped; training continues. "
                        f"Cause: {cause}")
-            if cause not in self._reported_errors:
+            if status == "diverged":
+                message = f"SaliencyMonitor: run {request.label!r}: {error} No attributions are recorded for it."
+            elif cause not in self._reported_errors:
                 self._reported_errors.add(cause)
                 where = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3))
                 message += f"\n{where}Set on_error='raise' to stop on such errors."
             sources.warn(message)
             if request.rank == 0:
-                self._record_failure(request, cause, sources.directory, sources.publisher, sources.warn)
+                self._record_failure(request, cause, status, sources.directory, sources.publisher, sources.warn)
             return None
 
-    def _record_failure(self, request: RunRequest, cause: str, directory: Path, publisher: Callable[[], Publisher],
-                        warn: Callable[[str], None]) -> None:
+    def _record_failure(self, request: RunRequest, cause: str, status: str, directory: Path,
+                        publisher: Callable[[], Publisher], warn: Callable[[str], None]) -> None:
         record = RunRecord(label=request.label, stage=request.stage, epoch=request.epoch,
                            global_step=request.global_step, settings=self.settings.record_settings(
                                self.settings.attribution, None),
-                           methods=[], examples=[], status="failed", error=cause, run_id=self.run_id)
+                           methods=[], examples=[], status=status, error=cause, run_id=self.run_id)
         try:
             data = publisher().publish_failure(record, directory)
         except Exception as error:  # not even the failure could be written: say so, and train on

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -68,8 +68,8 @@ def as_mapping(batch: Any, input_keys: Optional[Sequence[str]]) -> Any:
 def label_of(item: Any, label_key: str, input_keys: Optional[Sequence[str]] = None) -> Optional[int]:
     """The integer label of one dataset item (``label_key``, else ``"label"``), or ``None``."""
     item = as_mapping(item, input_keys)
-    value = item.get(label_key) if isinstance(item, dict) else None
-    if value is None and isinstance(item, dict):
+    value = item.get(label_key) if isinstance(item, Mapping) else None
+    if value is None and isinstance(item, Mapping):
         value = item.get("label")
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
@@ -117,13 +117,20 @@ def _fetch(dataset: Any, indices: Sequence[int]) -> list:
 
 def model_inputs(batch: Any, label_key: str = "labels") -> dict[str, torch.Tensor]:
     """The tensors of a collated batch that are model inputs (``labels`` left out)."""
-    if not isinstance(batch, dict) or "input_ids" not in batch:
+    # Any mapping: collators return dicts, but the tokenizer's own BatchEncoding (what
+    # DataCollatorWithPadding and the HF Trainer's default collator return) is a UserDict.
+    if not isinstance(batch, Mapping):
         kind = type(batch).__name__
         hint = (" Name the positions of tuple batches with input_keys=('input_ids', 'attention_mask', 'labels')."
                 if isinstance(batch, (tuple, list)) else "")
         raise ValueError(
-            f"Validation batches are {kind}, not dicts with 'input_ids'.{hint} Or pass examples=[...texts] with a "
-            "tokenizer, or collate batches into dicts with input_ids / attention_mask."
+            f"Validation batches are {kind}, not mappings with 'input_ids'.{hint} Or pass examples=[...texts] with "
+            "a tokenizer, or collate batches into dicts with input_ids / attention_mask."
+        )
+    if "input_ids" not in batch:
+        raise ValueError(
+            f"Validation batches have the keys {sorted(map(str, batch))} but no 'input_ids'. Collate the token ids "
+            "under 'input_ids', or pass examples=[...texts] with a tokenizer."
         )
     ids = batch["input_ids"]
     return {
@@ -189,7 +196,7 @@ def probe_from_dataset(
     inputs = model_inputs(batch, label_key)
     inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
     labels = None
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
     labels = torch.as_tensor(labels).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)

@@ -86,6 +86,29 @@ class _Shard:
 
 
 EMPTY_EXAMPLE = "nothing to attribute: the example holds only special tokens (an empty text?)"
+NON_FINITE = "the model's output or its attributions are NaN or infinite for this example"
+
+
+class ModelDiverged(ValueError):
+    """Every probe example gave NaN or infinite outputs or attributions: the model has diverged.
+    Raised alike on every rank (decided from the gathered shards)."""
+
+
+def _drop_non_finite(shard: "_Shard") -> None:
+    """Move the examples whose outputs or attributions are not finite to ``shard.skipped``: a
+    diverged (or overflowing) model must not enter the record as ``null`` scores."""
+    result = shard.attributions
+    values = [result.probability, result.target_score] + [m.scores for m in result.methods.values()]
+    finite = torch.ones(len(shard.rows), dtype=torch.bool)
+    for value in values:
+        finite &= torch.isfinite(value.reshape(len(shard.rows), -1).float()).all(dim=1)
+    if bool(finite.all()):
+        return
+    keep = finite.nonzero().flatten().tolist()
+    shard.skipped += [(row, NON_FINITE) for row, ok in zip(shard.rows, finite.tolist()) if not ok]
+    shard.rows = [shard.rows[k] for k in keep]
+    shard.attributions = select_rows(result, keep) if keep else None
+    shard.faithfulness = {m: (c[keep], s[keep]) for m, (c, s) in shard.faithfulness.items()} if keep else {}
 
 
 def _attributable_rows(access: ModelAccess, probe: ProbeSet, rows: list[int]) -> tuple[list[int], list[tuple[int, str]]]:
@@ -124,11 +147,16 @@ def no_progress(description: str) -> Iterator[Callable[[int], None]]:
 @contextmanager
 def row_progress(description: str) -> Iterator[Callable[[int], None]]:
     """A tqdm bar counting evaluated rows. How many a run needs is not known ahead (adaptive IG
-    refines per example), so no total is shown rather than a wrong one."""
+    refines per example), so no total is shown rather than a wrong one. Not on a non-terminal
+    output (cluster jobs, CI), where every redraw would be a new line of the log, as Lightning's
+    own bars do."""
     import sys
 
     from tqdm.auto import tqdm
 
+    if not sys.stdout.isatty():
+        yield lambda rows: None
+        return
     bar = tqdm(desc=description, leave=False, dynamic_ncols=True, file=sys.stdout, unit="row")
     try:
         yield bar.update
@@ -210,6 +238,7 @@ def run_model_passes(
                     shard.seconds.clear()  # the successful pass's time only
                     shard.attributions, shard.faithfulness = _attribute_shard(
                         access, probe.select(shard.rows), shard.rows, settings, advance, shard.seconds)
+            _drop_non_finite(shard)
     except Exception as error:
         if world_size == 1:
             raise
@@ -221,6 +250,9 @@ def run_model_passes(
     skipped = sorted(item for s in gathered for item in s.skipped)
     parts = [s for s in gathered if s.attributions is not None]
     if not parts:  # decided from the gathered shards, so every rank raises alike
+        if skipped and all(reason == NON_FINITE for _, reason in skipped):
+            raise ModelDiverged(f"the model has diverged: its outputs or attributions are NaN or infinite on all "
+                                f"{len(skipped)} probe examples. Check the training loss and the learning rate.")
         reasons = "; ".join(f"probe example {probe.indices[r]}: {reason}" for r, reason in skipped) or "no examples"
         raise ValueError(f"No probe example could be attributed ({reasons}).")
     if rank != 0:

@@ -15,7 +15,7 @@ from lightning_saliency.attribution import SpecialTokens
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.demo import Shortcut, build_demo, make_corpus
 from lightning_saliency.evidence.artifacts import association_table, bonferroni_z
-from lightning_saliency.evidence.causal import CausalCheck, FlipTest, is_confirmed
+from lightning_saliency.evidence.causal import CausalCheck, flip_test, is_confirmed
 from lightning_saliency.evidence.edits import ConfirmationView, edit_rng, frequency_matched
 from lightning_saliency.evidence.timeline import step_run_due, update_timeline
 from lightning_saliency.metrics.intervals import wilson_interval
@@ -41,7 +41,7 @@ def test_wilson_interval_refuses_impossible_counts_and_knows_nothing_without_tri
 
 def test_a_check_is_confirmed_only_beyond_both_intervals():
     def check(deletion, control):
-        return CausalCheck("w", ["w"], 1, None, 100, deletion=FlipTest.of(deletion), control_deletion=FlipTest.of(control))
+        return CausalCheck("w", ["w"], 1, None, 100, deletion=flip_test(deletion), control_deletion=flip_test(control))
 
     assert is_confirmed(check([True] * 9 + [False], [False] * 30))
     assert not is_confirmed(check([True] * 2 + [False], [False] * 3))  # 2 of 3 vs 0 of 3: intervals overlap

@@ -21,9 +21,11 @@ from lightning_saliency.attribution.tokens import SpecialTokens
 def check_methods(methods: Union[str, Sequence[str]]) -> tuple[str, ...]:
     """The requested method names, de-duplicated in order; ``ValueError`` naming the choices otherwise."""
     chosen = (methods,) if isinstance(methods, str) else tuple(methods)
+    if not chosen:
+        raise ValueError(f"No attribution method given; name at least one of {method_names()}.")
     unknown = [m for m in chosen if m not in REGISTRY]
-    if unknown or not chosen:
-        raise ValueError(f"Unknown attribution method(s) {unknown or chosen}; choose from {method_names()}.")
+    if unknown:
+        raise ValueError(f"Unknown attribution method(s) {unknown}; choose from {method_names()}.")
     return tuple(dict.fromkeys(chosen))
 
 

@@ -52,6 +52,10 @@ class AttributionConfig:
     return_raw: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
+            raise ValueError(f"n_steps is the number of IG points, a positive int, got {self.n_steps!r}.")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {self.max_tokens}.")
         if self.baseline not in BASELINES:
             raise ValueError(f"Unknown baseline {self.baseline!r}; choose one of {BASELINES}.")
         if self.gradient_norm not in ("l2", "l1", "sum"):

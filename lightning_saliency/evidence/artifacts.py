@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.metrics.shortcut import ShortcutRules, TokenStat, association_z
 from lightning_saliency.probe import as_mapping, label_of
+from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow
 
 ALPHA = 0.01
 COLLATE_BATCH = 256
@@ -112,31 +113,6 @@ def dataset_artifacts(
             word_sets.append(joiner.words(kept.tolist()))
             labels.append(int(label))
     return association_table(word_sets, labels)
-
-
-@dataclass
-class CrossRow:
-    """A word in both views: its training-set association and its probe-set reliance."""
-
-    token: str
-    z: Optional[float]
-    count: int
-    label: Optional[int]
-    p_label: Optional[float]
-    top1_rate: Optional[float]
-    mean_share: Optional[float]
-    mean_lift: Optional[float]
-
-
-@dataclass
-class ArtifactCrossing:
-    """Training-set artifacts against one method's reliance in one run (strongest first)."""
-
-    relied_artifacts: list[CrossRow] = field(default_factory=list)
-    relied_only: list[CrossRow] = field(default_factory=list)
-    ignored_artifacts: list[CrossRow] = field(default_factory=list)
-    examples: int = 0
-    threshold: float = 0.0
 
 
 def relied_on(stat: TokenStat, rules: ShortcutRules, min_count: int) -> bool:

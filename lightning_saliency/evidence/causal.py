@@ -28,6 +28,7 @@ from lightning_saliency.distributed import ShardError, gather_objects, shard_row
 from lightning_saliency.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
 from lightning_saliency.metrics.intervals import wilson_interval
 from lightning_saliency.probe import ProbeSet
+from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest
 
 CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled
 # Trials per test at most: 128 bound a 95% Wilson interval to about +-9 points at any rate, and
@@ -35,7 +36,6 @@ CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, poo
 # with control insertions uncapped at 621).
 MAX_TRIALS = 128
 PREDICT_GROUP = 256  # rows per attribution context: bounds the embeddings held at once
-KINDS = ("deletion", "insertion", "control_deletion", "control_insertion")
 
 
 @dataclass(frozen=True)
@@ -47,54 +47,11 @@ class CausalCandidate:
     label: int
 
 
-@dataclass
-class FlipTest:
-    """``flips`` of ``trials`` edited examples changed their prediction as the test asks, with the
-    95% Wilson interval of the rate (``rate`` is ``None`` without trials)."""
-
-    flips: int = 0
-    trials: int = 0
-    rate: Optional[float] = None
-    low: float = 0.0
-    high: float = 1.0
-
-    @classmethod
-    def of(cls, outcomes: Sequence[bool]) -> "FlipTest":
-        flips, trials = int(sum(outcomes)), len(outcomes)
-        low, high = wilson_interval(flips, trials)
-        return cls(flips, trials, flips / trials if trials else None, low, high)
-
-    def describe(self) -> str:
-        if not self.trials:
-            return "no examples to test"
-        return f"{self.rate:.0%} ({self.low:.0%}-{self.high:.0%}) of {self.trials}"
-
-
-@dataclass
-class CausalCheck:
-    """The causal evidence on one suspect in one run. ``probability_change``: mean drop of the
-    predicted class's probability when the suspect is deleted."""
-
-    token: str
-    members: list[str]
-    label: Optional[int]
-    label_name: Optional[str]
-    examples: int
-    deletion: FlipTest = field(default_factory=FlipTest)
-    insertion: FlipTest = field(default_factory=FlipTest)
-    control_deletion: FlipTest = field(default_factory=FlipTest)
-    control_insertion: FlipTest = field(default_factory=FlipTest)
-    probability_change: Optional[float] = None
-    control_tokens: list[str] = field(default_factory=list)
-    confirmed: bool = False
-
-    def sentence(self) -> str:
-        """The evidence in one sentence, as the alert states it."""
-        cls = self.label_name if self.label_name is not None else str(self.label)
-        verdict = "confirmed" if self.confirmed else "not confirmed"
-        return (f"'{self.token}' ({verdict}): removing it flips {self.deletion.describe()} examples that contain it; "
-                f"inserting it flips {self.insertion.describe()} other examples to {cls}; random words flip "
-                f"{self.control_deletion.describe()} on removal and {self.control_insertion.describe()} on insertion.")
+def flip_test(outcomes: Sequence[bool]) -> FlipTest:
+    """The flip rate of ``outcomes`` with its 95% Wilson interval."""
+    flips, trials = int(sum(outcomes)), len(outcomes)
+    low, high = wilson_interval(flips, trials)
+    return FlipTest(flips, trials, flips / trials if trials else None, low, high)
 
 
 def is_confirmed(check: CausalCheck) -> bool:
@@ -297,7 +254,7 @@ def confirm_suspects(
             label_name=names[label] if names is not None and 0 <= label < len(names) else None, examples=len(view),
             probability_change=sum(drops) / len(drops) if drops else None,
             control_tokens=[" + ".join(unit) for unit in plan.controls],
-            **{kind: FlipTest.of(outcomes[kind]) for kind in KINDS},
+            **{kind: flip_test(outcomes[kind]) for kind in KINDS},
         )
         check.confirmed = is_confirmed(check)
         checks.append(check)

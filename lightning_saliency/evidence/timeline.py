@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Literal, Optional
 
+from lightning_saliency.schema.findings import SuspectTimeline
+
 StepSchedule = Literal["linear", "log"]
 
 
@@ -20,19 +22,6 @@ def step_run_due(step: int, every: Optional[int], schedule: str = "linear") -> b
     if step % every == 0:
         return True
     return schedule == "log" and step < every and step & (step - 1) == 0  # a power of two
-
-
-@dataclass
-class SuspectTimeline:
-    """One suspect's history in a training run: the first run (and global step) at which it passed
-    the suspect rules, with which method, and the first at which the causal check confirmed it."""
-
-    token: str
-    method: str
-    first_suspected_run: str
-    first_suspected_step: int
-    confirmed_run: Optional[str] = None
-    confirmed_step: Optional[int] = None
 
 
 def update_timeline(timeline: dict[str, SuspectTimeline], label: str, step: int,

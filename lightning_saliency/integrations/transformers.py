@@ -12,7 +12,7 @@ import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
@@ -90,7 +90,7 @@ class SaliencyCallback(MonitorAdapter, TrainerCallback):
             collator = trainer.data_collator
             columns = self.MODEL_COLUMNS
             self._train_data = (trainer.train_dataset, lambda items: collator(
-                [{k: v for k, v in item.items() if k in columns} if isinstance(item, dict) else item for item in items]))
+                [{k: v for k, v in item.items() if k in columns} if isinstance(item, Mapping) else item for item in items]))
         self._tensorboard = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TensorBoardCallback)),
                                  None)
         trainer.add_callback(self)

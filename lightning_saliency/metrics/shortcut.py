@@ -14,8 +14,10 @@ combined share, and how often exactly those two are the top two of the examples 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Iterable, NamedTuple, Optional, Sequence
+
+from lightning_saliency.schema.findings import PAIR_SEPARATOR, Suspect, TokenStat
 
 
 @dataclass(frozen=True)
@@ -71,42 +73,6 @@ class ShortcutRules:
 
 
 _DEFAULT = ShortcutRules()
-
-
-@dataclass
-class TokenStat:
-    """``mean_lift``: mean of share x regular tokens per example (1 = what a uniform attribution gives)."""
-
-    token: str
-    examples: int
-    mean_share: float
-    top1_rate: float
-    z: float
-    label: Optional[int]
-    mean_lift: float = 0.0
-
-
-@dataclass
-class Suspect:
-    """A suspected shortcut. For a pair, ``token`` reads ``"a + b"``, ``members`` lists both, and
-    ``top1_rate`` is the rate at which the pair holds the top two places."""
-
-    token: str
-    examples: int
-    mean_share: float
-    reference_share: float
-    rise: float
-    top1_rate: float
-    z: float
-    label: Optional[int]
-    members: tuple[str, ...] = ()
-    mean_lift: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.members = tuple(self.members) or (self.token,)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def association_z(count_with_label: int, count: int, prior: float) -> float:
@@ -199,7 +165,6 @@ def token_statistics(
     return _with_association(counts, shares, top1, by_label, labels, lifts)
 
 
-PAIR_SEPARATOR = " + "
 
 
 def pair_statistics(

@@ -11,14 +11,15 @@ import base64
 import hashlib
 import html
 import math
+from dataclasses import replace
 from importlib import resources
 from typing import Any, Iterable, Optional, Sequence
 
 from matplotlib.colors import to_hex
 
-from lightning_saliency.attribution.words import word_scores
 from lightning_saliency.evidence.tables import evidence_tables
-from lightning_saliency.records import RunRecord
+from lightning_saliency.schema.records import RunRecord
+from lightning_saliency.schema.words import word_scores
 from lightning_saliency.render import ATTRIBUTION_CMAP, line_scale
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
@@ -92,6 +93,11 @@ def _format(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _failed(record: dict) -> bool:
+    """A run with nothing to show: ``failed``, or ``diverged`` (the model's outputs were NaN)."""
+    return record.get("status", "ok") != "ok"
+
+
 def summary_table(run: Run) -> str:
     """Per run of the callback: step, cost, accuracy, drift per method and the shortcut suspects."""
     header = ["run", "step", "seconds", "probe accuracy", "method", "Spearman vs start", "top-k vs start",
@@ -111,8 +117,8 @@ def summary_table(run: Run) -> str:
             flagged = " flagged" if suspects else ""
             rows.append(f'<tr class="summary-row{flagged}" data-epoch="{position}">' +
                         "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        if record.get("status") == "failed":
-            cells = [esc(record["label"]), esc(record.get("global_step", "")), "", "", "failed",
+        if _failed(record):
+            cells = [esc(record["label"]), esc(record.get("global_step", "")), "", "", esc(record.get("status")),
                      f'<span class="failure">{esc(record.get("error") or "")}</span>', "", "", ""]
             rows.append(f'<tr class="summary-row failed" data-epoch="{position}">' +
                         "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -124,8 +130,9 @@ def run_notes(run: Run) -> str:
     """Runs that failed as a whole, and probe examples a run skipped, with the reasons."""
     notes = []
     for record in run.records:
-        if record.get("status") == "failed":
-            notes.append(f'run {esc(record["label"])} failed: {esc(record.get("error") or "unknown cause")}')
+        if _failed(record):
+            notes.append(f'run {esc(record["label"])} {esc(record.get("status"))}: '
+                         f'{esc(record.get("error") or "unknown cause")}')
         for skipped in record.get("skipped") or []:
             notes.append(f'run {esc(record["label"])} skipped dataset index {esc(skipped.get("index"))}: '
                          f'{esc(skipped.get("reason"))}')
@@ -136,7 +143,7 @@ def run_notes(run: Run) -> str:
 def evidence_section(run: Run) -> str:
     """The latest evidence of the run: causal checks, the suspects' timeline, training-set
     artifacts against reliance and the per-class view, for the first method."""
-    latest = next((r for r in reversed(run.records) if r.get("status") != "failed" and r["methods"]), None)
+    latest = next((r for r in reversed(run.records) if not _failed(r) and r["methods"]), None)
     if latest is None:
         return ""
     metrics = RunRecord.from_json(latest).metrics
@@ -261,13 +268,30 @@ def run_section(run: Run, number: int) -> str:
     )
 
 
+def _guarded_section(run: Run, number: int) -> str:
+    """:func:`run_section`, never failing on a record: the reader checks what it can, and a record
+    that still cannot be drawn (found by drawing each alone) is left out and listed as a problem."""
+    try:
+        return run_section(run, number)
+    except Exception:
+        shown, problems = [], list(run.problems)
+        for record in run.records:
+            try:
+                run_section(replace(run, records=[record], problems=[]), number)
+                shown.append(record)
+            except Exception as error:
+                problems.append(f"run {record.get('label')!r}: cannot be shown ({type(error).__name__}: {error}); "
+                                "skipped")
+        return run_section(replace(run, records=shown, problems=problems), number)
+
+
 def build_report(runs: Sequence[Run], title: str = "lightning_saliency report") -> str:
     """The whole page as a string."""
     chooser = ""
     if len(runs) > 1:
         options = "".join(f'<option value="{k}">{esc(r.name)}</option>' for k, r in enumerate(runs))
         chooser = f'<label class="run-chooser">training run <select id="run-select">{options}</select></label>'
-    sections = "".join(run_section(run, k) for k, run in enumerate(runs)) or '<p class="note">No runs found.</p>'
+    sections = "".join(_guarded_section(run, k) for k, run in enumerate(runs)) or '<p class="note">No runs found.</p>'
     legend = ('<p class="legend">Token background: <span class="swatch neg">negative</span> '
               '<span class="swatch zero">0</span> <span class="swatch pos">positive</span> attribution, on one scale '
               'per run and method (its largest |score|), so a weak example looks pale. Hover a token to read its score. '

@@ -119,7 +119,7 @@ def recheck_in_one_process(out, monitor, module, tokenizer):
     from dataclasses import asdict
 
     from lightning_saliency.attribution import AttributionConfig, SpecialTokens
-    from lightning_saliency.evidence import CausalSettings, confirm_suspects
+    from lightning_saliency.evidence.causal import CausalSettings, confirm_suspects
     from lightning_saliency.evidence.tracker import order_from
     from lightning_saliency.probe import probe_from_dataloader
     from lightning_saliency.records import RunRecord

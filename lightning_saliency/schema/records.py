@@ -1,0 +1,347 @@
+"""Typed records of attribution runs, and the one reader and writer of ``saliency/epoch_*.json``.
+
+The bottom layer: reading a record imports no torch, lightning or transformers, so the report and
+the TensorBoard tab start fast. A :class:`RunRecord` is built once from a run's probe examples and
+attributions (:func:`lightning_saliency.records.build_record`, the torch side), gets its
+:class:`RunMetrics` from the (pure) analysis, and is written atomically. ``to_json``/``from_json``
+are exact inverses; ``from_json`` checks the schema version, so the report and the TensorBoard tab
+never misread a file written by another version.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lightning_saliency.schema.findings import (
+    KINDS,
+    ArtifactCrossing,
+    CausalCheck,
+    CrossRow,
+    FlipTest,
+    Suspect,
+    SuspectTimeline,
+    TokenStat,
+)
+from lightning_saliency.schema.words import span_sums, word_spans
+
+SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A file that is not a readable saliency record of a schema this version understands."""
+
+
+def class_name(index: Optional[int], names: Optional[Sequence[str]]) -> Optional[str]:
+    if index is None:
+        return None
+    return names[index] if names is not None and 0 <= index < len(names) else str(index)
+
+
+@dataclass
+class ExampleRecord:
+    """One probe example in one run: tokens (padding removed), prediction and per-method scores."""
+
+    index: int
+    text: str
+    tokens: list[str]
+    word_ids: list[Optional[int]]
+    special: list[bool]
+    label: Optional[int]
+    label_name: Optional[str]
+    predicted: int
+    predicted_name: Optional[str]
+    probability: float
+    target: int
+    target_score: float
+    attributions: dict[str, list[float]]
+    delta: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    truncated: bool = False
+
+    def regular_scores(self, method: str) -> list[float]:
+        """The method's scores of the non-special tokens."""
+        return [s for s, special in zip(self.attributions[method], self.special) if not special]
+
+    @cached_property
+    def spans(self) -> tuple[list[str], list[list[int]], list[bool]]:
+        """Words (subwords merged by ``word_ids``), their token positions and special flags; the
+        same for every method, so merged once per example (a run reads them per method and class)."""
+        return word_spans(self.tokens, self.special, self.word_ids)
+
+    def words(self, method: str) -> tuple[list[str], list[float], list[bool]]:
+        """Words (subwords merged by ``word_ids``, scores summed), their scores and special flags."""
+        words, positions, flags = self.spans
+        return words, span_sums(self.attributions[method], positions), flags
+
+
+@dataclass
+class ConcentrationSummary:
+    per_example: list[dict[str, float]]
+    mean: dict[str, float]
+
+
+@dataclass
+class DriftBlock:
+    """Drift of one method against an earlier run, over the examples both attributed."""
+
+    against: str
+    positions: list[int]
+    per_example: list[dict[str, float]]
+    summary: dict[str, dict[str, float]]
+    before_top: list[list[tuple[str, float]]]
+
+
+@dataclass
+class ShortcutFindings:
+    suspects: list[Suspect]
+    tokens: list[TokenStat]
+    reference: Optional[str]
+
+
+@dataclass
+class FaithfulnessSummary:
+    """ERASER comprehensiveness and sufficiency, means over the probe examples per fraction."""
+
+    fractions: list[float]
+    comprehensiveness: list[float]
+    sufficiency: list[float]
+    comprehensiveness_aopc: float
+    sufficiency_aopc: float
+
+
+def _lenient(cls: type, data: dict[str, Any]) -> Any:
+    """``cls`` from a JSON object that may lack fields (an older or hand-edited record): missing
+    ones take the field's default, else None; unknown keys are ignored."""
+    values = {}
+    for f in fields(cls):
+        if f.name in data:
+            values[f.name] = data[f.name]
+        elif f.default is not MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+        else:
+            values[f.name] = None
+    return cls(**values)
+
+
+@dataclass
+class ClassSummary:
+    """One method's view of the probe examples of one true class (predicted where unlabelled):
+    its top words by mean share of |attribution|, and the mean drift against the ``start`` run."""
+
+    label: int
+    name: Optional[str]
+    examples: int
+    top: list[tuple[str, float]]
+    drift_start: dict[str, float] = field(default_factory=dict)
+
+
+def _causal_check(data: dict[str, Any]) -> CausalCheck:
+    tests = {kind: _lenient(FlipTest, data.get(kind) or {}) for kind in KINDS}
+    return _lenient(CausalCheck, {**data, **tests})
+
+
+def _crossing(data: dict[str, Any]) -> ArtifactCrossing:
+    lists = {key: [_lenient(CrossRow, r) for r in data.get(key) or []]
+             for key in ("relied_artifacts", "relied_only", "ignored_artifacts")}
+    return _lenient(ArtifactCrossing, {**data, **lists})
+
+
+@dataclass
+class RunMetrics:
+    """What the analysis found. ``causal``: the causal checks of this run's suspects (``causal_error``
+    when they could not run); ``timeline``: every suspect of the training run so far, with the run
+    and step it was first suspected and confirmed at; ``artifacts``: per method, the training-set
+    artifacts crossed with reliance; ``per_class``: per method, one summary per class."""
+
+    scalars: dict[str, float] = field(default_factory=dict)
+    concentration: dict[str, ConcentrationSummary] = field(default_factory=dict)
+    drift: dict[str, dict[str, DriftBlock]] = field(default_factory=dict)
+    shortcut: dict[str, ShortcutFindings] = field(default_factory=dict)
+    faithfulness: dict[str, FaithfulnessSummary] = field(default_factory=dict)
+    causal: list[CausalCheck] = field(default_factory=list)
+    causal_error: Optional[str] = None
+    timeline: list[SuspectTimeline] = field(default_factory=list)
+    artifacts: dict[str, ArtifactCrossing] = field(default_factory=dict)
+    per_class: dict[str, list[ClassSummary]] = field(default_factory=dict)
+
+    def confirmed(self) -> list[str]:
+        """The suspects this run's causal checks confirmed."""
+        return [c.token for c in self.causal if c.confirmed]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
+        return cls(
+            scalars=dict(data.get("scalars", {})),
+            concentration={m: _lenient(ConcentrationSummary, v) for m, v in data.get("concentration", {}).items()},
+            drift={
+                m: {name: _lenient(DriftBlock, {**b, "before_top": [[tuple(p) for p in top]
+                                                                    for top in b.get("before_top") or []]})
+                    for name, b in blocks.items()}
+                for m, blocks in data.get("drift", {}).items()
+            },
+            shortcut={
+                m: ShortcutFindings([_lenient(Suspect, s) for s in v.get("suspects", [])],
+                                    [_lenient(TokenStat, t) for t in v.get("tokens", [])], v.get("reference"))
+                for m, v in data.get("shortcut", {}).items()
+            },
+            faithfulness={m: _lenient(FaithfulnessSummary, v) for m, v in data.get("faithfulness", {}).items()},
+            causal=[_causal_check(c) for c in data.get("causal") or []],
+            causal_error=data.get("causal_error"),
+            timeline=[_lenient(SuspectTimeline, t) for t in data.get("timeline") or []],
+            artifacts={m: _crossing(v) for m, v in (data.get("artifacts") or {}).items()},
+            per_class={m: [_lenient(ClassSummary, {**c, "top": [tuple(p) for p in c.get("top") or []]}) for c in v]
+                       for m, v in (data.get("per_class") or {}).items()},
+        )
+
+
+@dataclass
+class SkippedExample:
+    """A probe example a run could not attribute, and why (the rest of the run goes on)."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class RunRecord:
+    """Everything one attribution run produced. ``seconds`` is the run's wall time, publishing
+    included, filled in when the run is published. A run that failed as a whole has
+    ``status="failed"``, its ``error``, and no examples. ``step_run``: a cheap run between epochs."""
+
+    label: str
+    stage: str
+    epoch: Optional[int]
+    global_step: int
+    settings: dict[str, Any]
+    methods: list[str]
+    examples: list[ExampleRecord]
+    metrics: RunMetrics = field(default_factory=RunMetrics)
+    seconds: Optional[float] = None
+    skipped: list[SkippedExample] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    error: Optional[str] = None
+    run_id: Optional[str] = None
+    step_run: bool = False
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (plain dicts and lists; non-finite numbers become ``null``)."""
+        data = asdict(self)
+        ordered = {key: data[key] for key in ("schema", "run_id", "label", "stage", "step_run", "epoch", "global_step", "status", "error",
+                                              "seconds", "timings", "settings", "methods", "examples", "skipped", "metrics")}
+        return _finite(ordered)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RunRecord":
+        if not isinstance(data, dict):
+            raise RecordError(f"not a saliency record (a JSON {type(data).__name__}, not an object)")
+        missing = [key for key in ("label", "methods", "examples") if key not in data]
+        if missing:
+            raise RecordError(f"not a saliency record (missing {', '.join(missing)})")
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            raise RecordError(f"schema {schema}, but this version of lightning-saliency reads schema {SCHEMA_VERSION}")
+        try:
+            methods = [str(m) for m in data["methods"]]
+            return cls(
+                label=str(data["label"]), stage=data.get("stage", "fit"), epoch=data.get("epoch"),
+                global_step=data.get("global_step") or 0, settings=dict(data.get("settings") or {}),
+                methods=methods, examples=[_example(e, position) for position, e in enumerate(data["examples"])],
+                metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"),
+                skipped=[_lenient(SkippedExample, k) for k in data.get("skipped") or []],
+                timings=dict(data.get("timings") or {}),
+                status=data.get("status", "ok"), error=data.get("error"), run_id=data.get("run_id"),
+                step_run=bool(data.get("step_run", False)), schema=schema,
+            )
+        except (TypeError, KeyError, AttributeError, ValueError) as error:
+            raise RecordError(f"malformed saliency record ({error})") from error
+
+    def restricted_to(self, indices: Sequence[int]) -> "RunRecord":
+        """This run with only the examples whose dataset index is in ``indices`` (in that order)."""
+        by_index = {e.index: e for e in self.examples}
+        return replace(self, examples=[by_index[i] for i in indices if i in by_index])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _example(data: Any, position: int) -> ExampleRecord:
+    """One example of a record read from JSON, checked field by field: what the report draws must
+    have the right type and length (a ``null`` score is what a NaN becomes in JSON)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"example {position} is not an object")
+    example = ExampleRecord(**data)
+    where = f"example {position} (dataset index {example.index!r})"
+    n = len(example.tokens) if isinstance(example.tokens, list) else -1
+    if n < 0 or not all(isinstance(t, str) for t in example.tokens):
+        raise ValueError(f"{where}: tokens is not a list of strings")
+    for name in ("special", "word_ids"):
+        if not isinstance(getattr(example, name), list) or len(getattr(example, name)) != n:
+            raise ValueError(f"{where}: {name} does not hold one entry per token")
+    if not isinstance(example.attributions, dict):
+        raise ValueError(f"{where}: attributions is not an object")
+    for method, scores in example.attributions.items():
+        if not isinstance(scores, list) or len(scores) != n or not all(_is_number(v) for v in scores):
+            raise ValueError(f"{where}: the {method} scores are not {n} numbers (one per token)")
+    for name in ("probability", "target_score"):
+        if not _is_number(getattr(example, name)):
+            raise ValueError(f"{where}: {name} is {getattr(example, name)!r}, not a number")
+    for name in ("index", "predicted", "target"):
+        if not isinstance(getattr(example, name), int) or isinstance(getattr(example, name), bool):
+            raise ValueError(f"{where}: {name} is {getattr(example, name)!r}, not an integer")
+    if example.label is not None and not isinstance(example.label, int):
+        raise ValueError(f"{where}: label is {example.label!r}, not an integer")
+    if not isinstance(example.text, str) or not isinstance(example.delta, dict):
+        raise ValueError(f"{where}: text or delta has the wrong type")
+    if not all(v is None or _is_number(v) for v in example.delta.values()):
+        raise ValueError(f"{where}: a delta is not a number")
+    return example
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities (e.g. a rank correlation over one token) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def record_path(directory: os.PathLike, label: str) -> Path:
+    return Path(directory) / "saliency" / f"epoch_{label}.json"
+
+
+def write_record(record: RunRecord, directory: os.PathLike) -> Path:
+    """Write atomically (temp file, then rename) so readers never see half a file."""
+    return write_json(record.to_json(), directory)
+
+
+def write_json(data: dict[str, Any], directory: os.PathLike) -> Path:
+    """Write a record's JSON form (``RunRecord.to_json()``) atomically: temp file, then rename."""
+    path = record_path(directory, data["label"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def read_record(path: os.PathLike) -> RunRecord:
+    """Read and validate one record. Raises :class:`RecordError` for a truncated or unreadable
+    file, a JSON that is not a record, or another schema version."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordError(f"truncated or unreadable JSON ({error})") from error
+    return RunRecord.from_json(data)
