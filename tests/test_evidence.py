@@ -1,5 +1,6 @@
 """From suspicion to evidence: Wilson intervals, the causal checks' edits, the artifact table, the
 step schedule and the suspects' timeline, on their own and in a real fit with a planted shortcut."""
+import re
 import copy
 import functools
 import random
@@ -263,7 +264,12 @@ def test_the_alert_and_the_report_state_the_evidence():
     events = EventAccumulator(trainer.logger.log_dir, size_guidance={"tensors": 0, "scalars": 0})
     events.Reload()
     alerts = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("saliency/shortcut_alert/text_summary")]
-    assert "'zorbly' (confirmed): removing it flips 100%" in alerts[-1]
+    # The verdict and its evidence, not a trained model's exact rate: the alert states the removal
+    # flip rate with its interval, and that interval lies above the random control's.
+    match = re.search(r"'zorbly' \(confirmed\): removing it flips (\d+)% \((\d+)%-(\d+)%\) of \d+ examples.*"
+                      r"random words flip (\d+)% \((\d+)%-(\d+)%\) of \d+ on removal", alerts[-1])
+    assert match, alerts[-1]
+    assert int(match.group(2)) > int(match.group(6))  # deletion's lower bound above the control's upper bound
     assert "**When**" in alerts[-1] and "artifact, relied on" in alerts[-1]
     assert "saliency/causal/zorbly/control_insertion_flip_rate" in events.Tags()["scalars"]
     assert any("dataset_artifacts" in tag for tag in events.Tags()["tensors"])
