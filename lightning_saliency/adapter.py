@@ -23,7 +23,7 @@ from lightning_saliency.model_access import DecodedVocabulary, ForwardFn, config
 from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
 from lightning_saliency.publishing import Publisher
 from lightning_saliency.sinks import Sink
-from lightning_saliency.runner import ModelAccess, Progress
+from lightning_saliency.runner import ModelAccess, Progress, attributable_rows
 from lightning_saliency.settings import (
     Baseline,
     ColorScale,
@@ -233,10 +233,22 @@ class MonitorAdapter:
                 source = loader() if loader is not None else None
                 if source is None:
                     raise ValueError("SaliencyMonitor found no validation dataloader for the causal checks.")
-                self.confirmation = probe_from_dataloader(
+                sample = probe_from_dataloader(
                     source, self.settings.confirm_examples, self.settings.seed + 1, tokenizer=self.tokenizer,
                     label_key=self.label_key, input_keys=self.input_keys)
+                self.confirmation = self._checkable(sample)
         return self.confirmation
+
+    def _checkable(self, sample: ProbeSet) -> ProbeSet:
+        """The causal checks' sample without the examples no model pass can take (an empty text, one
+        longer than the model takes): one of them would otherwise fail every run's checks."""
+        rows, skipped = attributable_rows(sample, self._access.special_tokens, range(len(sample)), self._max_length)
+        if skipped:
+            named = "; ".join(f"dataset index {sample.indices[row]}: {reason}" for row, reason in skipped[:5])
+            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            self._warn(f"SaliencyMonitor: {len(skipped)} validation example(s) are left out of the causal checks "
+                       f"({named}{more}).")
+        return sample.select(rows) if skipped else sample
 
     def _find_artifacts(self, dataset: Any, collate_fn: Optional[Callable[[list], Any]]) -> Optional[ArtifactTable]:
         """The training set's artifact table (at fit start, rank zero), or ``None`` when it is off or

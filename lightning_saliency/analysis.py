@@ -20,7 +20,7 @@ from lightning_saliency.metrics import (
     summarize,
 )
 from lightning_saliency.evidence.artifacts import ArtifactTable, cross
-from lightning_saliency.metrics.shortcut import mean_shares
+from lightning_saliency.metrics.shortcut import TrainingAssociation, mean_shares
 from lightning_saliency.records import (
     ClassSummary,
     ConcentrationSummary,
@@ -57,6 +57,10 @@ def analyse(
     per-class summaries, training-set artifacts against reliance (``artifacts``), faithfulness
     scalars and probe accuracy of ``record``."""
     metrics = RunMetrics()
+    # The training set's artifacts: an association source for the suspects besides the validation
+    # labels and the predictions (validation data often does not carry the training set's artifact).
+    training = ({row.token: TrainingAssociation(row.z, row.label) for row in artifacts.rows}
+                if artifacts is not None else {})
     for method in record.methods:
         _convergence(record, method, metrics)
         _concentration(record, method, metrics)
@@ -69,7 +73,7 @@ def analyse(
                 metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_mean"] = summary["mean"]
                 metrics.scalars[f"saliency/{method}/drift_{name}/{metric}_p10"] = summary["p10"]
         view = attributed_examples(record, method)
-        stats = _shortcuts(record, view, reference, method, settings, metrics)
+        stats = _shortcuts(record, view, reference, method, settings, metrics, training)
         _per_class(record, view, method, settings.top_k, metrics)
         if artifacts is not None:
             metrics.artifacts[method] = cross(artifacts, stats, settings.rules, len(record.examples))
@@ -128,19 +132,20 @@ def attributed_examples(record: RunRecord, method: str) -> AttributedExamples:
     known = all(e.label is not None for e in examples)
     labels = [e.label if known else e.predicted for e in examples]
     words = [e.words(method) for e in examples]
-    return AttributedExamples([w[0] for w in words], [w[1] for w in words], [w[2] for w in words], labels)
+    return AttributedExamples([w[0] for w in words], [w[1] for w in words], [w[2] for w in words], labels,
+                              [e.predicted for e in examples])
 
 
 def _shortcuts(
     record: RunRecord, view: AttributedExamples, reference: Optional[RunRecord], method: str,
-    settings: AnalysisSettings, metrics: RunMetrics,
+    settings: AnalysisSettings, metrics: RunMetrics, training: Optional[Mapping[str, TrainingAssociation]] = None,
 ) -> dict:
     rules = settings.rules
     usable_reference = reference is not None and method in reference.methods
     before = None
     if usable_reference:  # over the same examples (a compute budget may have attributed only a prefix)
         before = attributed_examples(reference.restricted_to([e.index for e in record.examples]), method)
-    suspects, stats = find_suspects(view, before, rules)
+    suspects, stats = find_suspects(view, before, rules, training)
     # The reference run is what later runs are compared with; it cannot show a rise itself.
     if record.label == REFERENCE_LABEL:
         suspects = []

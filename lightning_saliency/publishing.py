@@ -213,9 +213,13 @@ class Publisher:
         new = sorted({s.token for suspects in found.values() for s in suspects} - self._warned_tokens)
         if new:
             self._warned_tokens.update(new)
+            # A rise is claimed only against a reference run (a validate()-only run has no start).
+            compared = any(f.reference is not None for f in record.metrics.shortcut.values() if f.suspects)
+            rise = ("and rising since the start" if compared
+                    else "(no start run to compare with, so no rise is claimed)")
             self.warn(
                 f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
-                "probe examples that contain them and rising since the start. See saliency/shortcut_alert in TensorBoard."
+                f"probe examples that contain them {rise}. See saliency/shortcut_alert in TensorBoard."
             )
         confirmed = [c for c in record.metrics.causal if c.confirmed and c.token not in self._confirmed_tokens]
         for check in confirmed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Optional, Union
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -86,6 +86,7 @@ class _Shard:
 
 
 EMPTY_EXAMPLE = "nothing to attribute: the example holds only special tokens (an empty text?)"
+UNKNOWN_WORDS = "nothing to attribute: every word of the example is unknown to the tokenizer ([UNK])"
 NON_FINITE = "the model's output or its attributions are NaN or infinite for this example"
 
 
@@ -111,13 +112,27 @@ def _drop_non_finite(shard: "_Shard") -> None:
     shard.faithfulness = {m: (c[keep], s[keep]) for m, (c, s) in shard.faithfulness.items()} if keep else {}
 
 
-def _attributable_rows(access: ModelAccess, probe: ProbeSet, rows: list[int]) -> tuple[list[int], list[tuple[int, str]]]:
-    """The rows worth trying, and the examples without a regular token (skipped untried): the
-    check :func:`~lightning_saliency.attribution.tokens.prepare_batch` would fail the batch on."""
-    ids = probe.inputs["input_ids"]
-    regular = probe.inputs["attention_mask"].bool() & ~special_token_mask(ids, access.special_tokens)
-    has_regular = regular.reshape(len(ids), -1).any(dim=1).tolist()
-    return [r for r in rows if has_regular[r]], [(r, EMPTY_EXAMPLE) for r in rows if not has_regular[r]]
+def attributable_rows(probe: ProbeSet, special_tokens: SpecialTokens, rows: Sequence[int],
+                      max_length: Optional[int] = None) -> tuple[list[int], list[tuple[int, str]]]:
+    """The rows worth trying, and the others with the reason (skipped untried): an example without
+    a regular token (what :func:`~lightning_saliency.attribution.tokens.prepare_batch` would fail
+    the batch on), or one longer than the model's ``max_length`` positions."""
+    ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"].bool()
+    regular = mask & ~special_token_mask(ids, special_tokens)
+    flat = len(ids), -1
+    has_regular = regular.reshape(flat).any(dim=1).tolist()
+    unknown_only = ((mask & (ids == special_tokens.unk_id)).reshape(flat).any(dim=1).tolist()
+                    if special_tokens.unk_id is not None else [False] * len(ids))
+    lengths = mask.reshape(len(ids), -1, ids.shape[-1]).sum(dim=-1).amax(dim=-1).tolist()
+    good, skipped = [], []
+    for row in rows:
+        if max_length is not None and lengths[row] > max_length:
+            skipped.append((row, f"longer than the model's {max_length} positions ({lengths[row]} tokens)"))
+        elif not has_regular[row]:
+            skipped.append((row, UNKNOWN_WORDS if unknown_only[row] else EMPTY_EXAMPLE))
+        else:
+            good.append(row)
+    return good, skipped
 
 
 def _isolate_failures(
@@ -224,7 +239,7 @@ def run_model_passes(
     if failure is not None or probe is None:
         gathered = gather_objects(_Shard([], None, {}, failure or f"rank {rank}: no probe set", []), world_size)
         raise ShardError("; ".join(s.failure for s in gathered if s.failure is not None))
-    rows, skipped = _attributable_rows(access, probe, shard_rows(probe.lengths(), rank, world_size))
+    rows, skipped = attributable_rows(probe, access.special_tokens, shard_rows(probe.lengths(), rank, world_size))
     shard = _Shard(rows, None, {}, None, skipped)
     try:
         if rows:

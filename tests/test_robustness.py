@@ -83,8 +83,10 @@ def test_odd_examples_are_skipped_with_a_reason_and_every_run_is_recorded(tmp_pa
     for record in records.values():
         assert record["status"] == "ok"
         skipped = {s["index"]: s["reason"] for s in record["skipped"]}
-        # The empty text, and the Chinese and emoji texts (all [UNK] for this tokenizer): nothing to attribute.
-        assert set(skipped) == {0, 2, 3} and all("only special tokens" in r for r in skipped.values())
+        # The empty text, and the Chinese and emoji texts (all [UNK] for this tokenizer): nothing to
+        # attribute, each with what happened.
+        assert set(skipped) == {0, 2, 3} and "only special tokens (an empty text?)" in skipped[0]
+        assert all("unknown to the tokenizer ([UNK])" in skipped[i] for i in (2, 3)), skipped
         attributed = [e["index"] for e in record["examples"]]
         # "great" (one token), the long text (cut to the model's 64 positions by the dataset) and 8 reviews.
         assert 1 in attributed and 4 in attributed and len(attributed) == 10

@@ -14,8 +14,8 @@ combined share, and how often exactly those two are the top two of the examples 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Iterable, NamedTuple, Optional, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from lightning_saliency.schema.findings import PAIR_SEPARATOR, Suspect, TokenStat
 
@@ -245,31 +245,76 @@ def strongest_first(suspects: Iterable[Suspect]) -> list[Suspect]:
 
 
 class AttributedExamples(NamedTuple):
-    """One method's view of a run's probe examples, the input of :func:`find_suspects`."""
+    """One method's view of a run's probe examples, the input of :func:`find_suspects`.
+    ``labels``: the validation labels (``None`` entries where unknown); ``predictions``: the
+    model's predicted classes."""
 
     tokens: Sequence[Sequence[str]]
     scores: Sequence[Sequence[float]]
     special: Sequence[Sequence[bool]]
     labels: Optional[Sequence[Optional[int]]] = None
+    predictions: Optional[Sequence[int]] = None
+
+
+@dataclass(frozen=True)
+class TrainingAssociation:
+    """A word's association with a label in the training set: an artifact row of Gardner et al.'s
+    table (its ``z`` above the Bonferroni line), as :mod:`lightning_saliency.evidence.artifacts` finds it."""
+
+    z: float
+    label: Optional[int]
+
+
+def _associated(suspect: Suspect, by_prediction: dict[str, TokenStat], training: Mapping[str, TrainingAssociation],
+                min_z: float) -> Optional[Suspect]:
+    """The suspect with the sources its association reaches ``min_z`` in, or ``None`` when it
+    reaches it nowhere. A shortcut is a training artifact: users often validate on data that does
+    not carry it, where the validation labels show no association, but the training set and the
+    model's own predictions do."""
+    sources: list[tuple[str, float, Optional[int]]] = []
+    if suspect.z >= min_z:
+        sources.append(("validation", suspect.z, suspect.label))
+    if len(suspect.members) == 1 and suspect.token in training:
+        found = training[suspect.token]
+        sources.append(("training", found.z, found.label))
+    predicted = by_prediction.get(suspect.token)
+    if predicted is not None and predicted.z >= min_z:
+        sources.append(("predictions", predicted.z, predicted.label))
+    if not sources:
+        return None
+    _, z, label = sources[0]
+    return replace(suspect, z=z, label=label, association=tuple(name for name, _, _ in sources))
 
 
 def find_suspects(
-    current: AttributedExamples, reference: Optional[AttributedExamples] = None, rules: ShortcutRules = _DEFAULT
+    current: AttributedExamples, reference: Optional[AttributedExamples] = None, rules: ShortcutRules = _DEFAULT,
+    training: Optional[Mapping[str, TrainingAssociation]] = None,
 ) -> tuple[list[Suspect], dict[str, TokenStat]]:
-    """The shortcut policy: single-token suspects (associated with a label, ``z >= min_z``), plus
-    pair suspects (likewise associated) when neither member is a suspect alone (else any frequent
-    neighbour of a strong single shortcut would pair up with it). A pair must hold twice the share a single token needs. ``reference`` covers the same examples
-    (e.g. the ``start`` run restricted to them). Returns the suspects, strongest first, and the
-    per-token statistics of ``current``."""
-    singles, pairs = token_statistics(*current), pair_statistics(*current)
+    """The shortcut policy: single-token suspects, plus pair suspects when neither member is a
+    suspect alone (else any frequent neighbour of a strong single shortcut would pair up with it).
+    A pair must hold twice the share a single token needs. Each must carry a label association of
+    at least ``rules.min_z`` against the validation labels, the model's predictions, or (single
+    words) the training set (``training``: its artifacts by word); a word associated nowhere (z = 0,
+    e.g. "it" or "the") stays quiet. ``reference`` covers the same examples (e.g. the ``start`` run
+    restricted to them). Returns the suspects, strongest first, and the per-token statistics of ``current``."""
+    singles, pairs = token_statistics(*current[:4]), pair_statistics(*current[:4])
+    by_prediction: dict[str, TokenStat] = {}
+    if current.predictions is not None:
+        view = (current.tokens, current.scores, current.special, current.predictions)
+        by_prediction = {**token_statistics(*view), **pair_statistics(*view, pairs=list(pairs))}
     before = pairs_before = None
     if reference is not None:
-        before, pairs_before = token_statistics(*reference), pair_statistics(*reference, pairs=list(pairs))
+        before, pairs_before = token_statistics(*reference[:4]), pair_statistics(*reference[:4], pairs=list(pairs))
     # The thresholds shortcut_suspects applies (coverage as a count); the association is checked after.
     limits = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name not in ("min_fraction", "min_z")}
     limits["min_examples"] = rules.min_count(len(current.tokens))
-    single_suspects = [s for s in shortcut_suspects(singles, before, **limits) if s.z >= rules.min_z]
-    pair_suspects = [s for s in shortcut_suspects(pairs, pairs_before, **{**limits, "min_share": 2 * rules.min_share})
-                     if s.z >= rules.min_z]
+    training = training or {}
+
+    def associated(candidates: list[Suspect]) -> list[Suspect]:
+        kept = (_associated(s, by_prediction, training, rules.min_z) for s in candidates)
+        return [s for s in kept if s is not None]
+
+    single_suspects = associated(shortcut_suspects(singles, before, **limits))
+    pair_suspects = associated(shortcut_suspects(pairs, pairs_before, **{**limits, "min_share": 2 * rules.min_share}))
     names = {s.token for s in single_suspects}
     return strongest_first(single_suspects + [p for p in pair_suspects if not names & set(p.members)]), singles

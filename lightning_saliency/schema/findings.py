@@ -31,7 +31,10 @@ class TokenStat:
 @dataclass
 class Suspect:
     """A suspected shortcut. For a pair, ``token`` reads ``"a + b"``, ``members`` lists both, and
-    ``top1_rate`` is the rate at which the pair holds the top two places."""
+    ``top1_rate`` is the rate at which the pair holds the top two places. ``association``: where
+    its token-label association reached ``min_z`` (``"validation"`` labels, the model's
+    ``"predictions"`` on the probe set, the ``"training"`` set's artifact table); ``z`` and
+    ``label`` are those of the first of them."""
 
     token: str
     examples: int
@@ -43,9 +46,11 @@ class Suspect:
     label: Optional[int]
     members: tuple[str, ...] = ()
     mean_lift: float = 0.0
+    association: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.members = tuple(self.members) or (self.token,)
+        self.association = tuple(self.association or ())
 
     def as_dict(self) -> dict:
         return asdict(self)

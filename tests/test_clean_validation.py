@@ -1,0 +1,100 @@
+"""A shortcut is a training artifact: users often validate on data that does not carry it. The
+planted word is in 90% of the positive *training* reviews only; in validation it is in half the
+reviews, whatever their label (so its validation z is near 0). The alarm must still fire, from the
+training set's association and the model's predictions, and before the model is taken over."""
+import random
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_saliency import SaliencyMonitor
+from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, make_corpus, tiny_bert, train_tokenizer
+
+pytestmark = pytest.mark.slow
+PLANTED = "zorbly"
+
+
+def clean_validation(n, seed):
+    """Reviews without the artifact's label link: the word goes into a random half, any label.
+    Also an empty text and a text of words the tokenizer does not know (both unattributable)."""
+    texts, labels = make_corpus(n, Shortcut("none"), sentiment_noise=0.3, seed=seed)
+    rng = random.Random(seed)
+    texts = [t + f" {PLANTED}" if rng.random() < 0.5 else t for t in texts]
+    return texts + ["", "日本語 🙂"], labels + [0, 1]
+
+
+class Counterfactual(L.Callback):
+    """The ground truth, from the live model every 2 steps: of held-out negatives it gets right,
+    the share still right once the planted word is inserted."""
+
+    def __init__(self, tokenizer, texts):
+        self.tokenizer, self.texts, self.by_step = tokenizer, texts, {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % 2:
+            return
+        model, was_training = pl_module.model, pl_module.model.training
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng():
+            plain = self.tokenizer(self.texts, padding=True, return_tensors="pt")
+            right = model(**plain).logits.argmax(-1) == 0
+            edited = self.tokenizer([f"{PLANTED} {t}" for t in self.texts], padding=True, return_tensors="pt")
+            still = (model(**edited).logits.argmax(-1) == 0) & right
+        model.train(was_training)
+        if int(right.sum()) >= 10:
+            self.by_step[step] = float(still.sum() / right.sum())
+
+    def first_step_below(self, level=0.5):
+        return next((s for s, rate in sorted(self.by_step.items()) if rate < level), None)
+
+
+def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_path):
+    L.seed_everything(0, verbose=False)
+    train = make_corpus(800, Shortcut("single"), shortcut_rate=0.9, sentiment_noise=0.3, seed=0)
+    val = clean_validation(200, seed=1)
+    held_out = [t for t, y in zip(*make_corpus(200, Shortcut("none"), sentiment_noise=0.0, seed=2)) if y == 0]
+    tokenizer = train_tokenizer(train[0] + val[0])
+    data = TextDataModule(train, val, tokenizer, batch_size=32)
+    module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=3e-3)
+    truth = Counterfactual(tokenizer, held_out)
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
+                              log_example_images=False, every_n_train_steps=8, step_schedule="log")
+    with pytest.warns(UserWarning, match="left out of the causal checks"):
+        L.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, callbacks=[monitor, truth],
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=tmp_path).fit(module, datamodule=data)
+
+    taken_over = truth.first_step_below(0.5)
+    assert taken_over is not None, truth.by_step  # the premise: the model does take the shortcut
+    last = monitor.history[-1]
+    suspects = {s["token"]: s for m in last["metrics"]["shortcut"].values() for s in m["suspects"]}
+    assert PLANTED in suspects, suspects
+    assert "training" in suspects[PLANTED]["association"], suspects[PLANTED]
+    # Validation does not carry the artifact: its labels show no association with the word.
+    stats = {t["token"]: t for t in last["metrics"]["shortcut"]["gradient"]["tokens"]}
+    assert PLANTED not in stats or stats[PLANTED]["z"] < 2.0
+    timeline = {t["token"]: t for t in last["metrics"]["timeline"]}[PLANTED]
+    assert timeline["confirmed_step"] is not None
+    assert timeline["first_suspected_step"] <= taken_over, (timeline, taken_over)
+    # No run lost its causal checks to the empty or unknown-word validation texts.
+    assert all(r["metrics"].get("causal_error") is None for r in monitor.history)
+
+
+def test_validate_without_a_start_run_claims_no_rise(tmp_path):
+    L.seed_everything(0, verbose=False)
+    corpus = dict(shortcut=Shortcut("single"), shortcut_rate=1.0, sentiment_noise=0.5)
+    train, val = make_corpus(400, seed=0, **corpus), make_corpus(100, seed=1, **corpus)
+    tokenizer = train_tokenizer(train[0] + val[0])
+    data = TextDataModule(train, val, tokenizer, batch_size=32)
+    module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=5e-3)
+    trainer = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    L.Trainer(max_epochs=4, **trainer).fit(module, datamodule=data)
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
+                              log_example_images=False)
+    with pytest.warns(UserWarning, match="possible shortcut") as caught:
+        L.Trainer(**trainer, callbacks=[monitor]).validate(module, datamodule=data)
+    alert = next(str(w.message) for w in caught if "possible shortcut" in str(w.message))
+    assert "no start run to compare with, so no rise is claimed" in alert and "rising" not in alert
