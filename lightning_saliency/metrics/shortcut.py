@@ -165,8 +165,6 @@ def token_statistics(
     return _with_association(counts, shares, top1, by_label, labels, lifts)
 
 
-
-
 def pair_statistics(
     tokens: Sequence[Sequence[str]],
     scores: Sequence[Sequence[float]],
