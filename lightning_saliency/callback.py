@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -64,7 +64,8 @@ class SaliencyMonitor(MonitorAdapter, Callback):
             :class:`~lightning_saliency.budget.ComputeBudget`. ``None``: run exactly as configured.
         log_example_images: also log one image per example (the grid image is always logged).
         reference_pass: attribute once before training (run label ``"start"``).
-        dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``).
+        dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``; with W&B or
+            MLflow as the first logger, ``<default_root_dir>/saliency_logs/<run id>``, one per fit).
         seed: probe sampling and SmoothGrad seed (private generators; training RNG untouched).
         on_error: ``"warn"`` (report, keep training) or ``"raise"``.
         attribution_config: an :class:`~lightning_saliency.AttributionConfig` to start from; the
@@ -105,7 +106,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     Example::
 
         from lightning import Trainer
-        from lightning.pytorch.loggers import TensorBoardLogger
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
         from lightning_saliency import SaliencyMonitor
 
         trainer = Trainer(callbacks=[SaliencyMonitor(tokenizer=tokenizer)], logger=TensorBoardLogger("runs"))
@@ -190,8 +191,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     # -------------------------------------------------------------------------------- internals
     def _run(self, trainer: L.Trainer, label: str, stage: str, epoch: Optional[int], step_run: bool = False) -> None:
         started = time.perf_counter()
-        # trainer.log_dir is a collective under DDP: read it on every rank, outside rank zero's work.
-        directory = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir or trainer.default_root_dir)
+        directory = records_directory(trainer, self.dirpath, self.engine.run_id)
         rank, world_size = world(trainer)
         since = self._last_run_ended if step_run else self._epoch_started
         epoch_seconds = None if since is None or label == "start" else started - since
@@ -222,6 +222,19 @@ class SaliencyMonitor(MonitorAdapter, Callback):
             return found + [sink for logger in trainer.loggers for sink in logger_sinks(logger)]
 
         return self._publisher_with(sinks, rank_zero_warn, NO_TENSORBOARD)
+
+
+def records_directory(trainer: L.Trainer, dirpath: Optional[str], run_id: str) -> Path:
+    """Where a fit's ``saliency/epoch_*.json`` go: ``dirpath``; else the first logger's versioned
+    ``log_dir`` (TensorBoard, CSV); else, for loggers that keep their runs in their own store (W&B,
+    MLflow, whose ``save_dir`` every fit shares), a folder of this fit's own,
+    ``<default_root_dir>/saliency_logs/<run id>``, so that the next fit does not overwrite it."""
+    log_dir = trainer.log_dir  # a collective under DDP: read on every rank, outside rank zero's work
+    if dirpath is not None:
+        return Path(dirpath)
+    if trainer.loggers and not isinstance(trainer.loggers[0], (TensorBoardLogger, CSVLogger)):
+        return Path(trainer.default_root_dir) / "saliency_logs" / run_id
+    return Path(log_dir or trainer.default_root_dir)
 
 
 def _first(loaders: Any) -> Any:

@@ -96,7 +96,7 @@ class Publisher:
         began), send the scalars and warnings, and hand drawing, text and the file to the worker.
         Returns the record's JSON form, the one written (only to be read: the worker writes it)."""
         publishing = time.perf_counter()
-        self._warn_and_call_back(record)
+        self._warn_and_call_back(record, directory)
         if record.skipped:
             self._warn_skipped(record)
         record.seconds = time.perf_counter() - started  # what the run blocked training for
@@ -204,7 +204,13 @@ class Publisher:
             if artifacts:
                 sink.text("saliency/dataset_artifacts", markdown(artifacts), step)
 
-    def _warn_and_call_back(self, record: RunRecord) -> None:
+    def _alert_location(self, directory: Path) -> str:
+        """Where the user reads the alert: TensorBoard's text tab, else the run's record files."""
+        if any(isinstance(sink, TensorBoardSink) for sink in self.sinks):
+            return "saliency/shortcut_alert in TensorBoard"
+        return f"the records in {Path(directory) / 'saliency'} (lightning-saliency report {directory})"
+
+    def _warn_and_call_back(self, record: RunRecord, directory: Path) -> None:
         """Warnings about new suspects and confirmations, and the user's ``on_shortcut`` hook: on
         the training thread, so that the hook may act on the trainer."""
         found = {m: f.suspects for m, f in record.metrics.shortcut.items() if f.suspects}
@@ -219,7 +225,7 @@ class Publisher:
                     else "(no start run to compare with, so no rise is claimed)")
             self.warn(
                 f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
-                f"probe examples that contain them {rise}. See saliency/shortcut_alert in TensorBoard."
+                f"probe examples that contain them {rise}. See {self._alert_location(directory)}."
             )
         confirmed = [c for c in record.metrics.causal if c.confirmed and c.token not in self._confirmed_tokens]
         for check in confirmed:

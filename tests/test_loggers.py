@@ -91,3 +91,42 @@ def test_wandb_and_mlflow_are_not_imported_for_other_loggers(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_without_tensorboard_each_fit_keeps_its_records_in_its_own_folder_and_the_alert_names_it(
+        tmp_path, monkeypatch, capfd):
+    """MLflow's save_dir is shared by every fit: records go to <default_root_dir>/saliency_logs/<run id>,
+    never into the MLflow store, and the alert says where they are (there is no TensorBoard to look in)."""
+    pytest.importorskip("mlflow", reason="pip install -e '.[dev]' (or lightning-saliency[mlflow])")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    from lightning_saliency.demo import make_corpus, TextClassifier, TextDataModule, tiny_bert, train_tokenizer
+
+    corpus = dict(shortcut=Shortcut("single"), shortcut_rate=1.0, sentiment_noise=0.5)
+    train, val = make_corpus(400, seed=0, **corpus), make_corpus(100, seed=1, **corpus)
+    tokenizer = train_tokenizer(train[0] + val[0])
+    uri = f"file:{tmp_path / 'mlruns'}"
+    folders = []
+    for fit_number in range(2):
+        L.seed_everything(0, verbose=False)
+        module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=5e-3)
+        monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=8, log_example_images=False,
+                                  faithfulness=False)
+        trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=1, default_root_dir=tmp_path,
+                            logger=MLFlowLogger(experiment_name="saliency", tracking_uri=uri), callbacks=[monitor],
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        with pytest.warns(UserWarning, match="possible shortcut") as caught:
+            trainer.fit(module, datamodule=TextDataModule(train, val, tokenizer))
+        folder = tmp_path / "saliency_logs" / monitor.engine.run_id
+        assert sorted(p.name for p in (folder / "saliency").glob("epoch_*.json")) == [
+            "epoch_000.json", "epoch_001.json", "epoch_002.json", "epoch_start.json"]
+        alert = next(str(w.message) for w in caught if "possible shortcut" in str(w.message))
+        assert f"See the records in {folder / 'saliency'}" in alert and "TensorBoard" not in alert
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    assert not (tmp_path / "mlruns" / "saliency").exists() and not (tmp_path / "saliency").exists()
+    capfd.readouterr()
+    assert [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()].count("saliency") == 1
+    assert "Traceback" not in capfd.readouterr().err
