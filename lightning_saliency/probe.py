@@ -146,6 +146,14 @@ def _describe(
     known_word_ids: Optional[list[list[Optional[int]]]] = None,
 ):
     """Tokens, decoded text and word ids per example (word ids re-derived unless known)."""
+    if tokenizer is not None:
+        largest = int(inputs["input_ids"].max()) if inputs["input_ids"].numel() else -1
+        if largest >= len(tokenizer):
+            raise ValueError(
+                f"The validation data holds token id {largest}, but the tokenizer has only {len(tokenizer)} tokens: "
+                "it is not the tokenizer the data was tokenized with. Pass the model's own tokenizer "
+                "(SaliencyMonitor(tokenizer=...))."
+            )
     tokens, texts, word_ids = [], [], []
     for i, (row, mask) in enumerate(zip(inputs["input_ids"], inputs["attention_mask"])):
         ids = row[mask.bool()].tolist()

@@ -204,3 +204,14 @@ def test_no_row_progress_bar_when_output_is_not_a_terminal(tmp_path, capsys):
     quiet_trainer(tmp_path, [callback], enable_progress_bar=True, max_epochs=1).fit(module, datamodule=data)
     assert [r["status"] for r in callback.history] == ["ok", "ok"]
     assert "Saliency [" not in capsys.readouterr().out
+
+
+def test_a_foreign_tokenizer_smaller_than_the_model_is_refused_at_setup(tmp_path):
+    """Smaller than the embedding table, so the size check passes, but it cannot decode the data."""
+    from lightning_saliency.demo import train_tokenizer
+
+    module, data, tok = demo()
+    foreign = train_tokenizer(["a b c d e f g h"], vocab_size=40)
+    assert len(foreign) < len(tok) <= module.model.get_input_embeddings().num_embeddings
+    with pytest.raises(ValueError, match=r"only \d+ tokens: it is not the tokenizer the data was tokenized with"):
+        quiet_trainer(tmp_path, [SaliencyMonitor(tokenizer=foreign, num_examples=4)]).fit(module, datamodule=data)
