@@ -14,6 +14,7 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.evidence.tables import artifact_table, causal_table, class_table, timeline_table
 from lightning_saliency.records import ExampleRecord, RunRecord, write_json
+from lightning_saliency.schema.records import UNCONVERGED, completeness_error, unconverged_limit
 from lightning_saliency.sinks import LoggerSink, NullSink, Sink, TensorBoardSink, table_markdown
 from lightning_saliency.worker import BackgroundWorker
 
@@ -180,7 +181,8 @@ class Publisher:
         step = record.global_step
         config = AttributionConfig(**record.settings["attribution"]) if "attribution" in record.settings else None
         for method in record.methods if images else ():
-            rows = [heatmap_row(e, method, k) for k, e in enumerate(record.examples)]
+            limit = unconverged_limit(record.settings)
+            rows = [heatmap_row(e, method, k, limit) for k, e in enumerate(record.examples)]
             grid, per_example = render.grid_and_row_images(
                 rows, f"{method}: run {record.label} (step {step})",
                 shared_limit=run_scale(record, method) if self.color_scale == "run" else None,
@@ -254,17 +256,28 @@ def cost_scalars(record: RunRecord, epoch_seconds: Optional[float]) -> dict[str,
     return scalars
 
 
+def converged(example: ExampleRecord, method: str, limit: float) -> bool:
+    error = completeness_error(example.attributions[method], example.delta.get(method))
+    return error is None or error <= limit
+
+
 def run_scale(record: RunRecord, method: str) -> float:
-    """The largest |score| of ``method`` over the run's non-special tokens: one color scale for all."""
-    return max((render.line_scale(e.attributions[method], e.special) for e in record.examples), default=0.0)
+    """One color scale for the run's examples: the largest |score| of ``method`` over the
+    converged ones (every example of a method without a delta)."""
+    limit = unconverged_limit(record.settings)
+    return render.shared_scale((e.attributions[method], e.special, converged(e, method, limit))
+                               for e in record.examples)
 
 
-def heatmap_row(example: ExampleRecord, method: str, number: int) -> render.HeatmapRow:
+def heatmap_row(example: ExampleRecord, method: str, number: int, limit: float = UNCONVERGED) -> render.HeatmapRow:
     truth = example.label_name if example.label_name is not None else "?"
     caption = f"#{number} true: {truth} | pred: {example.predicted_name} ({example.probability:.2f}) | {method}"
     if method in example.delta:
         caption += f" | delta {example.delta[method]:+.1e}"
-    return render.HeatmapRow(example.tokens, example.attributions[method], caption)
+    error = completeness_error(example.attributions[method], example.delta.get(method))
+    warning = (f"not converged: |delta| is {error:.0%} of F(x) - F(x')" if error is not None and error > limit
+               else None)
+    return render.HeatmapRow(example.tokens, example.attributions[method], caption, warning)
 
 
 def top_token_rows(record: RunRecord, k: int) -> tuple[list[str], list[list[Any]]]:

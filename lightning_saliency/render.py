@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from matplotlib import font_manager, ft2font
@@ -31,16 +31,18 @@ _TOKEN_PX, _CAPTION_PX, _TITLE_PX, _SMALL_PX = 13, 12, 15, 11
 _CHAR_W = 8.4  # pixels per character cell (DejaVu Sans Mono advances 7.8 px at 13 px, plus air)
 _LINE_H, _BOX_H = 30, 24
 _MARGIN, _TITLE_H, _CAPTION_H, _ROW_PAD, _BAR_H = 8, 50, 20, 15, 70
-_EDGE, _INK, _PAPER = (187, 187, 187), (20, 20, 20), (255, 255, 255)
+_EDGE, _INK, _PAPER, _WARNING = (187, 187, 187), (20, 20, 20), (255, 255, 255), (192, 0, 0)
 
 
 @dataclass
 class HeatmapRow:
-    """One example to draw: its tokens, their scores and the caption shown above them."""
+    """One example to draw: its tokens, their scores, the caption shown above them, and a
+    ``warning`` drawn in red after it (e.g. an IG example that did not converge)."""
 
     tokens: Sequence[str]
     scores: Sequence[float]
     caption: str
+    warning: Optional[str] = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,6 +98,32 @@ def line_scale(scores: Sequence[float], special: Sequence[bool]) -> float:
     return max((abs(v) for v, sp in zip(scores, special) if not sp and math.isfinite(v)), default=0.0)
 
 
+def shared_scale(lines: Iterable[tuple[Sequence[float], Sequence[bool], bool]]) -> float:
+    """One colour scale for a run's lines ``(scores, special, counts)``: the largest |score| of the
+    lines that count (converged ones), or of all lines when none does. An unconverged IG example
+    can carry large, wrong scores; alone it would make every other line pale."""
+    lines = list(lines)
+    counted = [line_scale(scores, special) for scores, special, counts in lines if counts]
+    return max(counted or [line_scale(scores, special) for scores, special, _ in lines], default=0.0)
+
+
+def row_caption(row: HeatmapRow, limit: float, shared: bool, signed: bool = True) -> str:
+    """A row's caption: its own largest |score| always (on a shared scale too, so each example
+    image says how strong it is), and the scale it was drawn with when that is its own."""
+    sign = "±" if signed else "0–"
+    own = _symmetric_limit(row.scores) if len(row.scores) and np.any(np.asarray(row.scores, dtype=float)) else 0.0
+    return f"{row.caption} | max {sign}{own:.2g}" if shared else f"{row.caption} | scale {sign}{limit:.2g}"
+
+
+def colorbar_ticks(signed: bool, shared_limit: Optional[float]) -> list[tuple[float, str]]:
+    """(position in [-1, 1] or [0, 1], label) of the colorbar's ticks: real attribution units on a
+    shared scale, fractions of each example's own largest |score| otherwise."""
+    positions = np.linspace(-1, 1, 5) if signed else np.linspace(0, 1, 5)
+    if shared_limit:
+        return [(float(p), f"{p * shared_limit:.2g}") for p in positions]
+    return [(float(p), f"{p:g}") for p in positions]
+
+
 def _symmetric_limit(scores: Sequence[float]) -> float:
     largest = float(np.max(np.abs(np.asarray(scores, dtype=float)))) if len(scores) else 0.0
     return largest if largest > 0 else 1.0
@@ -108,28 +136,37 @@ def _colors(values: np.ndarray, signed: bool) -> np.ndarray:
     return (np.asarray(cmap(np.nan_to_num(unit, nan=0.5 if signed else 0.0)))[..., :3] * 255).round().astype(np.uint8)
 
 
+def _header_height(row: HeatmapRow) -> int:
+    """The caption's band, and the warning's line above it when there is one."""
+    return 2 * _CAPTION_H - 4 if row.warning else _CAPTION_H
+
+
 def _draw_row(draw: ImageDraw.ImageDraw, top: int, row: HeatmapRow, scaled: np.ndarray, signed: bool,
               line_chars: int) -> None:
-    draw.text((_MARGIN, top + 2), row.caption, fill=_INK, font=_sans(_CAPTION_PX))
+    header = _header_height(row)
+    if row.warning:  # a line of its own above the caption, so that a long caption never hides it
+        draw.text((_MARGIN, top + 2), row.warning, fill=_WARNING, font=_sans(_CAPTION_PX, bold=True))
+    draw.text((_MARGIN, top + header - _CAPTION_H + 2), row.caption, fill=_INK, font=_sans(_CAPTION_PX))
     colors = _colors(scaled, signed)
     for token, color, (line, column, width) in zip(row.tokens, colors, _layout(row.tokens, line_chars)):
         x = _MARGIN + column * _CHAR_W
-        y = top + _CAPTION_H + line * _LINE_H
+        y = top + header + line * _LINE_H
         draw.rectangle((x, y, x + (width - 0.2) * _CHAR_W, y + _BOX_H), fill=tuple(int(c) for c in color),
                        outline=_EDGE)
         draw.text((x + 0.4 * _CHAR_W, y + _BOX_H / 2), token, fill=_INK, font=_token_font(token), anchor="lm")
 
 
-def _draw_colorbar(draw: ImageDraw.ImageDraw, top: int, width: int, signed: bool, label: str) -> None:
+def _draw_colorbar(draw: ImageDraw.ImageDraw, top: int, width: int, signed: bool, label: str,
+                   shared_limit: Optional[float]) -> None:
     left, right = int(width * 0.25), int(width * 0.75)
     ramp = np.linspace(-1 if signed else 0, 1, right - left)
     for x, color in zip(range(left, right), _colors(ramp, signed)):
         draw.line((x, top + 8, x, top + 20), fill=tuple(int(c) for c in color))
     draw.rectangle((left, top + 8, right, top + 20), outline=(60, 60, 60))
-    for value in (np.linspace(-1, 1, 5) if signed else np.linspace(0, 1, 5)):
+    for value, text in colorbar_ticks(signed, shared_limit):
         x = left + (value - (-1 if signed else 0)) / (2 if signed else 1) * (right - left)
         draw.line((x, top + 20, x, top + 24), fill=(60, 60, 60))
-        draw.text((x, top + 26), f"{value:g}", fill=_INK, font=_sans(_SMALL_PX), anchor="mt")
+        draw.text((x, top + 26), text, fill=_INK, font=_sans(_SMALL_PX), anchor="mt")
     draw.text((width / 2, top + 44), label, fill=_INK, font=_sans(_SMALL_PX), anchor="mt")
 
 
@@ -144,7 +181,7 @@ def grid_and_row_images(
     example looks pale; ``None`` scales each row to its own largest |score|. ``signed=False`` draws
     magnitudes from 0 (white) to the limit (green)."""
     width = int(2 * _MARGIN + line_chars * _CHAR_W)
-    heights = [_CAPTION_H + _LINE_H * _lines_needed(row, line_chars) + _ROW_PAD for row in rows]
+    heights = [_header_height(row) + _LINE_H * _lines_needed(row, line_chars) + _ROW_PAD for row in rows]
     image = Image.new("RGB", (width, _TITLE_H + sum(heights) + _BAR_H), _PAPER)
     draw = ImageDraw.Draw(image)
     draw.text((_MARGIN, _TITLE_H / 2), title, fill=_INK, font=_sans(_TITLE_PX, bold=True), anchor="lm")
@@ -152,14 +189,14 @@ def grid_and_row_images(
     bands, top = [], _TITLE_H
     for row, height in zip(rows, heights):
         limit = shared_limit if shared_limit and shared_limit > 0 else _symmetric_limit(row.scores)
-        caption = row.caption if shared_limit else f"{row.caption} | scale {sign}{limit:.2g}"
+        caption = row_caption(row, limit, bool(shared_limit), signed)
         scaled = np.asarray(row.scores, dtype=float) / limit
-        _draw_row(draw, top, HeatmapRow(row.tokens, row.scores, caption), scaled, signed, line_chars)
+        _draw_row(draw, top, HeatmapRow(row.tokens, row.scores, caption, row.warning), scaled, signed, line_chars)
         bands.append((top, top + height))
         top += height
     label = (f"attribution; one scale for the run: {sign}{shared_limit:.3g}" if shared_limit
              else "attribution / max |attribution| of the example")
-    _draw_colorbar(draw, top, width, signed, label)
+    _draw_colorbar(draw, top, width, signed, label, shared_limit)
     pixels = np.asarray(image)
     colorbar = pixels[top:]
     return pixels.copy(), [np.concatenate([pixels[a:b], colorbar]) for a, b in bands]

@@ -56,3 +56,42 @@ def test_a_shared_scale_keeps_a_weak_example_pale_and_unsigned_scores_start_at_w
     # The colorbar of an unsigned method runs from white to green: no red half for values it never takes.
     reddish = lambda image: ((image[-75:].reshape(-1, 3).astype(int)[:, 0] - image[-75:].reshape(-1, 3)[:, 1]) > 60).sum()
     assert reddish(magnitude) == 0 and reddish(signed_zero) > 100
+
+
+def test_unconverged_examples_are_flagged_and_do_not_set_the_run_scale_alone():
+    """The demo's run 004: 8 of 12 IG rows were blank against a scale set by 4 rows whose |delta|
+    was as large as their attributions. Those rows are flagged and the scale comes from the others."""
+    from lightning_saliency.publishing import heatmap_row, run_scale
+    from lightning_saliency.records import ExampleRecord, RunRecord
+    from lightning_saliency.schema.records import completeness_error
+
+    def example(index, scores, delta):
+        return ExampleRecord(index, "t", ["[CLS]", "a", "b", "[SEP]"], [None, 0, 1, None], [True, False, False, True],
+                             1, "pos", 1, "pos", 0.9, 1, 1.0, {"integrated_gradients": scores},
+                             {"integrated_gradients": delta})
+
+    good = example(0, [0.0, 2e-4, 1e-4, 0.0], 1e-7)        # converged, small
+    wrong = example(1, [0.0, 4.2, -1.0, 0.0], 1.2)         # sum 3.2 = F(x) - F(x') + 1.2: error 60%
+    assert completeness_error(good.attributions["integrated_gradients"], 1e-7) == 0.0
+    assert abs(completeness_error(wrong.attributions["integrated_gradients"], 1.2) - 0.6) < 1e-9
+    record = RunRecord("004", "fit", 4, 40, {"attribution": {"tolerance": None}}, ["integrated_gradients"],
+                       [good, wrong])
+    assert run_scale(record, "integrated_gradients") == 2e-4  # not 4.2
+    assert heatmap_row(wrong, "integrated_gradients", 1).warning == "not converged: |delta| is 60% of F(x) - F(x')"
+    assert heatmap_row(good, "integrated_gradients", 0).warning is None
+    # Drawn in red beside the caption.
+    _, (plain,) = grid_and_row_images([HeatmapRow(["A"], [0.0], "caption")], "t", shared_limit=1.0)
+    _, (flagged,) = grid_and_row_images([HeatmapRow(["A"], [0.0], "caption", "not converged")], "t", shared_limit=1.0)
+    red = lambda image: ((image[:40].reshape(-1, 3).astype(int)[:, 0] - image[:40].reshape(-1, 3)[:, 1]) > 100).sum()
+    assert red(plain) == 0 and red(flagged) > 20
+
+
+def test_colorbar_ticks_are_real_units_and_each_example_shows_its_own_max():
+    from lightning_saliency.render import colorbar_ticks, row_caption
+
+    assert [label for _, label in colorbar_ticks(True, 4.2)] == ["-4.2", "-2.1", "0", "2.1", "4.2"]
+    assert [label for _, label in colorbar_ticks(False, 0.5)] == ["0", "0.12", "0.25", "0.38", "0.5"]
+    assert [label for _, label in colorbar_ticks(True, None)] == ["-1", "-0.5", "0", "0.5", "1"]  # per-example scale
+    row = HeatmapRow(["a", "b"], [0.3, -0.05], "#0")
+    assert row_caption(row, 4.2, shared=True) == "#0 | max ±0.3"
+    assert row_caption(row, 0.3, shared=False) == "#0 | scale ±0.3"

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Optional, Sequence
 from matplotlib.colors import to_hex
 
 from lightning_saliency.evidence.tables import evidence_tables
-from lightning_saliency.schema.records import RunRecord
+from lightning_saliency.schema.records import RunRecord, completeness_error, unconverged_limit
 from lightning_saliency.schema.words import word_scores
-from lightning_saliency.render import ATTRIBUTION_CMAP, line_scale
+from lightning_saliency.render import ATTRIBUTION_CMAP, line_scale, shared_scale
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
 
@@ -52,10 +52,16 @@ def _text_color(background: str) -> str:
 
 
 def run_scale(record: dict, method: str) -> float:
-    """The largest |score| of ``method`` over a run's examples: the one scale its lines share, so a
-    weak example looks pale next to a strong one (as in the TensorBoard images)."""
-    return max((line_scale(e["attributions"][method], e.get("special") or [False] * len(e["attributions"][method]))
-                for e in record.get("examples", []) if method in e.get("attributions", {})), default=0.0)
+    """The one scale a run's lines share, so a weak example looks pale next to a strong one: the
+    largest |score| of ``method`` over its converged examples, as in the TensorBoard images."""
+    limit = unconverged_limit(record.get("settings") or {})
+    lines = []
+    for e in record.get("examples", []):
+        scores = e.get("attributions", {}).get(method)
+        if scores is not None:
+            error = completeness_error(scores, (e.get("delta") or {}).get(method))
+            lines.append((scores, e.get("special") or [False] * len(scores), error is None or error <= limit))
+    return shared_scale(lines)
 
 
 def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str],

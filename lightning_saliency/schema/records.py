@@ -32,6 +32,31 @@ from lightning_saliency.schema.words import span_sums, word_spans
 SCHEMA_VERSION = 1
 
 
+# An IG example is unconverged when its completeness error (|delta| against F(x) - F(x')) is above
+# this, or above the run's own tolerance when that is larger: its colours are then not the whole
+# difference it explains, and it must not set the run's colour scale on its own.
+UNCONVERGED = 0.05
+
+
+def completeness_error(scores: Sequence[float], delta: Optional[float]) -> Optional[float]:
+    """``|delta| / |F(x) - F(x')|`` of one IG example, from its scores (``sum = F(x) - F(x') +
+    delta``); ``None`` without a delta (not IG). An absolute delta of at most 1e-5 counts as
+    converged (0), as adaptive IG does, so a flat example is not flagged for rounding."""
+    if delta is None or not math.isfinite(delta):
+        return None
+    if abs(delta) <= 1e-5:
+        return 0.0
+    difference = abs(math.fsum(scores) - delta)
+    return abs(delta) / difference if difference > 0 else math.inf
+
+
+def unconverged_limit(settings: dict[str, Any]) -> float:
+    """The completeness error above which a record's IG examples are flagged: the run's tolerance
+    (adaptive IG) when it is larger than :data:`UNCONVERGED`."""
+    tolerance = ((settings or {}).get("attribution") or {}).get("tolerance")
+    return max(UNCONVERGED, tolerance or 0.0)
+
+
 class RecordError(ValueError):
     """A file that is not a readable saliency record of a schema this version understands."""
 
