@@ -172,6 +172,7 @@ class MonitorEngine:
             sources.access, examples, PassSettings(self.methods_for(request), config, s.target, s.task, faithfulness,
                                                    s.seed),
             request.rank, request.world_size, sources.progress, f"Saliency [{request.label}]", failure,
+            sources.max_length,
         )
         self.completed.add(request.label)
         record, analysis_error = None, None

@@ -228,8 +228,11 @@ def run_model_passes(
     progress: Progress = no_progress,
     description: str = "Saliency",
     failure: Optional[str] = None,
+    max_length: Optional[int] = None,
 ) -> Optional[ModelPasses]:
-    """Attribute ``probe`` (this rank's share of it) and gather the shards on rank zero.
+    """Attribute ``probe`` (this rank's share of it) and gather the shards on rank zero. Examples
+    with nothing to attribute or longer than ``max_length`` (the model's positions) are skipped
+    untried, with the reason.
 
     Every rank makes exactly one gather, whatever happens locally (an empty shard, an error, or a
     ``failure`` before this call, with no probe), so no rank waits in a collective that another
@@ -239,7 +242,8 @@ def run_model_passes(
     if failure is not None or probe is None:
         gathered = gather_objects(_Shard([], None, {}, failure or f"rank {rank}: no probe set", []), world_size)
         raise ShardError("; ".join(s.failure for s in gathered if s.failure is not None))
-    rows, skipped = attributable_rows(probe, access.special_tokens, shard_rows(probe.lengths(), rank, world_size))
+    rows, skipped = attributable_rows(probe, access.special_tokens, shard_rows(probe.lengths(), rank, world_size),
+                                      max_length)
     shard = _Shard(rows, None, {}, None, skipped)
     try:
         if rows:

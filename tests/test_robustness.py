@@ -1,5 +1,6 @@
 """A bad example never silences the monitor: every run writes a record, bad examples are skipped
 with their reason, and odd batch formats are read or named in the error."""
+import contextlib
 import json
 import warnings
 
@@ -197,3 +198,25 @@ def test_an_empty_validation_set_is_refused_at_setup_with_the_fix(tmp_path):
     data.val.items = []  # a validation set with no examples
     with pytest.raises(ValueError, match=r"validation dataset is empty.*examples=\[\.\.\.\]"):
         fit(tmp_path, module, data, tokenizer=tokenizer, num_examples=8)
+
+
+def test_an_example_longer_than_the_model_is_skipped_with_the_model_length_as_reason():
+    from conftest import SPECIAL, bert_classifier, random_batch
+
+    from lightning_saliency.attribution import AttributionConfig
+    from lightning_saliency.model_access import hf_forward
+    from lightning_saliency.probe import ProbeSet
+    from lightning_saliency.runner import ModelAccess, PassSettings, run_model_passes
+
+    model = bert_classifier().eval()  # 64 positions
+    inputs = random_batch(batch=3, seq=80)
+    inputs["attention_mask"][:2, 60:] = 0  # rows 0 and 1 fit (at most 60 tokens); row 2 does not
+    inputs["input_ids"][:2, 60:] = 0
+    tokens = [["t"] * int(m.sum()) for m in inputs["attention_mask"]]
+    probe = ProbeSet([10, 11, 12], inputs, None, tokens, ["x"] * 3, [list(range(len(t))) for t in tokens])
+    access = ModelAccess(model, hf_forward(model), None, SPECIAL, None, contextlib.nullcontext)
+    passes = run_model_passes(access, probe, PassSettings(("gradient",), AttributionConfig(), "predicted",
+                                                          "classification", False, 0), max_length=64)
+    assert passes.rows == [0, 1]
+    length = int(inputs["attention_mask"][2].sum())
+    assert length > 64 and passes.skipped == [(2, f"longer than the model's 64 positions ({length} tokens)")]
