@@ -6,10 +6,10 @@ import random
 
 import lightning as L
 import pytest
-import torch
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, make_corpus, tiny_bert, train_tokenizer
+from lightning_saliency.demo.ground_truth import CounterfactualAccuracy
 
 pytestmark = pytest.mark.slow
 PLANTED = "zorbly"
@@ -24,32 +24,6 @@ def clean_validation(n, seed):
     return texts + ["", "日本語 🙂"], labels + [0, 1]
 
 
-class Counterfactual(L.Callback):
-    """The ground truth, from the live model every 2 steps: of held-out negatives it gets right,
-    the share still right once the planted word is inserted."""
-
-    def __init__(self, tokenizer, texts):
-        self.tokenizer, self.texts, self.by_step = tokenizer, texts, {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if step % 2:
-            return
-        model, was_training = pl_module.model, pl_module.model.training
-        model.eval()
-        with torch.no_grad(), torch.random.fork_rng():
-            plain = self.tokenizer(self.texts, padding=True, return_tensors="pt")
-            right = model(**plain).logits.argmax(-1) == 0
-            edited = self.tokenizer([f"{PLANTED} {t}" for t in self.texts], padding=True, return_tensors="pt")
-            still = (model(**edited).logits.argmax(-1) == 0) & right
-        model.train(was_training)
-        if int(right.sum()) >= 10:
-            self.by_step[step] = float(still.sum() / right.sum())
-
-    def first_step_below(self, level=0.5):
-        return next((s for s, rate in sorted(self.by_step.items()) if rate < level), None)
-
-
 def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_path):
     L.seed_everything(0, verbose=False)
     train = make_corpus(800, Shortcut("single"), shortcut_rate=0.9, sentiment_noise=0.3, seed=0)
@@ -58,7 +32,7 @@ def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_p
     tokenizer = train_tokenizer(train[0] + val[0])
     data = TextDataModule(train, val, tokenizer, batch_size=32)
     module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=3e-3)
-    truth = Counterfactual(tokenizer, held_out)
+    truth = CounterfactualAccuracy(tokenizer, held_out, PLANTED)
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
                               log_example_images=False, every_n_train_steps=8, step_schedule="log")
     with pytest.warns(UserWarning, match="left out of the causal checks"):

