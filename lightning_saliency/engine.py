@@ -188,7 +188,7 @@ class MonitorEngine:
             checks, causal_error = self.evidence.run(
                 record, analysis_error is not None, sources.access, sources.confirmation, examples,
                 self._causal_settings(config, sources.max_length), request.label, request.global_step, request.rank,
-                request.world_size, lambda rows: None)
+                request.world_size, lambda rows: None, recheck_confirmed=not request.step_run)
         except ShardError:
             if analysis_error is not None:
                 raise analysis_error

