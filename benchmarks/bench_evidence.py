@@ -108,13 +108,12 @@ def main() -> None:
             return
         epoch = report("MiniLM-L6 on drug reviews (320 train / 64 val, max_length 64)", minilm_setup, args.epochs)
         causal_check_cost(lambda: minilm_setup(val=256), ("great",), 2, epoch)
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-        from minilm_drug_reviews import read_reviews
+        from lightning_saliency.demo.offline import drug_reviews
 
         from lightning_saliency.demo import TextDataset, pad_collate
 
         _, _, tokenizer = minilm_setup()
-        texts, labels = read_reviews("Train")
+        texts, labels = drug_reviews("Train")
         dataset = TextDataset(texts, labels, tokenizer, max_length=128)
         artifact_cost(f"all {len(texts)} drug-review training examples (max_length 128)", dataset,
                       lambda items: pad_collate(items, tokenizer.pad_token_id), tokenizer)

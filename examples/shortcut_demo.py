@@ -12,7 +12,6 @@ shortcut alerts each epoch. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from lightning_saliency import SaliencyMonitor  # noqa: E402
 from lightning_saliency.demo import Shortcut, build_demo  # noqa: E402
+from lightning_saliency.demo.summary import summary_lines  # noqa: E402
 
 
 def main(argv=None) -> Path:
@@ -56,22 +56,7 @@ def main(argv=None) -> Path:
 def summarize(monitor: SaliencyMonitor, log_dir: Path) -> None:
     print(f"\nTensorBoard logs and saliency/*.json in {log_dir}")
     print(f"View them with: tensorboard --logdir {log_dir.parent.parent} --samples_per_plugin images=100\n")
-    print(f"{'run':>6} {'probe acc':>9} {'IG delta':>9} {'zorbly top-1 in':>16} {'suspects (IG)':>20}  causal check")
-    for record in monitor.history:
-        with_token = [e for e in record["examples"] if "zorbly" in e["tokens"]]
-        top1 = 0
-        for e in with_token:
-            scores = [abs(s) if not sp else -1 for s, sp in zip(e["attributions"]["integrated_gradients"], e["special"])]
-            top1 += e["tokens"][scores.index(max(scores))] == "zorbly"
-        scalars = record["metrics"]["scalars"]
-        suspects = [s["token"] for s in record["metrics"]["shortcut"]["integrated_gradients"]["suspects"]]
-        checks = [f"{c['token']}: {'confirmed' if c['confirmed'] else 'not confirmed'}, removal flips "
-                  f"{c['deletion']['rate']:.0%}" for c in record["metrics"]["causal"] if c["deletion"]["rate"] is not None]
-        print(
-            f"{record['label']:>6} {scalars.get('saliency/probe/accuracy', float('nan')):>9.2f} "
-            f"{scalars.get('saliency/integrated_gradients/delta_mean', float('nan')):>9.1e} "
-            f"{f'{top1}/{len(with_token)} examples':>16} {json.dumps(suspects):>20}  {'; '.join(checks) or '-'}"
-        )
+    print("\n".join(summary_lines(monitor.history, planted="zorbly")))
     print("\nReading: as training proceeds the planted word 'zorbly' becomes the top-attributed token in the positive")
     print("reviews that contain it, and SaliencyMonitor flags it as a shortcut suspect (saliency/shortcut_alert).")
     print("The causal check confirms it: removing the word from validation reviews flips their prediction far more")

@@ -15,7 +15,7 @@ from werkzeug.test import Client
 
 from lightning_saliency import AttributionConfig, SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
-from lightning_saliency.report import build_report, read_runs, write_report
+from lightning_saliency.report import build_report, read_runs
 
 
 def demo(n_train=64, n_val=16):

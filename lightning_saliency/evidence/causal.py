@@ -15,7 +15,7 @@ under the run's token budget and precision context, sharded across DDP ranks lik
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch

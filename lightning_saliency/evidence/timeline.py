@@ -6,7 +6,6 @@ ends. Step runs are therefore dense early: with ``schedule="log"`` they happen a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Literal, Optional
 
 from lightning_saliency.schema.findings import SuspectTimeline
