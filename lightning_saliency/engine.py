@@ -83,6 +83,21 @@ class RunSources:
     progress: Progress = no_progress
 
 
+# A step run checks its new suspects on the first 64 examples of the causal checks' sample (epoch
+# runs use all of it, for the record). A shortcut that matters flips most of the examples that
+# contain it: with about 30 trials a rate of 0.9 has a 95% lower bound near 0.75, far above a
+# control near 0, while the check costs a quarter of the forward rows (on MiniLM, about 8 s of
+# a step run's 9 s before).
+STEP_RUN_CONFIRM_EXAMPLES = 64
+
+
+def _first_examples(sample: Callable[[], ProbeSet], count: int) -> Callable[[], ProbeSet]:
+    def first() -> ProbeSet:
+        examples = sample()
+        return examples if len(examples) <= count else examples.select(range(count))
+    return first
+
+
 def _budget(settings: MonitorSettings, examples: int, steps: int) -> Optional[ComputeBudget]:
     if settings.budget is None:
         return None
@@ -185,8 +200,11 @@ class MonitorEngine:
                 analysis_error = error
         checked = time.perf_counter()
         try:
+            confirmation = sources.confirmation
+            if request.step_run and confirmation is not None:
+                confirmation = _first_examples(confirmation, STEP_RUN_CONFIRM_EXAMPLES)
             checks, causal_error = self.evidence.run(
-                record, analysis_error is not None, sources.access, sources.confirmation, examples,
+                record, analysis_error is not None, sources.access, confirmation, examples,
                 self._causal_settings(config, sources.max_length), request.label, request.global_step, request.rank,
                 request.world_size, lambda rows: None, recheck_confirmed=not request.step_run)
         except ShardError:
