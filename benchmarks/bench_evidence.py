@@ -25,7 +25,7 @@ from bench_overhead import demo_setup, fit, minilm_setup  # noqa: E402
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
 from lightning_saliency.attribution.words import PieceJoiner  # noqa: E402
 from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
-from lightning_saliency.evidence.artifacts import dataset_artifacts  # noqa: E402
+from lightning_saliency.monitor.evidence.artifacts import dataset_artifacts  # noqa: E402
 
 
 def mean(values: list[float]) -> float:
@@ -38,10 +38,10 @@ def causal_check_cost(setup, words: tuple[str, ...], label: int, epoch: float) -
     from contextlib import nullcontext
 
     from lightning_saliency.attribution import AttributionConfig
-    from lightning_saliency.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
-    from lightning_saliency.model_access import hf_forward
-    from lightning_saliency.probe import probe_from_dataloader
-    from lightning_saliency.runner import ModelAccess
+    from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
+    from lightning_saliency.monitor.model_access import hf_forward
+    from lightning_saliency.monitor.probe import probe_from_dataloader
+    from lightning_saliency.monitor.runner import ModelAccess
 
     module, data, tokenizer = setup()
     loader = data.val_dataloader()

@@ -15,8 +15,8 @@ _PUBLIC = {
     "AttributionConfig": "lightning_saliency.attribution",
     "SpecialTokens": "lightning_saliency.attribution",
     "attribute": "lightning_saliency.attribution",
-    "SaliencyMonitor": "lightning_saliency.callback",
-    "ShortcutRules": "lightning_saliency.metrics",
+    "SaliencyMonitor": "lightning_saliency.adapters.lightning",
+    "ShortcutRules": "lightning_saliency.monitor.metrics",
     "MonitorSettings": "lightning_saliency.settings",
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from lightning_saliency.attribution import AttributionConfig, check_methods
 from lightning_saliency.attribution.targets import TargetSpec
-from lightning_saliency.metrics.shortcut import ShortcutRules
+from lightning_saliency.monitor.metrics.shortcut import ShortcutRules
 
 MethodName = Literal["integrated_gradients", "gradient", "gradient_x_input", "smoothgrad", "occlusion", "attention"]
 TargetChoice = Union[Literal["predicted", "label"], int]

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from lightning_saliency.analysis import AnalysisSettings, analyse, faithfulness_summary
-from lightning_saliency.metrics import ShortcutRules
-from lightning_saliency.records import ExampleRecord, RecordError, RunRecord, read_record, write_record
+from lightning_saliency.monitor.analysis import AnalysisSettings, analyse, faithfulness_summary
+from lightning_saliency.monitor.metrics import ShortcutRules
+from lightning_saliency.monitor.recording import ExampleRecord, RecordError, RunRecord, read_record, write_record
 from lightning_saliency.settings import MonitorSettings
 
 SPECIAL = [True, False, False, False, False, True]
@@ -119,7 +119,7 @@ def test_settings_are_validated_in_one_place():
 
 def test_model_discovery_agrees_at_any_depth(model):
     from lightning_saliency.attribution import find_embedding_layer
-    from lightning_saliency.model_access import hf_forward
+    from lightning_saliency.monitor.model_access import hf_forward
 
     class Backbone(torch.nn.Module):
         def __init__(self):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_saliency import SaliencyMonitor
-from lightning_saliency.budget import ComputeBudget, Plan
+from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.demo import Shortcut, build_demo
 
 

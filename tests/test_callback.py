@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_saliency import SaliencyMonitor
-from lightning_saliency.metrics import ShortcutRules
+from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.demo import Shortcut, build_demo
 
 pytestmark = pytest.mark.slow

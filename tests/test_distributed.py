@@ -10,7 +10,7 @@ import torch
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.attribution.results import Attributions, MethodAttribution, concatenate, select_rows
-from lightning_saliency.distributed import refuse_sharded_models, shard_rows
+from lightning_saliency.monitor.distributed import refuse_sharded_models, shard_rows
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_fit.py"
 

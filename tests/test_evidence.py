@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from lightning_saliency import SaliencyMonitor
-from lightning_saliency.analysis import AnalysisSettings, analyse
+from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
 from lightning_saliency.attribution import SpecialTokens
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.demo import Shortcut, build_demo, make_corpus
-from lightning_saliency.evidence.artifacts import association_table, bonferroni_z
-from lightning_saliency.evidence.causal import CausalCheck, flip_test, is_confirmed
-from lightning_saliency.evidence.edits import ConfirmationView, edit_rng, frequency_matched
-from lightning_saliency.evidence.timeline import step_run_due, update_timeline
-from lightning_saliency.metrics.intervals import wilson_interval
-from lightning_saliency.probe import probe_from_texts
-from lightning_saliency.records import RunRecord
+from lightning_saliency.monitor.evidence.artifacts import association_table, bonferroni_z
+from lightning_saliency.monitor.evidence.causal import CausalCheck, flip_test, is_confirmed
+from lightning_saliency.monitor.evidence.edits import ConfirmationView, edit_rng, frequency_matched
+from lightning_saliency.monitor.evidence.timeline import step_run_due, update_timeline
+from lightning_saliency.monitor.metrics.intervals import wilson_interval
+from lightning_saliency.monitor.probe import probe_from_texts
+from lightning_saliency.monitor.recording import RunRecord
 
 
 # ------------------------------------------------------------------------------------------ units

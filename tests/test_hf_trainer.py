@@ -7,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_saliency.demo import Shortcut, TextDataset, make_corpus, pad_collate, tiny_bert, train_tokenizer
-from lightning_saliency.integrations.transformers import SaliencyCallback
+from lightning_saliency.adapters.transformers import SaliencyCallback
 
 pytestmark = pytest.mark.slow
 

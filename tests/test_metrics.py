@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
-from lightning_saliency.metrics import (
+from lightning_saliency.monitor.metrics import (
     association_z,
     concentration,
     drift,
@@ -33,7 +33,7 @@ def test_drift_matches_scipy_reference():
 def test_kendall_tau_b_matches_torchmetrics_and_scipy_with_ties(n):
     from torchmetrics.functional import kendall_rank_corrcoef
 
-    from lightning_saliency.metrics.drift import kendall
+    from lightning_saliency.monitor.metrics.drift import kendall
 
     g = torch.Generator().manual_seed(n)
     for a, b in ((torch.randn(n, generator=g), torch.randn(n, generator=g)),
@@ -96,7 +96,7 @@ def test_token_statistics_and_suspects():
 
 
 def test_pair_statistics_find_a_pair_that_shares_the_top_two_places():
-    from lightning_saliency.metrics import pair_statistics
+    from lightning_saliency.monitor.metrics import pair_statistics
 
     tokens, scores, special = [], [], []
     for i in range(8):

@@ -100,7 +100,7 @@ def test_lightning_loaders_passed_to_fit_with_a_tokenizer_collate(corpus):
 def trainer_run(out, train_set, val_set, tokenizer, model, epochs=6):
     from transformers import Trainer, TrainingArguments
 
-    from lightning_saliency.integrations.transformers import SaliencyCallback
+    from lightning_saliency.adapters.transformers import SaliencyCallback
 
     args = TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=32, per_device_eval_batch_size=64,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lightning_saliency.render import HeatmapRow, escape_markdown, grid_and_row_images, markdown_table
+from lightning_saliency.presentation.render import HeatmapRow, escape_markdown, grid_and_row_images, markdown_table
 
 
 def test_heatmap_images_are_rgb_and_wrap_long_texts():
@@ -27,7 +27,7 @@ def test_markdown_escaping():
 
 
 def test_per_example_images_are_cut_from_the_grid():
-    from lightning_saliency.render import grid_and_row_images
+    from lightning_saliency.presentation.render import grid_and_row_images
 
     rows = [HeatmapRow(["a"] * n, [0.5] * n, f"#{n}") for n in (3, 40, 120)]
     grid, crops = grid_and_row_images(rows, "title")
@@ -61,8 +61,8 @@ def test_a_shared_scale_keeps_a_weak_example_pale_and_unsigned_scores_start_at_w
 def test_unconverged_examples_are_flagged_and_do_not_set_the_run_scale_alone():
     """The demo's run 004: 8 of 12 IG rows were blank against a scale set by 4 rows whose |delta|
     was as large as their attributions. Those rows are flagged and the scale comes from the others."""
-    from lightning_saliency.publishing import heatmap_row, run_scale
-    from lightning_saliency.records import ExampleRecord, RunRecord
+    from lightning_saliency.monitor.publishing import heatmap_row, run_scale
+    from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
     from lightning_saliency.schema.records import completeness_error
 
     def example(index, scores, delta):
@@ -87,7 +87,7 @@ def test_unconverged_examples_are_flagged_and_do_not_set_the_run_scale_alone():
 
 
 def test_colorbar_ticks_are_real_units_and_each_example_shows_its_own_max():
-    from lightning_saliency.render import colorbar_ticks, row_caption
+    from lightning_saliency.presentation.render import colorbar_ticks, row_caption
 
     assert [label for _, label in colorbar_ticks(True, 4.2)] == ["-4.2", "-2.1", "0", "2.1", "4.2"]
     assert [label for _, label in colorbar_ticks(False, 0.5)] == ["0", "0.12", "0.25", "0.38", "0.5"]

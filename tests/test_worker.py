@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, build_demo
-from lightning_saliency.publishing import NullSink, Publisher
-from lightning_saliency.worker import BackgroundWorker
+from lightning_saliency.monitor.publishing import NullSink, Publisher
+from lightning_saliency.monitor.worker import BackgroundWorker
 from tests.test_analysis import run
 
 
@@ -115,7 +115,7 @@ def test_records_and_images_are_all_written_when_training_raises(tmp_path):
 
 
 def test_images_are_rgb_arrays_the_sinks_accept():
-    from lightning_saliency.render import HeatmapRow, grid_and_row_images
+    from lightning_saliency.presentation.render import HeatmapRow, grid_and_row_images
 
     grid, crops = grid_and_row_images([HeatmapRow(["a", "b"], [1.0, -1.0], "x")], "t")
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3 and len(crops) == 1

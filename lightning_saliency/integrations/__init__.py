@@ -1,1 +1,1 @@
-"""Adapters for training loops other than Lightning (import each submodule explicitly)."""
+"""Deprecated location: the adapters live in :mod:`lightning_saliency.adapters` (removed in 0.3)."""

@@ -17,10 +17,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 from matplotlib.colors import to_hex
 
-from lightning_saliency.evidence.tables import evidence_tables
+from lightning_saliency.presentation.tables import evidence_tables
 from lightning_saliency.schema.records import RunRecord, completeness_error, unconverged_limit
 from lightning_saliency.schema.words import word_scores
-from lightning_saliency.render import ATTRIBUTION_CMAP, line_scale, shared_scale
+from lightning_saliency.presentation.render import ATTRIBUTION_CMAP, line_scale, shared_scale
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
 

@@ -2,7 +2,7 @@
 statistics, causal checks, training-set artifacts crossed with reliance, and suspect timelines.
 
 The bottom layer: no torch, no framework. The record schema (:mod:`.records`) is built from these,
-and the monitor's numerics (:mod:`lightning_saliency.metrics`, :mod:`lightning_saliency.evidence`)
+and the monitor's numerics (:mod:`lightning_saliency.monitor.metrics`, :mod:`lightning_saliency.monitor.evidence`)
 produce them.
 """
 from __future__ import annotations

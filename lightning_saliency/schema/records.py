@@ -2,7 +2,7 @@
 
 The bottom layer: reading a record imports no torch, lightning or transformers, so the report and
 the TensorBoard tab start fast. A :class:`RunRecord` is built once from a run's probe examples and
-attributions (:func:`lightning_saliency.records.build_record`, the torch side), gets its
+attributions (:func:`lightning_saliency.monitor.recording.build_record`, the torch side), gets its
 :class:`RunMetrics` from the (pure) analysis, and is written atomically. ``to_json``/``from_json``
 are exact inverses; ``from_json`` checks the schema version, so the report and the TensorBoard tab
 never misread a file written by another version.

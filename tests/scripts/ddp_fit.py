@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
-from lightning_saliency.metrics import ShortcutRules
+from lightning_saliency.monitor.metrics import ShortcutRules
 
 
 SEEN = {}  # run label -> the distinct rows (unpadded ids) this rank passed through the model
@@ -119,11 +119,11 @@ def recheck_in_one_process(out, monitor, module, tokenizer):
     from dataclasses import asdict
 
     from lightning_saliency.attribution import AttributionConfig, SpecialTokens
-    from lightning_saliency.evidence.causal import CausalSettings, confirm_suspects
-    from lightning_saliency.evidence.tracker import order_from
-    from lightning_saliency.probe import probe_from_dataloader
-    from lightning_saliency.records import RunRecord
-    from lightning_saliency.runner import ModelAccess
+    from lightning_saliency.monitor.evidence.causal import CausalSettings, confirm_suspects
+    from lightning_saliency.monitor.evidence.tracker import order_from
+    from lightning_saliency.monitor.probe import probe_from_dataloader
+    from lightning_saliency.monitor.recording import RunRecord
+    from lightning_saliency.monitor.runner import ModelAccess
 
     record = RunRecord.from_json(monitor.history[-1])
     order = order_from(record)

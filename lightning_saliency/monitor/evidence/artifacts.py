@@ -18,8 +18,8 @@ from statistics import NormalDist
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from lightning_saliency.attribution.words import PieceJoiner
-from lightning_saliency.metrics.shortcut import ShortcutRules, TokenStat, association_z
-from lightning_saliency.probe import as_mapping, label_of
+from lightning_saliency.monitor.metrics.shortcut import ShortcutRules, TokenStat, association_z
+from lightning_saliency.monitor.probe import as_mapping, label_of
 from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow
 
 ALPHA = 0.01

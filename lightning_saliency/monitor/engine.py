@@ -15,16 +15,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lightning_saliency.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
+from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
 from lightning_saliency.attribution import AttributionConfig
-from lightning_saliency.budget import ComputeBudget, Plan
-from lightning_saliency.distributed import ShardError, broadcast_object
-from lightning_saliency.evidence.causal import KINDS, CausalSettings
-from lightning_saliency.evidence.tracker import EvidenceTracker
-from lightning_saliency.probe import ProbeSet
-from lightning_saliency.publishing import Publisher
-from lightning_saliency.records import RunRecord, SkippedExample, build_record
-from lightning_saliency.runner import ModelAccess, ModelDiverged, PassSettings, Progress, no_progress, run_model_passes
+from lightning_saliency.monitor.budget import ComputeBudget, Plan
+from lightning_saliency.monitor.distributed import ShardError, broadcast_object
+from lightning_saliency.monitor.evidence.causal import KINDS, CausalSettings
+from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
+from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.monitor.publishing import Publisher
+from lightning_saliency.monitor.recording import RunRecord, SkippedExample, build_record
+from lightning_saliency.monitor.runner import ModelAccess, ModelDiverged, PassSettings, Progress, no_progress, run_model_passes
 from lightning_saliency.settings import MonitorSettings
 
 

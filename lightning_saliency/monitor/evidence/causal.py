@@ -24,10 +24,10 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.targets import TargetSpec
-from lightning_saliency.distributed import ShardError, gather_objects, shard_rows
-from lightning_saliency.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
-from lightning_saliency.metrics.intervals import wilson_interval
-from lightning_saliency.probe import ProbeSet
+from lightning_saliency.monitor.distributed import ShardError, gather_objects, shard_rows
+from lightning_saliency.monitor.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
+from lightning_saliency.monitor.metrics.intervals import wilson_interval
+from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest
 
 CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled

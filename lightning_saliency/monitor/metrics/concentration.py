@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from lightning_saliency.metrics.drift import normalized_magnitude
+from lightning_saliency.monitor.metrics.drift import normalized_magnitude
 
 
 def concentration(scores: Sequence[float], special: Sequence[bool]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""SaliencyMonitor: the Lightning adapter over :class:`~lightning_saliency.engine.MonitorEngine`.
+"""SaliencyMonitor: the Lightning adapter over :class:`~lightning_saliency.monitor.engine.MonitorEngine`.
 
 This module holds the hooks, the schedule, the error guard and ``state_dict``; the model work,
 the analysis and the publishing live in the framework-free engine.
@@ -16,14 +16,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from lightning_saliency.adapter import MonitorAdapter
-from lightning_saliency.distributed import refuse_sharded_models, world
-from lightning_saliency.engine import RunRequest
-from lightning_saliency.evidence.timeline import step_run_due
-from lightning_saliency.integrations.loggers import logger_sinks
-from lightning_saliency.publishing import Publisher
-from lightning_saliency.sinks import LoggerSink, TensorBoardSink
-from lightning_saliency.runner import no_progress, row_progress
+from lightning_saliency.adapters.common import MonitorAdapter
+from lightning_saliency.monitor.distributed import refuse_sharded_models, world
+from lightning_saliency.monitor.engine import RunRequest
+from lightning_saliency.monitor.evidence.timeline import step_run_due
+from lightning_saliency.monitor.loggers import logger_sinks
+from lightning_saliency.monitor.publishing import Publisher
+from lightning_saliency.monitor.sinks import LoggerSink, TensorBoardSink
+from lightning_saliency.monitor.runner import no_progress, row_progress
 
 NO_TENSORBOARD = (
     "SaliencyMonitor: no TensorBoardLogger, WandbLogger or MLFlowLogger is attached, so heatmap images and tables "
@@ -61,7 +61,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
             stays at or below a training step's; before the first training batch, the validation
             loader's batch size times the probe's padded length.
         budget: the time allowed per run as a fraction of the epoch's wall time (e.g. ``0.1``); see
-            :class:`~lightning_saliency.budget.ComputeBudget`. ``None``: run exactly as configured.
+            :class:`~lightning_saliency.monitor.budget.ComputeBudget`. ``None``: run exactly as configured.
         log_example_images: also log one image per example (the grid image is always logged).
         reference_pass: attribute once before training (run label ``"start"``).
         dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``; with W&B or
@@ -71,7 +71,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         attribution_config: an :class:`~lightning_saliency.AttributionConfig` to start from; the
             explicit ``n_steps``, ``tolerance``, ``baseline`` and ``attribution_options`` override it.
         attribution_options: further ``AttributionConfig`` fields.
-        shortcut: the suspect rules (:class:`~lightning_saliency.metrics.ShortcutRules`).
+        shortcut: the suspect rules (:class:`~lightning_saliency.monitor.metrics.ShortcutRules`).
         on_shortcut: called as ``on_shortcut(suspects, record)`` when suspects are found.
         faithfulness: compute ERASER comprehensiveness / sufficiency for IG and gradient.
         history_size: how many recent records ``history`` keeps in memory (all are on disk).
@@ -82,7 +82,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
             methods (gradient norms, attention) are drawn from 0 (white) to green.
         confirm_examples: validation examples (sampled once, privately seeded) on which each suspect
             is checked causally: deletion, insertion and a frequency-matched random control, with
-            95% Wilson intervals (see :mod:`lightning_saliency.evidence.causal`). ``0``: no checks.
+            95% Wilson intervals (see :mod:`lightning_saliency.monitor.evidence.causal`). ``0``: no checks.
             Classification only; checks run only when a run has suspects.
         artifact_examples: training examples read by index at fit start for the token-label
             association (Gardner et al.'s z), crossed with reliance in every run. ``0``: off.

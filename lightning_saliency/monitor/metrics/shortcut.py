@@ -257,7 +257,7 @@ class AttributedExamples(NamedTuple):
 @dataclass(frozen=True)
 class TrainingAssociation:
     """A word's association with a label in the training set: an artifact row of Gardner et al.'s
-    table (its ``z`` above the Bonferroni line), as :mod:`lightning_saliency.evidence.artifacts` finds it."""
+    table (its ``z`` above the Bonferroni line), as :mod:`lightning_saliency.monitor.evidence.artifacts` finds it."""
 
     z: float
     label: Optional[int]

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from lightning_saliency import render
+from lightning_saliency.presentation import render
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
-from lightning_saliency.evidence.tables import artifact_table, causal_table, class_table, timeline_table
-from lightning_saliency.records import ExampleRecord, RunRecord, write_json
+from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
+from lightning_saliency.monitor.recording import ExampleRecord, RunRecord, write_json
 from lightning_saliency.schema.records import UNCONVERGED, completeness_error, unconverged_limit
-from lightning_saliency.sinks import LoggerSink, NullSink, Sink, TensorBoardSink, table_markdown
-from lightning_saliency.worker import BackgroundWorker
+from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink, table_markdown
+from lightning_saliency.monitor.worker import BackgroundWorker
 
 __all__ = ["LoggerSink", "NullSink", "Publisher", "Sink", "TensorBoardSink", "table_markdown", "top_token_rows",
            "plain_cell", "alert_markdown", "cost_scalars", "markdown"]
@@ -66,7 +66,7 @@ class Publisher:
         color_scale: ``"run"``: one color scale per run and method, so a weak example looks weak;
             ``"example"``: each example scaled to its own largest |score|.
         background: draw images, write text and the record file on a
-            :class:`~lightning_saliency.worker.BackgroundWorker` (``False``: on the calling thread).
+            :class:`~lightning_saliency.monitor.worker.BackgroundWorker` (``False``: on the calling thread).
         max_pending: runs waiting for the worker before waiting runs lose their images.
     """
 

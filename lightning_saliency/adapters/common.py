@@ -16,14 +16,14 @@ from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
 from lightning_saliency.attribution.isolation import preserved_global_rng
 from lightning_saliency.attribution.words import PieceJoiner
-from lightning_saliency.engine import MonitorEngine, RunSources
-from lightning_saliency.evidence.artifacts import ArtifactTable, dataset_artifacts
-from lightning_saliency.metrics import ShortcutRules
-from lightning_saliency.model_access import DecodedVocabulary, ForwardFn, config_label_names, hf_forward, model_max_length
-from lightning_saliency.probe import ProbeSet, probe_from_dataloader, probe_from_texts
-from lightning_saliency.publishing import Publisher
-from lightning_saliency.sinks import Sink
-from lightning_saliency.runner import ModelAccess, Progress, attributable_rows
+from lightning_saliency.monitor.engine import MonitorEngine, RunSources
+from lightning_saliency.monitor.evidence.artifacts import ArtifactTable, dataset_artifacts
+from lightning_saliency.monitor.metrics import ShortcutRules
+from lightning_saliency.monitor.model_access import DecodedVocabulary, ForwardFn, config_label_names, hf_forward, model_max_length
+from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts
+from lightning_saliency.monitor.publishing import Publisher
+from lightning_saliency.monitor.sinks import Sink
+from lightning_saliency.monitor.runner import ModelAccess, Progress, attributable_rows
 from lightning_saliency.settings import (
     Baseline,
     ColorScale,
@@ -94,7 +94,7 @@ SMALL_PROBE = 8
 
 class MonitorAdapter:
     """The constructor and framework-free setup shared by :class:`~lightning_saliency.SaliencyMonitor`
-    and :class:`~lightning_saliency.integrations.transformers.SaliencyCallback` (see their docstrings
+    and :class:`~lightning_saliency.adapters.transformers.SaliencyCallback` (see their docstrings
     for the arguments)."""
 
     def __init__(

@@ -15,14 +15,14 @@ from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence, 
 import torch
 from torch import nn
 
-from lightning_saliency.analysis import faithfulness_summary
+from lightning_saliency.monitor.analysis import faithfulness_summary
 from lightning_saliency.attribution import AttributionConfig, SpecialTokens, attribute
 from lightning_saliency.attribution.faithfulness import erasure_faithfulness
 from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
 from lightning_saliency.attribution.tokens import special_token_mask
-from lightning_saliency.distributed import ShardError, gather_objects, shard_rows
-from lightning_saliency.probe import ProbeSet
-from lightning_saliency.records import FaithfulnessSummary
+from lightning_saliency.monitor.distributed import ShardError, gather_objects, shard_rows
+from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.monitor.recording import FaithfulnessSummary
 
 FAITHFULNESS_METHODS = ("integrated_gradients", "gradient")
 FRACTIONS = (0.1, 0.2, 0.5)

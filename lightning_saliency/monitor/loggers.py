@@ -1,6 +1,6 @@
 """Sinks for Weights & Biases and MLflow, the loggers Lightning users reach for besides TensorBoard.
 
-Scalars reach every Lightning logger through :class:`~lightning_saliency.publishing.LoggerSink`;
+Scalars reach every Lightning logger through :class:`~lightning_saliency.monitor.publishing.LoggerSink`;
 these sinks add what each service shows best. Nothing here imports ``wandb`` or ``mlflow`` until
 such a logger is attached (install them with ``pip install lightning-saliency[wandb]`` /
 ``[mlflow]``).
@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lightning_saliency.publishing import plain_cell
-from lightning_saliency.sinks import NullSink, table_markdown
+from lightning_saliency.monitor.publishing import plain_cell
+from lightning_saliency.monitor.sinks import NullSink, table_markdown
 
 
 class WandbSink(NullSink):

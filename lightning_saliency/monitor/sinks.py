@@ -1,5 +1,5 @@
 """Where a run's outputs can go: the :class:`Sink` protocol and the sinks for Lightning loggers and
-TensorBoard writers (W&B and MLflow sinks are in :mod:`lightning_saliency.integrations.loggers`).
+TensorBoard writers (W&B and MLflow sinks are in :mod:`lightning_saliency.monitor.loggers`).
 
 A sink is anything with the :class:`Sink` methods: :class:`LoggerSink` wraps a Lightning logger
 (scalars only), :class:`TensorBoardSink` a ``SummaryWriter`` (images, text, layout and, when it
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lightning_saliency import render
+from lightning_saliency.presentation import render
 
 
 class Sink(Protocol):
@@ -103,7 +103,7 @@ class TensorBoardSink(NullSink):
 
 
 def table_markdown(header: list[str], rows: list[list[Any]]) -> str:
-    """A table of :func:`~lightning_saliency.publishing.top_token_rows` as markdown: ``(word, score)``
+    """A table of :func:`~lightning_saliency.monitor.publishing.top_token_rows` as markdown: ``(word, score)``
     pairs are formatted with the words escaped (they are data); other cells are written as they are."""
     return render.markdown_table(header, [[render.format_top(c) if isinstance(c, list) else str(c) for c in row]
                                           for row in rows])

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from lightning_saliency.metrics import (
+from lightning_saliency.monitor.metrics import (
     DRIFT_METRICS,
     AttributedExamples,
     ShortcutRules,
@@ -19,9 +19,9 @@ from lightning_saliency.metrics import (
     find_suspects,
     summarize,
 )
-from lightning_saliency.evidence.artifacts import ArtifactTable, cross
-from lightning_saliency.metrics.shortcut import TrainingAssociation, mean_shares
-from lightning_saliency.records import (
+from lightning_saliency.monitor.evidence.artifacts import ArtifactTable, cross
+from lightning_saliency.monitor.metrics.shortcut import TrainingAssociation, mean_shares
+from lightning_saliency.monitor.recording import (
     ClassSummary,
     ConcentrationSummary,
     DriftBlock,
@@ -30,7 +30,7 @@ from lightning_saliency.records import (
     RunRecord,
     ShortcutFindings,
 )
-from lightning_saliency.render import top_tokens
+from lightning_saliency.presentation.render import top_tokens
 
 REFERENCE_LABEL = "start"
 TOKEN_TABLE_ROWS = 10

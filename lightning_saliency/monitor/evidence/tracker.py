@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
-from lightning_saliency.distributed import ShardError, broadcast_object
-from lightning_saliency.evidence.artifacts import ArtifactTable
-from lightning_saliency.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
-from lightning_saliency.evidence.timeline import SuspectTimeline, update_timeline
-from lightning_saliency.probe import ProbeSet
+from lightning_saliency.monitor.distributed import ShardError, broadcast_object
+from lightning_saliency.monitor.evidence.artifacts import ArtifactTable
+from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
+from lightning_saliency.monitor.evidence.timeline import SuspectTimeline, update_timeline
+from lightning_saliency.monitor.probe import ProbeSet
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Pure metric functions on attribution vectors: drift, concentration, shortcuts."""
-from lightning_saliency.metrics.concentration import concentration
-from lightning_saliency.metrics.drift import (
+from lightning_saliency.monitor.metrics.concentration import concentration
+from lightning_saliency.monitor.metrics.drift import (
     DRIFT_METRICS,
     drift,
     jensen_shannon,
@@ -10,7 +10,7 @@ from lightning_saliency.metrics.drift import (
     summarize,
     topk_overlap,
 )
-from lightning_saliency.metrics.shortcut import (
+from lightning_saliency.monitor.metrics.shortcut import (
     AttributedExamples,
     ShortcutRules,
     Suspect,
