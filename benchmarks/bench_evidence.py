@@ -41,7 +41,7 @@ def causal_check_cost(setup, words: tuple[str, ...], label: int, epoch: float) -
     from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
     from lightning_saliency.monitor.model_access import hf_forward
     from lightning_saliency.monitor.probe import probe_from_dataloader
-    from lightning_saliency.monitor.runner import ModelAccess
+    from lightning_saliency.monitor.model_access import ModelAccess
 
     module, data, tokenizer = setup()
     loader = data.val_dataloader()

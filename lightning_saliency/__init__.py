@@ -16,7 +16,14 @@ _PUBLIC = {
     "SpecialTokens": "lightning_saliency.attribution",
     "attribute": "lightning_saliency.attribution",
     "SaliencyMonitor": "lightning_saliency.adapters.lightning",
-    "ShortcutRules": "lightning_saliency.monitor.metrics",
+    "EvidenceSettings": "lightning_saliency.settings",
+    "ModelIO": "lightning_saliency.settings",
+    "OutputSettings": "lightning_saliency.settings",
+    "ProbeSettings": "lightning_saliency.settings",
+    "RunSchedule": "lightning_saliency.settings",
+    "register_task": "lightning_saliency.tasks",
+    "register": "lightning_saliency.attribution",
+    "ShortcutRules": "lightning_saliency.settings",
     "MonitorSettings": "lightning_saliency.settings",
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]

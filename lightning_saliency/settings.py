@@ -1,123 +1,238 @@
-"""The monitor's settings, validated in one place and shared by every adapter (Lightning, HF Trainer).
+"""The monitor's settings: frozen groups, validated in one place, shared by every adapter.
 
-Choices are typed as ``Literal`` so that LightningCLI (jsonargparse) validates them from YAML, and
-every check the attribution engine already makes (methods, baseline, tolerance, task) is reused
-from it rather than copied here.
+The callbacks take the common choices flat (``tokenizer``, ``methods``, ``num_examples``,
+``every_n_epochs``, ``budget``, ``task``, ``target``, ``on_error``) and the rest as groups:
+
+* ``attribution``: :class:`~lightning_saliency.AttributionConfig` (IG steps, tolerance, baseline,
+  chunk size, each method's options);
+* ``shortcut``: :class:`ShortcutRules` (when a token is a suspect; ``ignore``: genuine cues);
+* ``evidence``: :class:`EvidenceSettings` (causal checks, artifact table, faithfulness, stopping);
+* ``schedule``: :class:`RunSchedule` (the ``start`` run and the cheap step runs);
+* ``output``: :class:`OutputSettings` (where records go, tables, heatmap colours, class names);
+* ``probe``: :class:`ProbeSettings` (given texts, sampling seed, how batches are read);
+* ``model_io``: :class:`ModelIO` (how the model is called, where its embeddings are).
+
+``None`` for a group means "not given": its defaults. Groups are passed down unchanged, so what a
+user wrote is what the engine reads. Names are validated against the registries (methods, tasks),
+so a registered method or task is accepted from YAML (LightningCLI) like a built-in one. The flat
+arguments of 0.1 still work for one release: :data:`MIGRATION` maps each to its group.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, Optional, Sequence, Union
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Literal, Mapping, Optional, Union
 
 from lightning_saliency.attribution import AttributionConfig, check_methods
-from lightning_saliency.attribution.targets import TargetSpec
+from lightning_saliency.attribution.api import check_options
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules
+from lightning_saliency.tasks import get_task
 
-MethodName = Literal["integrated_gradients", "gradient", "gradient_x_input", "smoothgrad", "occlusion", "attention"]
 TargetChoice = Union[Literal["predicted", "label"], int]
-Task = Literal["classification", "multiple_choice", "causal_lm"]
-Baseline = Literal["pad", "mask", "unk", "zero"]
 OnError = Literal["warn", "raise"]
-StepSchedule = Literal["linear", "log"]
-ColorScale = Literal["run", "example"]
-# IG steps when neither n_steps= nor attribution_config= says: enough for the 2% completeness the
-# demo's models reach on most examples, at a third of AttributionConfig's 50 (a library default).
+# IG steps when the attribution group does not say: enough for the 2% completeness the demo's
+# models reach on most examples, at a third of AttributionConfig's 50 (a library default).
 DEFAULT_STEPS = 32
+DEFAULT_ATTRIBUTION = AttributionConfig(n_steps=DEFAULT_STEPS)
+DEFAULT_METHODS = ("integrated_gradients", "gradient")
+
+
+def _positive(owner: str, **values: Optional[int]) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{owner}.{name} must be at least 1, got {value}.")
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """How suspects are tested, beyond attribution.
+
+    Args:
+        confirm_examples: validation examples (sampled once, privately seeded) on which each suspect
+            is checked causally: deletion, insertion and a frequency-matched random control, with
+            95% Wilson intervals. ``0``: no checks. Tasks with one text and one class per example.
+        artifact_examples: training examples read at fit start for the token-label association
+            (Gardner et al.'s z), crossed with reliance in every run. ``0``: off.
+        faithfulness: ERASER comprehensiveness / sufficiency for IG and gradient (epoch runs).
+        stop_on_shortcut: stop training when a suspect is confirmed (agreed by all ranks).
+        on_shortcut: called as ``on_shortcut(suspects, record)`` when a run has suspects.
+    """
+
+    confirm_examples: int = 256
+    artifact_examples: int = 20_000
+    faithfulness: bool = True
+    stop_on_shortcut: bool = False
+    on_shortcut: Optional[Callable[[list, dict], None]] = None
+
+    def __post_init__(self) -> None:
+        for name in ("confirm_examples", "artifact_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"evidence.{name} must be 0 (off) or positive, got {getattr(self, name)}.")
+
+
+@dataclass(frozen=True)
+class RunSchedule:
+    """Which runs happen besides the epoch runs (``every_n_epochs``).
+
+    Args:
+        start_run: attribute once before training (run ``"start"``, the reference of drift and rises).
+        every_n_train_steps: also run every n optimizer steps (cheap runs: ``step_methods``, no
+            faithfulness, no images), to see when a shortcut starts. ``None``: epoch runs only.
+        step_schedule: ``"linear"``: every n steps; ``"log"``: also at steps 1, 2, 4, ... below n.
+        step_methods: the step runs' methods (default: gradient, the cheapest).
+    """
+
+    start_run: bool = True
+    every_n_train_steps: Optional[int] = None
+    step_schedule: Literal["linear", "log"] = "linear"
+    step_methods: tuple[str, ...] = ("gradient",)
+
+    def __post_init__(self) -> None:
+        _positive("schedule", every_n_train_steps=self.every_n_train_steps)
+        if self.step_schedule not in ("linear", "log"):
+            raise ValueError(f"schedule.step_schedule must be 'linear' (every n steps) or 'log' (also steps 1, 2, "
+                             f"4, ... below n), got {self.step_schedule!r}.")
+        try:
+            object.__setattr__(self, "step_methods", check_methods(self.step_methods))
+        except ValueError as error:
+            raise ValueError(f"Unknown method in schedule.step_methods={self.step_methods!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Where and how results are shown.
+
+    Args:
+        dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``; with W&B or
+            MLflow first, ``<default_root_dir>/saliency_logs/<run id>``, one per fit).
+        top_k: tokens per example in the tables and drift metrics.
+        color_scale: ``"run"``: one heatmap scale per run and method (a weak example looks pale);
+            ``"example"``: each example scaled to its own largest |score|.
+        history_size: recent records kept in memory (``history``); all are on disk.
+        example_images: also log one image per example (the grid image is always logged).
+        label_names: class names for captions (default: the model config's ``id2label``).
+    """
+
+    dirpath: Optional[str] = None
+    top_k: int = 5
+    color_scale: Literal["run", "example"] = "run"
+    history_size: int = 32
+    example_images: bool = True
+    label_names: Optional[tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        _positive("output", top_k=self.top_k, history_size=self.history_size)
+        if self.color_scale not in ("run", "example"):
+            raise ValueError(f"output.color_scale must be 'run' (one scale per run and method) or 'example', got "
+                             f"{self.color_scale!r}.")
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The probe set and how batches are read.
+
+    Args:
+        texts: texts to probe instead of sampling the validation set.
+        labels: the true labels of ``texts``.
+        seed: probe sampling seed (private generators; the training RNG is untouched).
+        label_key: the batch entry that holds the labels.
+        input_keys: names of the positions of tuple batches, e.g. ``("input_ids", "attention_mask", "labels")``.
+    """
+
+    texts: Optional[tuple[str, ...]] = None
+    labels: Optional[tuple[int, ...]] = None
+    seed: int = 0
+    label_key: str = "labels"
+    input_keys: Optional[tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        texts, labels = self.texts, self.labels
+        if texts is None:
+            if labels is not None:
+                raise ValueError("probe.labels label the texts of probe.texts; pass the texts too.")
+        else:
+            if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+                raise ValueError(f"probe.texts is a list of texts, e.g. ['a great film', 'a dull plot'], got "
+                                 f"{texts!r:.80}.")
+            if len(texts) == 0:
+                raise ValueError("probe.texts=[] gives no text to probe: pass at least one text, or leave it None to "
+                                 "sample the probe set from the validation data.")
+            if labels is not None and len(labels) != len(texts):
+                raise ValueError(f"probe.texts has {len(texts)} texts but probe.labels has {len(labels)} labels: "
+                                 "give one label per text.")
+            object.__setattr__(self, "texts", tuple(texts))
+        if labels is not None:
+            object.__setattr__(self, "labels", tuple(int(label) for label in labels))
+        if self.input_keys is not None:
+            object.__setattr__(self, "input_keys", tuple(self.input_keys))
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """How the model is called.
+
+    Args:
+        embedding_layer: dotted path of the word-embedding layer (found automatically otherwise).
+        forward_fn: ``(module, inputs) -> logits`` for modules that are not Hugging Face models.
+    """
+
+    embedding_layer: Optional[str] = None
+    forward_fn: Optional[Callable[[Any, dict], Any]] = None
 
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """Everything that decides what a monitor run computes and records.
+    """Everything that decides what the monitor computes and records: the callbacks' arguments,
+    validated at construction, long before any training time is spent."""
 
-    Built and validated by the adapters' constructors, so a bad value fails at construction with a
-    message that names the fix, long before any training time is spent.
-    """
-
-    methods: tuple[str, ...] = ("integrated_gradients", "gradient")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     num_examples: int = 8
-    target: TargetChoice = "predicted"
-    task: str = "classification"
-    top_k: int = 5
-    seed: int = 0
-    attribution: AttributionConfig = field(default_factory=AttributionConfig)
-    max_tokens: Optional[int] = None
+    every_n_epochs: int = 1
     budget: Optional[float] = None
+    task: str = "classification"
+    target: TargetChoice = "predicted"
+    on_error: OnError = "warn"
+    attribution: AttributionConfig = DEFAULT_ATTRIBUTION
     shortcut: ShortcutRules = field(default_factory=ShortcutRules)
-    faithfulness: bool = True
-    log_example_images: bool = True
-    reference_pass: bool = True
-    on_error: str = "warn"
-    label_names: Optional[Sequence[str]] = None
-    history_size: int = 32
-    color_scale: str = "run"
-    confirm_examples: int = 256
-    artifact_examples: int = 20_000
-    every_n_train_steps: Optional[int] = None
-    step_schedule: str = "linear"
-    step_methods: tuple[str, ...] = ("gradient",)
-    shortcut_ignore: tuple[str, ...] = ()
-    stop_on_shortcut: bool = False
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    schedule: RunSchedule = field(default_factory=RunSchedule)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    model_io: ModelIO = field(default_factory=ModelIO)
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "methods", check_methods(self.methods))
         except ValueError as error:
-            raise ValueError(f"Unknown method in methods={tuple(self.methods)!r}: {error}") from error
-        try:
-            object.__setattr__(self, "step_methods", check_methods(self.step_methods))
-        except ValueError as error:
-            raise ValueError(f"Unknown method in step_methods={tuple(self.step_methods)!r}: {error}") from error
-        if isinstance(self.shortcut_ignore, str) or any(not isinstance(w, str) for w in self.shortcut_ignore):
-            raise ValueError(f"shortcut_ignore is a list of words, e.g. ['great'], got {self.shortcut_ignore!r}.")
-        object.__setattr__(self, "shortcut_ignore", tuple(self.shortcut_ignore))
-        TargetSpec(task=self.task)  # the engine's own check of the task name
-        if self.step_schedule not in ("linear", "log"):
-            raise ValueError(f"step_schedule must be 'linear' (every n steps) or 'log' (also steps 1, 2, 4, ... "
-                             f"below n), got {self.step_schedule!r}.")
-        if self.every_n_train_steps is not None and self.every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be at least 1 (or None: no step runs), got "
-                             f"{self.every_n_train_steps}.")
-        for name in ("confirm_examples", "artifact_examples"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}.")
-        if self.color_scale not in ("run", "example"):
-            raise ValueError(f"color_scale must be 'run' (one scale per run and method) or 'example', got {self.color_scale!r}.")
+            raise ValueError(f"Unknown method in methods={self.methods!r}: {error}") from error
+        get_task(self.task)  # ValueError naming the registered tasks
+        check_options(self.attribution, self.methods + self.step_run_methods(), DEFAULT_ATTRIBUTION)
+        _positive("settings", num_examples=self.num_examples, every_n_epochs=self.every_n_epochs)
         if self.on_error not in ("warn", "raise"):
             raise ValueError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}.")
         if not (self.target in ("predicted", "label") or (isinstance(self.target, int) and self.target >= 0)):
             raise ValueError(f"target must be 'predicted', 'label' or a class index >= 0, got {self.target!r}.")
-        for name in ("num_examples", "top_k", "history_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be positive (or None for the training batch's size), got {self.max_tokens}.")
+        if self.target == "label" and self.probe.texts is not None and self.probe.labels is None:
+            raise ValueError("target='label' with probe.texts needs probe.labels=[...].")
         if self.budget is not None and not 0 < self.budget <= 1:
             raise ValueError(f"budget is a fraction of the epoch's time in (0, 1], got {self.budget}.")
 
+    def step_run_methods(self) -> tuple[str, ...]:
+        return self.schedule.step_methods if self.schedule.every_n_train_steps is not None else ()
+
     @classmethod
-    def build(
-        cls,
-        *,
-        n_steps: Optional[int] = None,
-        tolerance: Optional[float] = None,
-        baseline: Optional[str] = None,
-        attribution_config: Optional[AttributionConfig] = None,
-        attribution_options: Optional[dict[str, Any]] = None,
-        shortcut: Optional[ShortcutRules] = None,
-        label_names: Optional[Sequence[str]] = None,
-        **fields: Any,
-    ) -> "MonitorSettings":
-        """Settings from the callbacks' flat keyword arguments. ``attribution_config`` is the base
-        (else ``AttributionConfig(n_steps=DEFAULT_STEPS)``); ``n_steps``/``tolerance``/``baseline``
-        override it only when given (``None`` means "not given"), and ``attribution_options`` last."""
-        base = attribution_config or AttributionConfig(n_steps=DEFAULT_STEPS)
-        given = {k: v for k, v in (("n_steps", n_steps), ("tolerance", tolerance), ("baseline", baseline))
-                 if v is not None}
-        config = replace(base, **given, seed=fields.get("seed", 0), **(attribution_options or {}))
-        if fields.get("max_tokens") is not None:
-            config = replace(config, max_tokens=fields["max_tokens"])
-        names = tuple(label_names) if label_names is not None else None
-        return cls(attribution=config, shortcut=shortcut or ShortcutRules(), label_names=names, **fields)
+    def build(cls, *, deprecated: Optional[Mapping[str, Any]] = None, **given: Any) -> "MonitorSettings":
+        """Settings from the callbacks' arguments: a group left ``None`` takes its defaults, and
+        the flat arguments of 0.1 in ``deprecated`` are moved into their groups (with a
+        ``FutureWarning`` that names the new spelling)."""
+        values = {k: v for k, v in given.items() if v is not None}
+        if "methods" in values and not isinstance(values["methods"], str):
+            values["methods"] = tuple(values["methods"])
+        if deprecated:
+            values = _migrate(values, dict(deprecated))
+        return cls(**values)
 
     @property
     def adaptive(self) -> bool:
@@ -136,11 +251,79 @@ class MonitorSettings:
             "target": self.target,
             "task": self.task,
             "num_examples": self.num_examples,
-            "seed": self.seed,
-            "top_k": self.top_k,
+            "seed": self.probe.seed,
+            "top_k": self.output.top_k,
             "shortcut": asdict(self.shortcut),
-            "shortcut_ignore": list(self.shortcut_ignore),
-            "confirm_examples": self.confirm_examples,
+            "shortcut_ignore": list(self.shortcut.ignore),
+            "confirm_examples": self.evidence.confirm_examples,
             "attribution": asdict(config),
             "budget": budget,
         }
+
+
+# The flat arguments of 0.1 and where they live now ("group.field"); README's migration table.
+MIGRATION = {
+    "n_steps": "attribution.n_steps",
+    "tolerance": "attribution.tolerance",
+    "baseline": "attribution.baseline",
+    "max_tokens": "attribution.max_tokens",
+    "attribution_config": "attribution",
+    "attribution_options": "attribution.<field>",
+    "shortcut_ignore": "shortcut.ignore",
+    "confirm_examples": "evidence.confirm_examples",
+    "artifact_examples": "evidence.artifact_examples",
+    "faithfulness": "evidence.faithfulness",
+    "stop_on_shortcut": "evidence.stop_on_shortcut",
+    "on_shortcut": "evidence.on_shortcut",
+    "reference_pass": "schedule.start_run",
+    "every_n_train_steps": "schedule.every_n_train_steps",
+    "step_schedule": "schedule.step_schedule",
+    "step_methods": "schedule.step_methods",
+    "dirpath": "output.dirpath",
+    "top_k": "output.top_k",
+    "color_scale": "output.color_scale",
+    "history_size": "output.history_size",
+    "log_example_images": "output.example_images",
+    "label_names": "output.label_names",
+    "examples": "probe.texts",
+    "example_labels": "probe.labels",
+    "seed": "probe.seed (and attribution.seed)",
+    "label_key": "probe.label_key",
+    "input_keys": "probe.input_keys",
+    "embedding_layer": "model_io.embedding_layer",
+    "forward_fn": "model_io.forward_fn",
+}
+_GROUPS = {"attribution": AttributionConfig, "shortcut": ShortcutRules, "evidence": EvidenceSettings,
+           "schedule": RunSchedule, "output": OutputSettings, "probe": ProbeSettings, "model_io": ModelIO}
+
+
+def _migrate(values: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(old) - set(MIGRATION))
+    if unknown:
+        raise TypeError(f"Unknown argument(s) {unknown}. The callbacks take {sorted(f.name for f in fields(MonitorSettings))} "
+                        f"and tokenizer; the settings groups are {sorted(_GROUPS)}.")
+    warnings.warn("Flat monitor arguments are deprecated and go in 0.3; use the settings groups: "
+                  + ", ".join(f"{k} -> {MIGRATION[k]}" for k in old), FutureWarning, stacklevel=4)
+    changes: dict[str, dict[str, Any]] = {group: {} for group in _GROUPS}
+    base = old.pop("attribution_config", None)
+    if base is not None:
+        values.setdefault("attribution", base)
+    changes["attribution"].update(old.pop("attribution_options", None) or {})
+    seed = old.pop("seed", None)
+    if seed is not None:
+        changes["probe"]["seed"] = changes["attribution"]["seed"] = seed
+    renamed = {"reference_pass": "start_run", "log_example_images": "example_images", "examples": "texts",
+               "example_labels": "labels", "shortcut_ignore": "ignore"}
+    for name, value in old.items():
+        if value is None:
+            continue
+        group = MIGRATION[name].split(".")[0]
+        changes[group][renamed.get(name, name)] = value
+    for group, change in changes.items():
+        if change:
+            values[group] = replace(values.get(group) or _default_group(group), **change)
+    return values
+
+
+def _default_group(group: str) -> Any:
+    return DEFAULT_ATTRIBUTION if group == "attribution" else _GROUPS[group]()

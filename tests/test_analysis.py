@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse, faithfulness_summary
 from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.monitor.recording import ExampleRecord, RecordError, RunRecord, read_record, write_record
-from lightning_saliency.settings import MonitorSettings
+from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings, RunSchedule
 
 SPECIAL = [True, False, False, False, False, True]
 
@@ -110,11 +111,35 @@ def test_settings_are_validated_in_one_place():
     with pytest.raises(ValueError, match="task"):
         MonitorSettings(task="regression")
     with pytest.raises(ValueError, match="baseline"):
-        MonitorSettings.build(n_steps=8, tolerance=None, baseline="noise")
+        AttributionConfig(n_steps=8, baseline="noise")
     with pytest.raises(ValueError, match="top1_rate"):
         ShortcutRules(top1_rate=1.5)
-    built = MonitorSettings.build(n_steps=8, tolerance=None, baseline="mask", max_tokens=256, seed=3)
+    with pytest.raises(ValueError, match="step_schedule"):
+        RunSchedule(step_schedule="daily")
+    with pytest.raises(ValueError, match="confirm_examples"):
+        EvidenceSettings(confirm_examples=-1)
+    with pytest.raises(ValueError, match="one label per text"):
+        ProbeSettings(texts=("a", "b"), labels=(1,))
+    with pytest.raises(ValueError, match="smoothgrad_samples.*read only by \\['smoothgrad'\\]"):
+        MonitorSettings(methods=("gradient",), attribution=AttributionConfig(smoothgrad_samples=3))
+    # Groups are passed down unchanged; None means "not given".
+    groups = dict(attribution=AttributionConfig(n_steps=8, baseline="mask", max_tokens=256),
+                  shortcut=ShortcutRules(ignore=["great"]), schedule=RunSchedule(every_n_train_steps=4))
+    built = MonitorSettings.build(methods=["gradient", "integrated_gradients"], evidence=None, **groups)
+    assert built.attribution is groups["attribution"] and built.shortcut.ignore == ("great",)
+    assert built.evidence == EvidenceSettings() and built.methods == ("gradient", "integrated_gradients")
+
+
+def test_the_flat_arguments_of_0_1_still_work_with_a_warning_naming_their_group():
+    with pytest.warns(FutureWarning, match="n_steps -> attribution.n_steps"):
+        built = MonitorSettings.build(deprecated=dict(n_steps=8, baseline="mask", max_tokens=256, seed=3,
+                                                      shortcut_ignore=["great"], every_n_train_steps=4,
+                                                      log_example_images=False, examples=["a b"]))
     assert built.attribution.n_steps == 8 and built.attribution.max_tokens == 256 and built.attribution.seed == 3
+    assert built.probe.seed == 3 and built.probe.texts == ("a b",) and built.shortcut.ignore == ("great",)
+    assert built.schedule.every_n_train_steps == 4 and built.output.example_images is False
+    with pytest.raises(TypeError, match="Unknown argument"):
+        MonitorSettings.build(deprecated=dict(n_step=8))
 
 
 def test_model_discovery_agrees_at_any_depth(model):

@@ -178,8 +178,10 @@ def test_other_loggers_get_scalars_and_explicit_examples(tmp_path):
     assert (tmp_path / "csv" / "version_0" / "saliency" / "epoch_000.json").exists()
 
 
-def test_lightning_cli_configures_the_callback(tmp_path):
+def test_lightning_cli_configures_groups_and_a_registered_method_and_task(tmp_path):
     from lightning.pytorch.cli import LightningCLI
+
+    import tests.extensions  # noqa: F401  (registers gradient_max and two_class_margin)
 
     module, data, tok = demo()
     tok.save_pretrained(tmp_path / "tok")
@@ -190,10 +192,13 @@ def test_lightning_cli_configures_the_callback(tmp_path):
         "    - class_path: lightning_saliency.SaliencyMonitor\n"
         "      init_args:\n"
         f"        tokenizer: {tmp_path / 'tok'}\n"
-        "        methods: [integrated_gradients, occlusion]\n"
+        "        methods: [integrated_gradients, occlusion, gradient_max]\n"
+        "        task: two_class_margin\n"
         "        num_examples: 3\n"
-        "        n_steps: 6\n"
-        "        baseline: mask\n"
+        "        attribution: {n_steps: 6, baseline: mask}\n"
+        "        shortcut: {ignore: [great], min_z: 2.5}\n"
+        "        schedule: {every_n_train_steps: 4, step_methods: [gradient_max]}\n"
+        "        output: {top_k: 3}\n"
     )
     from lightning_saliency.demo import TextClassifier, TextDataModule
 
@@ -208,9 +213,17 @@ def test_lightning_cli_configures_the_callback(tmp_path):
         args=["--config", str(config), "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}"],
     )
     callback = next(c for c in cli.trainer.callbacks if isinstance(c, SaliencyMonitor))
-    assert callback.methods == ("integrated_gradients", "occlusion") and callback.config.baseline == "mask"
+    assert callback.methods == ("integrated_gradients", "occlusion", "gradient_max")
+    assert callback.config.baseline == "mask" and callback.settings.shortcut.ignore == ("great",)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert callback.history[-1]["settings"]["attribution"]["n_steps"] == 6
+    record = callback.history[-1]
+    assert record["settings"]["attribution"]["n_steps"] == 6 and record["settings"]["task"] == "two_class_margin"
+    assert set(record["methods"]) == {"integrated_gradients", "occlusion", "gradient_max"}
+    # The registered task's head is what is explained: the predicted class's margin is never negative
+    # (a class logit can be), and the other class's is its negative.
+    assert all(e["target_score"] >= 0 for e in record["examples"])
+    steps = [r["label"] for r in callback.history if r["label"].startswith("step_")]
+    assert steps and all(r["methods"] == ["gradient_max"] for r in callback.history if r["label"] in steps)
 
 
 def test_a_resumed_fit_in_a_new_log_version_is_one_run_in_the_report(tmp_path):

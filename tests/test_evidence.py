@@ -12,6 +12,7 @@ import torch
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
+from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.attribution import SpecialTokens
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.demo import Shortcut, build_demo, make_corpus
@@ -119,7 +120,7 @@ def test_ignored_words_are_never_suspects():
 
     start, later = run("start", strength=0.1), run("000", strength=2.0)
     assert [s.token for s in analyse(later, start, start, AnalysisSettings(top_k=3)).shortcut["gradient"].suspects] == ["zorbly"]
-    ignoring = AnalysisSettings(top_k=3, ignore=frozenset({"Zorbly"}))
+    ignoring = AnalysisSettings(top_k=3, rules=ShortcutRules(ignore=("Zorbly",)))
     assert analyse(later, start, start, ignoring).shortcut["gradient"].suspects == []
 
 
@@ -128,7 +129,7 @@ def test_settings_name_the_fix_for_bad_evidence_options():
         SaliencyMonitor(tokenizer="x", step_schedule="cubic")
     with pytest.raises(ValueError, match="every_n_train_steps"):
         SaliencyMonitor(tokenizer="x", every_n_train_steps=0)
-    with pytest.raises(ValueError, match="shortcut_ignore is a list of words"):
+    with pytest.raises(ValueError, match="shortcut ignore is a list of words"):
         SaliencyMonitor(tokenizer="x", shortcut_ignore="great")
     with pytest.raises(ValueError, match="step_methods"):
         SaliencyMonitor(tokenizer="x", step_methods=("gradient", "nope"))

@@ -35,9 +35,9 @@ def test_bad_arguments_fail_at_construction_with_the_fix(tmp_path):
     for steps in (0, -3):
         with pytest.raises(ValueError, match="n_steps"):
             SaliencyMonitor(tokenizer=tok, n_steps=steps)
-    with pytest.raises(ValueError, match=r"examples=\[\] gives no text"):
+    with pytest.raises(ValueError, match=r"probe.texts=\[\] gives no text"):
         SaliencyMonitor(tokenizer=tok, examples=[])
-    with pytest.raises(ValueError, match="2 texts but example_labels= has 1 label"):
+    with pytest.raises(ValueError, match="2 texts but probe.labels has 1 label"):
         SaliencyMonitor(tokenizer=tok, examples=["a good film", "a dull plot"], example_labels=[1])
     with pytest.raises(ValueError, match="No attribution method given"):
         SaliencyMonitor(tokenizer=tok, methods=())

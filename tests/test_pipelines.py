@@ -74,7 +74,7 @@ def test_lightning_with_datasets_and_data_collator_with_padding(corpus, tmp_path
     module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=5e-3)
     monitor = lightning_fit(module, tokenizer, epochs=4, datamodule=Data())
     assert_planted_word_raised_and_confirmed(monitor.history)
-    assert monitor.probe.labels is not None and len(monitor.probe) == 24
+    assert monitor.engine.probe.labels is not None and len(monitor.engine.probe) == 24
 
 
 def test_lightning_loaders_passed_to_fit_with_a_tokenizer_collate(corpus):

@@ -66,7 +66,7 @@ def train_minilm_ordered():
 def relied_on(monitor, planted):
     """Per probe example, the planted tokens the model relies on: those whose removal (every
     occurrence replaced by [PAD]) flips the predicted class."""
-    model, tokenizer, inputs = monitor.trained_module.model.eval(), monitor.tokenizer, monitor.probe.inputs
+    model, tokenizer, inputs = monitor.trained_module.model.eval(), monitor.tokenizer, monitor.engine.probe.inputs
     ids = inputs["input_ids"]
     with torch.no_grad():
         predicted = model(**inputs).logits.argmax(-1)

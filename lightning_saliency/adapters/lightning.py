@@ -18,12 +18,10 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lightning_saliency.adapters.common import MonitorAdapter
 from lightning_saliency.monitor.distributed import refuse_sharded_models, world
-from lightning_saliency.monitor.engine import RunRequest
+from lightning_saliency.monitor.engine import RunOutputs, RunRequest
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.loggers import logger_sinks
-from lightning_saliency.monitor.publishing import Publisher
 from lightning_saliency.monitor.sinks import LoggerSink, TensorBoardSink
-from lightning_saliency.monitor.runner import no_progress, row_progress
 
 NO_TENSORBOARD = (
     "SaliencyMonitor: no TensorBoardLogger, WandbLogger or MLFlowLogger is attached, so heatmap images and tables "
@@ -42,63 +40,40 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 
     Args:
         tokenizer: a Hugging Face tokenizer, or the path of a saved one (for YAML configs).
-        methods: attribution methods from the registry (``lightning_saliency.METHODS``).
+        methods: attribution methods from the registry (``lightning_saliency.METHODS``, or any
+            registered with ``lightning_saliency.attribution.register``).
         num_examples: probe-set size, sampled once (seeded, stratified by label).
         every_n_epochs: attribute every n-th validation epoch during fit.
-        examples: raw texts to probe instead of sampling the validation set.
-        example_labels: true labels of ``examples``.
-        target: ``"predicted"``, ``"label"`` or a class index.
-        n_steps: IG steps (fixed mode).
-        tolerance: relative completeness error for adaptive IG (``n_steps`` is then ignored).
-        baseline: ``"pad"``, ``"mask"``, ``"unk"`` or ``"zero"``.
-        embedding_layer: dotted path of the word-embedding layer inside the LightningModule.
-        forward_fn: ``(pl_module, inputs) -> logits`` for modules that are not Hugging Face models.
-        task: ``"classification"``, ``"multiple_choice"`` or ``"causal_lm"``.
-        label_names: class names for captions (default: the model config's ``id2label``).
-        top_k: tokens per example in the markdown table and drift metrics.
-        max_tokens: padded tokens per chunk of every model pass, which bounds memory. Default: the
-            largest training batch seen so far (``input_ids.numel()``), so the monitor's peak memory
-            stays at or below a training step's; before the first training batch, the validation
-            loader's batch size times the probe's padded length.
         budget: the time allowed per run as a fraction of the epoch's wall time (e.g. ``0.1``); see
             :class:`~lightning_saliency.monitor.budget.ComputeBudget`. ``None``: run exactly as configured.
-        log_example_images: also log one image per example (the grid image is always logged).
-        reference_pass: attribute once before training (run label ``"start"``).
-        dirpath: where ``saliency/epoch_*.json`` go (default: the logger's ``log_dir``; with W&B or
-            MLflow as the first logger, ``<default_root_dir>/saliency_logs/<run id>``, one per fit).
-        seed: probe sampling and SmoothGrad seed (private generators; training RNG untouched).
+        task: a registered task (:mod:`lightning_saliency.tasks`): ``"classification"``,
+            ``"multiple_choice"``, ``"causal_lm"``, or one of your own.
+        target: ``"predicted"``, ``"label"`` or a class index.
         on_error: ``"warn"`` (report, keep training) or ``"raise"``.
-        attribution_config: an :class:`~lightning_saliency.AttributionConfig` to start from; the
-            explicit ``n_steps``, ``tolerance``, ``baseline`` and ``attribution_options`` override it.
-        attribution_options: further ``AttributionConfig`` fields.
-        shortcut: the suspect rules (:class:`~lightning_saliency.monitor.metrics.ShortcutRules`).
-        on_shortcut: called as ``on_shortcut(suspects, record)`` when suspects are found.
-        faithfulness: compute ERASER comprehensiveness / sufficiency for IG and gradient.
-        history_size: how many recent records ``history`` keeps in memory (all are on disk).
-        input_keys: names of the positions of tuple batches, e.g. ``("input_ids", "attention_mask", "labels")``.
-        label_key: the batch entry that holds the labels.
-        color_scale: ``"run"``: heatmap colors share one scale per run and method, so a weak example
-            looks pale; ``"example"``: each example scaled to its own largest |score|. Unsigned
-            methods (gradient norms, attention) are drawn from 0 (white) to green.
-        confirm_examples: validation examples (sampled once, privately seeded) on which each suspect
-            is checked causally: deletion, insertion and a frequency-matched random control, with
-            95% Wilson intervals (see :mod:`lightning_saliency.monitor.evidence.causal`). ``0``: no checks.
-            Classification only; checks run only when a run has suspects.
-        artifact_examples: training examples read by index at fit start for the token-label
-            association (Gardner et al.'s z), crossed with reliance in every run. ``0``: off.
-        every_n_train_steps: also run every n optimizer steps (cheap runs: ``step_methods``, no
-            faithfulness, no images), to catch a shortcut when it starts. ``None``: epoch runs only.
-        step_schedule: ``"linear"``: every n steps; ``"log"``: also at steps 1, 2, 4, ... below n.
-        step_methods: the methods of the step runs (default: gradient, the cheapest).
-        shortcut_ignore: words you judged genuine cues: never raised as suspects.
-        stop_on_shortcut: stop training (``trainer.should_stop``, agreed by all ranks) when a
-            suspect is confirmed.
+        attribution: :class:`~lightning_saliency.AttributionConfig`: IG steps (``n_steps``, default
+            32), ``tolerance`` (adaptive IG), ``baseline``, each method's options, and ``max_tokens``
+            (padded tokens per chunk of every model pass; default: the largest training batch seen so
+            far, so the monitor's peak memory stays at or below a training step's).
+        shortcut: :class:`~lightning_saliency.ShortcutRules`: when a token is a suspect, and
+            ``ignore``: words you judged genuine cues.
+        evidence: :class:`~lightning_saliency.EvidenceSettings`: causal checks
+            (``confirm_examples``), the training-set artifact table, faithfulness,
+            ``stop_on_shortcut`` and the ``on_shortcut`` hook.
+        schedule: :class:`~lightning_saliency.RunSchedule`: the ``start`` run and the step runs
+            (``every_n_train_steps``, ``step_schedule``, ``step_methods``).
+        output: :class:`~lightning_saliency.OutputSettings`: ``dirpath`` (default: the logger's
+            ``log_dir``; with W&B or MLflow first, ``<default_root_dir>/saliency_logs/<run id>``),
+            ``top_k``, ``color_scale``, ``history_size``, ``example_images``, ``label_names``.
+        probe: :class:`~lightning_saliency.ProbeSettings`: given ``texts``/``labels`` instead of
+            sampling, the sampling ``seed``, ``label_key`` and ``input_keys`` (tuple batches).
+        model_io: :class:`~lightning_saliency.ModelIO`: ``forward_fn`` for modules that are not
+            Hugging Face models, and the ``embedding_layer`` path.
 
     Under DDP every rank runs its share of the probe set (balanced by tokens) for every model pass,
     and rank zero gathers the shards for metrics, images and files; only rank zero writes.
 
     Raises:
-        ValueError: at construction for an unknown method, option or threshold; at ``setup`` for
+        ValueError: at construction for an unknown method, task, option or threshold; at ``setup`` for
             validation batches it cannot read (naming ``input_keys=`` for tuples), no
             tokenizer, no embedding layer, a vocabulary larger than the embedding table, no
             validation data, no way to call the model, or a strategy that shards parameters.
@@ -107,9 +82,11 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 
         from lightning import Trainer
         from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-        from lightning_saliency import SaliencyMonitor
+        from lightning_saliency import RunSchedule, SaliencyMonitor
 
-        trainer = Trainer(callbacks=[SaliencyMonitor(tokenizer=tokenizer)], logger=TensorBoardLogger("runs"))
+        monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=16,
+                                  schedule=RunSchedule(every_n_train_steps=50))
+        trainer = Trainer(callbacks=[monitor], logger=TensorBoardLogger("runs"))
         trainer.fit(model, datamodule)
     """
 
@@ -118,32 +95,35 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     _train_tokens: int = 0  # the largest training batch so far, in padded tokens
     _epoch_started: Optional[float] = None
     _last_run_ended: Optional[float] = None  # the training time a step run's budget is measured against
+    _sinks: Optional[tuple[Any, ...]] = None
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(methods=self.methods, num_examples=self.num_examples, seed=self.settings.seed)
+        return self._generate_state_key(methods=self.methods, num_examples=self.num_examples,
+                                        seed=self.settings.probe.seed)
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         refuse_sharded_models(trainer.strategy)
-        self._connect(pl_module, trainer.precision_plugin.forward_context, rank_zero_warn)
-        if self.examples is None and stage in ("fit", "validate") and not _has_validation_data(trainer, pl_module, stage):
+        self._connect(pl_module, trainer.precision_plugin.forward_context, trainer.global_rank)
+        given_texts = self.settings.probe.texts is not None
+        if not given_texts and stage in ("fit", "validate") and not _has_validation_data(trainer, pl_module, stage):
             raise ValueError(
                 "SaliencyMonitor found no validation data: define val_dataloader() (or pass val_dataloaders=) "
-                "or give the probe texts with SaliencyMonitor(examples=[...])."
+                "or give the probe texts with SaliencyMonitor(probe=ProbeSettings(texts=[...]))."
             )
-        if self.examples is None and stage in ("fit", "validate") and _from_public_hook(trainer, pl_module):
+        if not given_texts and stage in ("fit", "validate") and _from_public_hook(trainer, pl_module):
             # The batch format, the labels and the probe's size are checked here, before any
             # training time is spent (a ValueError names the fix, e.g. input_keys= for tuples).
-            self._probe(lambda: _validation_loader(trainer))
+            self.engine.sample(_validation_loader(trainer), trainer.global_rank)
 
     # ------------------------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:  # no collective inside: only rank zero analyses
             loader = _first(trainer.train_dataloader)
-            self._find_artifacts(getattr(loader, "dataset", None), getattr(loader, "collate_fn", None))
+            self.engine.observe_training_set(getattr(loader, "dataset", None), getattr(loader, "collate_fn", None))
         # Decided from state every rank holds alike (a checkpoint restores it on all ranks).
-        if self.settings.reference_pass and "start" not in self.engine.completed:
+        if self.settings.schedule.start_run and self.engine.should_run("start"):
             self._run(trainer, "start", "fit", epoch=None)
         self._last_run_ended = time.perf_counter()
 
@@ -157,9 +137,9 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        step, s = trainer.global_step, self.settings
+        step, schedule = trainer.global_step, self.settings.schedule
         label = f"step_{step:06d}"
-        if step_run_due(step, s.every_n_train_steps, s.step_schedule) and label not in self.engine.completed:
+        if step_run_due(step, schedule.every_n_train_steps, schedule.step_schedule) and self.engine.should_run(label):
             self._run(trainer, label, "fit", trainer.current_epoch, step_run=True)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -168,7 +148,7 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         epoch = trainer.current_epoch
         if trainer.state.fn != "fit":
             self._run(trainer, f"validate_{epoch:03d}", "validate", epoch)
-        elif (epoch + 1) % self.every_n_epochs == 0 and f"{epoch:03d}" not in self.engine.completed:
+        elif (epoch + 1) % self.settings.every_n_epochs == 0 and self.engine.should_run(f"{epoch:03d}"):
             self._run(trainer, f"{epoch:03d}", "fit", epoch)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -180,48 +160,35 @@ class SaliencyMonitor(MonitorAdapter, Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.flush()
 
-    # --------------------------------------------------------------------------------- resuming
-    def state_dict(self) -> dict[str, Any]:
-        return self.engine.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.engine.load_state_dict(state_dict)
-        self.probe = None  # rebuilt from the stored indices on the next run
-
     # -------------------------------------------------------------------------------- internals
     def _run(self, trainer: L.Trainer, label: str, stage: str, epoch: Optional[int], step_run: bool = False) -> None:
         started = time.perf_counter()
-        directory = records_directory(trainer, self.dirpath, self.engine.run_id)
+        directory = records_directory(trainer, self.settings.output.dirpath, self.run_id)
         rank, world_size = world(trainer)
         since = self._last_run_ended if step_run else self._epoch_started
         epoch_seconds = None if since is None or label == "start" else started - since
-        batch_size = getattr(_validation_loader(trainer, load=False), "batch_size", None)
-        request = RunRequest(label, stage, epoch, trainer.global_step, self._train_tokens, batch_size, epoch_seconds,
-                             rank, world_size, step_run)
+        loader = _validation_loader(trainer) if self.settings.probe.texts is None else None
         bar = trainer.progress_bar_callback
-        progress = row_progress if bar is not None and getattr(bar, "is_enabled", False) and not step_run else no_progress
-        sources = self._sources(lambda: _validation_loader(trainer), directory, lambda: self._publisher_for(trainer),
-                                rank_zero_warn, progress)
-        record = self.engine.attempt(request, sources)
-        if record is not None and not step_run:
-            rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(record.methods)}) on {len(record.examples)} "
-                           f"examples took {record.seconds:.2f} s.")
-        if self.settings.stop_on_shortcut:  # on every rank: the reduction is a collective
-            confirmed = self.engine.evidence.confirmed
-            if trainer.strategy.reduce_boolean_decision(bool(confirmed), all=False):
-                trainer.should_stop = True
-                rank_zero_warn(f"SaliencyMonitor: stopping training (stop_on_shortcut=True): run {label} confirmed "
-                               f"the shortcut(s) {confirmed} causally. See saliency/shortcut_alert.")
+        request = RunRequest(label, stage, epoch, trainer.global_step, self._train_tokens,
+                             getattr(loader, "batch_size", None), epoch_seconds, rank, world_size, step_run,
+                             validation=loader, show_progress=bar is not None and getattr(bar, "is_enabled", False))
+        outcome = self.engine.attempt(request, self._outputs(trainer, directory) if rank == 0 else None)
+        if outcome.record is not None and not step_run:
+            rank_zero_info(f"SaliencyMonitor: run {label} ({', '.join(outcome.record.methods)}) on "
+                           f"{len(outcome.record.examples)} examples took {outcome.record.seconds:.2f} s.")
+        if outcome.should_stop:  # the same on every rank: the checks are gathered by all of them
+            trainer.should_stop = True
+            rank_zero_warn(f"SaliencyMonitor: stopping training (stop_on_shortcut=True): run {label} confirmed "
+                           f"the shortcut(s) {list(outcome.confirmed)} causally. See saliency/shortcut_alert.")
         self._last_run_ended = time.perf_counter()
 
-    def _publisher_for(self, trainer: L.Trainer) -> Publisher:
-        def sinks() -> list[Any]:
+    def _outputs(self, trainer: L.Trainer, directory: Path) -> RunOutputs:
+        if self._sinks is None:  # once: the loggers' experiments are created on first use
             found: list[Any] = [LoggerSink(logger) for logger in trainer.loggers]
             found += [TensorBoardSink(logger.experiment) for logger in trainer.loggers
                       if isinstance(logger, TensorBoardLogger) and hasattr(logger.experiment, "add_image")]
-            return found + [sink for logger in trainer.loggers for sink in logger_sinks(logger)]
-
-        return self._publisher_with(sinks, rank_zero_warn, NO_TENSORBOARD)
+            self._sinks = tuple(found + [sink for logger in trainer.loggers for sink in logger_sinks(logger)])
+        return RunOutputs(directory, self._sinks, NO_TENSORBOARD)
 
 
 def records_directory(trainer: L.Trainer, dirpath: Optional[str], run_id: str) -> Path:

@@ -3,14 +3,17 @@ from lightning_saliency.attribution.api import attribute, check_methods
 from lightning_saliency.attribution.context import AttributionConfig
 from lightning_saliency.attribution.embedding import find_embedding_layer
 from lightning_saliency.attribution.faithfulness import erasure_faithfulness
+from lightning_saliency.attribution.functional import (
+    attention,
+    attribute_one,
+    gradient,
+    gradient_x_input,
+    integrated_gradients,
+    occlusion,
+    smoothgrad,
+)
 from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.methods import AttributionMethod, method_names, reduce_gradient, register
-from lightning_saliency.attribution.methods.attention import attention
-from lightning_saliency.attribution.methods.gradient import gradient
-from lightning_saliency.attribution.methods.gradient_x_input import gradient_x_input
-from lightning_saliency.attribution.methods.integrated_gradients import integrated_gradients
-from lightning_saliency.attribution.methods.occlusion import occlusion
-from lightning_saliency.attribution.methods.smoothgrad import smoothgrad
 from lightning_saliency.attribution.results import Attributions, MethodAttribution
 from lightning_saliency.attribution.targets import TargetSpec
 from lightning_saliency.attribution.tokens import SpecialTokens
@@ -29,6 +32,7 @@ __all__ = [
     "WordAttribution",
     "attention",
     "attribute",
+    "attribute_one",
     "check_methods",
     "erasure_faithfulness",
     "find_embedding_layer",

@@ -5,7 +5,6 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, ContextManager, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
 from lightning_saliency.attribution.context import AttributionConfig, AttributionContext
@@ -17,7 +16,6 @@ from lightning_saliency.attribution.targets import TargetArg, TargetSpec
 from lightning_saliency.attribution.tokens import SpecialTokens
 
 
-
 def check_methods(methods: Union[str, Sequence[str]]) -> tuple[str, ...]:
     """The requested method names, de-duplicated in order; ``ValueError`` naming the choices otherwise."""
     chosen = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -27,6 +25,25 @@ def check_methods(methods: Union[str, Sequence[str]]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"Unknown attribution method(s) {unknown}; choose from {method_names()}.")
     return tuple(dict.fromkeys(chosen))
+
+
+# Fields every run reads, whatever its methods: the chunk budget, the baseline token (also the
+# faithfulness and causal checks' replacement), the private seed, and the output options.
+GENERAL_FIELDS = frozenset({"baseline", "seed", "max_tokens", "bucket", "return_raw"})
+
+
+def check_options(config: AttributionConfig, methods: Sequence[str], *defaults: AttributionConfig) -> None:
+    """``ValueError`` for an option set away from ``defaults`` that none of ``methods`` reads (e.g.
+    ``smoothgrad_samples`` without SmoothGrad): a setting that silently does nothing is a bug.
+    A value equal to any of ``defaults`` (default: ``AttributionConfig()``'s) counts as not set.
+    A method's options are its registered ``config_fields``."""
+    read = {f for name in methods for f in REGISTRY[name].config_fields} | GENERAL_FIELDS
+    defaults = defaults + (AttributionConfig(),)
+    for name in sorted(set(vars(config)) - read):
+        if all(getattr(config, name) != getattr(default, name) for default in defaults):
+            owners = [m for m in method_names() if name in REGISTRY[m].config_fields]
+            raise ValueError(f"The attribution option {name}={getattr(config, name)!r} is read only by {owners}, and "
+                             f"none of them is among the methods {tuple(methods)}. Add the method or drop the option.")
 
 
 def attribute(

@@ -12,8 +12,11 @@ from lightning_saliency.attribution.evaluator import ForwardFn, Job, PathEvaluat
 from lightning_saliency.attribution.targets import TargetArg, TargetSpec, resolve_targets
 from lightning_saliency.attribution.tokens import BASELINES, SpecialTokens, prepare_batch, replaceable_mask
 
+# Padded tokens per chunk when nothing else decides (attribute() without max_tokens).
+DEFAULT_MAX_TOKENS = 4096
 
-@dataclass
+
+@dataclass(frozen=True)
 class AttributionConfig:
     """Options of the attribution methods (all have working defaults).
 
@@ -30,7 +33,8 @@ class AttributionConfig:
             as a fraction of each example's embedding range (AllenNLP's convention).
         attention_layers: ``"last"`` or ``"mean"`` (over all layers).
         seed: seed of SmoothGrad's private generator (the global RNG is never used).
-        max_tokens: padded tokens per forward/backward chunk (rows x length x choices).
+        max_tokens: padded tokens per forward/backward chunk (rows x length x choices); ``None``:
+            4096 here, the largest training batch so far in the callbacks.
         bucket: trim each example's padding and group similar lengths (results are unchanged
             for models that honour ``attention_mask``).
         return_raw: also return per-dimension attributions.
@@ -47,14 +51,14 @@ class AttributionConfig:
     smoothgrad_stdev: float = 0.01
     attention_layers: str = "last"
     seed: int = 0
-    max_tokens: int = 4096
+    max_tokens: Optional[int] = None
     bucket: bool = True
     return_raw: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
             raise ValueError(f"n_steps is the number of IG points, a positive int, got {self.n_steps!r}.")
-        if self.max_tokens < 1:
+        if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {self.max_tokens}.")
         if self.baseline not in BASELINES:
             raise ValueError(f"Unknown baseline {self.baseline!r}; choose one of {BASELINES}.")
@@ -101,7 +105,7 @@ class AttributionContext:
             self.batch.ends = torch.full_like(self.batch.ends, self.batch.input_ids.shape[-1])
         self.evaluator = PathEvaluator(
             model, self.layer, self.batch, spec, self.special.pad_id, forward_fn, forward_context,
-            config.max_tokens, progress,
+            config.max_tokens or DEFAULT_MAX_TOKENS, progress,
         )
         self.size = self.batch.size
         self.special_masks = [self.batch.trim(self.batch.special_mask, i) for i in range(self.size)]

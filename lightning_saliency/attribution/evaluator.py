@@ -89,7 +89,7 @@ class PathEvaluator:
         # A causal LM's head over every position is most of the work (rows x length x vocabulary
         # logits, and their backward) when only the attributed position counts: ask the model for
         # the logits at the chunk's attributed positions alone where it accepts `logits_to_keep`.
-        self.keep_logits = spec.task == "causal_lm" and _accepts_logits_to_keep(model)
+        self.keep_logits = spec.task_object.last_logits_only and _accepts_logits_to_keep(model)
         self.device = weight.device if weight is not None else batch.input_ids.device
         self.dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
 

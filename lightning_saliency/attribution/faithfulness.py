@@ -23,7 +23,7 @@ from torch import nn
 from lightning_saliency.attribution.context import AttributionConfig, AttributionContext
 from lightning_saliency.attribution.evaluator import Job
 from lightning_saliency.attribution.isolation import isolated_eval, private_generator
-from lightning_saliency.attribution.perturbation import target_probability
+from lightning_saliency.attribution.targets import target_probability
 from lightning_saliency.attribution.targets import TargetArg, TargetSpec
 from lightning_saliency.attribution.tokens import TokenBatch
 

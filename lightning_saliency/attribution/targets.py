@@ -6,7 +6,8 @@ from typing import Any, Sequence, Union
 
 import torch
 
-TASKS = ("classification", "multiple_choice", "causal_lm")
+from lightning_saliency.tasks import Task, get_task
+
 OUTPUTS = ("logit", "probability")
 TargetArg = Union[None, int, Sequence[int], torch.Tensor]
 
@@ -32,9 +33,10 @@ class TargetSpec:
     """Which output is attributed.
 
     Args:
-        task: ``"classification"`` (logits ``(N, classes)``), ``"multiple_choice"`` (logits
-            ``(N, choices)`` for inputs ``(N, choices, seq)``) or ``"causal_lm"`` (logits
-            ``(N, seq, vocab)``; the next token after the last real position).
+        task: a registered task (:mod:`lightning_saliency.tasks`): ``"classification"`` (logits
+            ``(N, classes)``), ``"multiple_choice"`` (logits ``(N, choices)`` for inputs ``(N,
+            choices, seq)``), ``"causal_lm"`` (logits ``(N, seq, vocab)``; the next token after the
+            last real position), or any other registered one.
         output: attribute the raw ``"logit"`` or the softmax ``"probability"``.
     """
 
@@ -42,24 +44,17 @@ class TargetSpec:
     output: str = "logit"
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"Unknown task {self.task!r}; choose one of {TASKS}.")
+        get_task(self.task)  # ValueError naming the registered tasks
         if self.output not in OUTPUTS:
             raise ValueError(f"Unknown output {self.output!r}; choose one of {OUTPUTS}.")
 
+    @property
+    def task_object(self) -> Task:
+        return get_task(self.task)
+
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
-        """Reduce model logits to one score vector per row: ``(N, classes)``."""
-        if self.task == "causal_lm":
-            if logits.dim() != 3:
-                raise ValueError(f"task='causal_lm' expects logits (batch, seq, vocab), got shape {tuple(logits.shape)}.")
-            rows = torch.arange(logits.shape[0], device=logits.device)
-            return logits[rows, last_positions.to(logits.device)]
-        if logits.dim() != 2:
-            raise ValueError(
-                f"task={self.task!r} expects logits (batch, classes), got shape {tuple(logits.shape)}; "
-                "use task='causal_lm' for language models or a forward_fn that returns class logits."
-            )
-        return logits
+        """Reduce model logits to one score vector per row: ``(N, classes)`` (the task's head)."""
+        return self.task_object.head(logits, last_positions)
 
     def score(self, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The attributed scalar per row, in float32."""
@@ -67,6 +62,11 @@ class TargetSpec:
         if self.output == "probability":
             head = head.softmax(dim=-1)
         return head.gather(1, targets.view(-1, 1).to(head.device)).squeeze(1)
+
+
+def target_probability(head: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The softmax probability of ``target`` in one row's head."""
+    return head.float().softmax(dim=-1)[..., int(target)]
 
 
 def resolve_targets(target: TargetArg, head: torch.Tensor) -> torch.Tensor:

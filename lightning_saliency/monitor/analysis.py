@@ -38,11 +38,10 @@ TOKEN_TABLE_ROWS = 10
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """``ignore``: words the user judged genuine (``shortcut_ignore``): never suspects, alone or in a pair."""
+    """``rules.ignore``: words the user judged genuine: never suspects, alone or in a pair."""
 
     top_k: int = 5
     rules: ShortcutRules = ShortcutRules()
-    ignore: frozenset[str] = frozenset()
 
 
 def analyse(
@@ -149,7 +148,7 @@ def _shortcuts(
     # The reference run is what later runs are compared with; it cannot show a rise itself.
     if record.label == REFERENCE_LABEL:
         suspects = []
-    ignored = {w.lower() for w in settings.ignore}
+    ignored = {w.lower() for w in settings.rules.ignore}
     suspects = [s for s in suspects if not ignored & {m.lower() for m in s.members}]
     top = sorted(stats.values(), key=lambda s: -s.mean_share * s.top1_rate)[:TOKEN_TABLE_ROWS]
     metrics.shortcut[method] = ShortcutFindings(suspects, top, reference.label if usable_reference else None)

@@ -1,14 +1,19 @@
-"""Sharding the probe set across processes and gathering the shards back (DDP and friends).
+"""The one protocol of every model pass across processes: shard, run, gather even on failure, agree.
 
-Every rank runs the same sequence of collectives in every attribution run, whatever happened
-locally: a rank whose shard is empty or whose attribution failed still joins the gather (with
-nothing or with its error), so no rank waits for a collective that another rank skipped.
+Every rank makes the same sequence of collectives in every run, whatever happened locally. A rank
+whose shard is empty or whose work failed still joins the gather (with nothing, or with its error),
+and a failure anywhere raises :class:`ShardError` on every rank after that gather, so no rank ever
+waits in a collective that another rank skipped. :class:`Ranks` is that protocol; the runner, the
+causal checks and the engine use it and write no collective of their own.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 # Strategies that shard parameters: a forward pass on one rank needs every other rank, so the
 # probe cannot be attributed shard-by-shard nor on rank zero alone.
@@ -47,9 +52,13 @@ def shard_rows(lengths: Sequence[int], rank: int, world_size: int) -> list[int]:
     return sorted(mine)
 
 
+def _initialised(world_size: int) -> bool:
+    return world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def gather_objects(payload: Any, world_size: int) -> list[Any]:
     """Every rank's ``payload`` on every rank (pickled; any size or shape, empty included)."""
-    if world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    if not _initialised(world_size):
         return [payload]
     gathered: list[Optional[Any]] = [None] * world_size
     torch.distributed.all_gather_object(gathered, payload)
@@ -58,7 +67,7 @@ def gather_objects(payload: Any, world_size: int) -> list[Any]:
 
 def broadcast_object(value: Any, world_size: int) -> Any:
     """Rank zero's ``value`` on every rank, so that all ranks take the same decision."""
-    if world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    if not _initialised(world_size):
         return value
     box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
@@ -66,4 +75,56 @@ def broadcast_object(value: Any, world_size: int) -> Any:
 
 
 class ShardError(RuntimeError):
-    """Attribution failed on some rank; raised on every rank so that all of them skip the run."""
+    """Work failed on some rank; raised on every rank so that all of them skip the run."""
+
+
+@dataclass
+class Ranks:
+    """This process's place among the ranks of one run, and its first local failure.
+
+    Local work goes through :meth:`attempt`: on a single process an error propagates as usual;
+    with several, it is kept and carried to the next collective (:meth:`sharded` or
+    :meth:`agree`), where every rank raises :class:`ShardError` together.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    failure: Optional[str] = None
+
+    @property
+    def is_zero(self) -> bool:
+        return self.rank == 0
+
+    def attempt(self, work: Callable[..., T], *args: Any) -> Optional[T]:
+        """``work(*args)``, or ``None`` after a failure here (now or earlier in the run)."""
+        if self.failure is not None:
+            return None
+        try:
+            return work(*args)
+        except Exception as error:
+            if self.world_size == 1:
+                raise
+            self.failure = f"rank {self.rank}: {type(error).__name__}: {error}"
+            return None
+
+    def _raise_failures(self, failures: Sequence[Optional[str]]) -> None:
+        found = [f for f in failures if f is not None]
+        if found:
+            raise ShardError("; ".join(found))
+
+    def sharded(self, work: Callable[[list[int]], T], lengths: Sequence[int]) -> list[tuple[list[int], T]]:
+        """Run ``work(rows)`` on this rank's share of the rows (balanced by ``lengths``) and gather
+        every rank's ``(rows, result)``: one gather on every rank, whatever happens locally. Ranks
+        with an empty share (or a failure) contribute nothing; a failure anywhere raises on all."""
+        rows = shard_rows(lengths, self.rank, self.world_size) if self.failure is None else []
+        result = self.attempt(work, rows) if rows else None
+        gathered = gather_objects((rows, result, self.failure), self.world_size)
+        self._raise_failures([failure for _, _, failure in gathered])
+        return [(part, value) for part, value, _ in gathered if value is not None]
+
+    def agree(self, value: T) -> T:
+        """Rank zero's ``value`` on every rank (one broadcast). A failure on rank zero raises on
+        every rank; other ranks' failures wait for the next gather."""
+        agreed, failure = broadcast_object((value, self.failure), self.world_size)
+        self._raise_failures([failure])
+        return agreed

@@ -2,30 +2,38 @@
 
 Both adapters (the Lightning callback and the Hugging Face Trainer callback) are thin layers over
 :class:`MonitorEngine`, as Lightning's ``ThroughputMonitor`` sits over ``fabric``'s ``Throughput``.
-Data flows one way: the adapter hands in the model access, the probe set, the output directory and
-a publisher; the engine plans, runs the model passes (:mod:`.runner`), analyses (:mod:`.analysis`)
-and publishes (:mod:`.publishing`). Nothing is called back.
+Data flows one way: the adapter hands in data (the settings at construction; the model access at
+:meth:`MonitorEngine.connect`; per run a :class:`RunRequest` with the validation loader, and on
+rank zero a :class:`RunOutputs` with the directory and the sinks) and gets data back (a
+:class:`RunOutcome`). The engine samples the probe (:mod:`.sampling`), runs the model passes
+(:mod:`.runner`), analyses (:mod:`.analysis`), gathers the evidence (:mod:`.evidence`) and
+publishes (:mod:`.publishing`). Nothing is called back, and no adapter reads the engine's state.
 """
 from __future__ import annotations
 
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
 from lightning_saliency.attribution import AttributionConfig
+from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
-from lightning_saliency.monitor.distributed import ShardError, broadcast_object
+from lightning_saliency.monitor.distributed import Ranks
+from lightning_saliency.monitor.evidence.artifacts import training_artifacts
 from lightning_saliency.monitor.evidence.causal import KINDS, CausalSettings
 from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
+from lightning_saliency.monitor.model_access import ModelAccess
+from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.publishing import Publisher
 from lightning_saliency.monitor.recording import RunRecord, SkippedExample, build_record
-from lightning_saliency.monitor.runner import ModelAccess, ModelDiverged, PassSettings, Progress, no_progress, run_model_passes
+from lightning_saliency.monitor.runner import ModelDiverged, PassSettings, no_progress, row_progress, run_model_passes
+from lightning_saliency.monitor.sampling import sample_confirmation, sample_probe, warn_small_probe
+from lightning_saliency.monitor.sinks import Sink
 from lightning_saliency.settings import MonitorSettings
+from lightning_saliency.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class RunRequest:
             time so far, or for a step run the training time since the previous run.
         step_run: a cheap run between epochs (``every_n_train_steps``): ``step_methods`` only, no
             faithfulness and no images.
+        validation: the validation loader the probe set and the causal checks' slice are sampled
+            from, once (``None`` with ``probe.texts``).
+        show_progress: draw a per-row progress bar (on a terminal).
     """
 
     label: str
@@ -53,6 +64,8 @@ class RunRequest:
     rank: int = 0
     world_size: int = 1
     step_run: bool = False
+    validation: Any = None
+    show_progress: bool = False
 
     def token_budget(self, probe: ProbeSet, default: int) -> int:
         if self.train_tokens:
@@ -63,24 +76,28 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
-class RunSources:
-    """Where one run's inputs come from and where its outputs go, as the adapter provides them.
+class RunOutputs:
+    """Where rank zero's results go: the records' directory and the sinks (scalars, images,
+    text). ``no_images_hint``: said once when no sink takes images."""
+
+    directory: Path
+    sinks: Sequence[Sink] = ()
+    no_images_hint: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one attempted run gives back, the same on every rank except ``record``.
 
     Attributes:
-        probe: builds (or returns) the probe set.
-        publisher: the publisher, called on rank zero only.
-        confirmation: builds the causal checks' validation slice (``None``: no causal checks).
-        max_length: the most tokens the model takes (inserted words must fit).
+        record: the run's record (rank zero; ``None`` elsewhere and when the run failed).
+        confirmed: the suspects this run confirmed causally.
+        should_stop: ``evidence.stop_on_shortcut`` is on and a suspect was confirmed.
     """
 
-    access: ModelAccess
-    probe: Callable[[], ProbeSet]
-    directory: Path
-    publisher: Callable[[], Publisher]
-    confirmation: Optional[Callable[[], ProbeSet]] = None
-    max_length: int = 512
-    warn: Callable[[str], None] = lambda message: None
-    progress: Progress = no_progress
+    record: Optional[RunRecord] = None
+    confirmed: tuple[str, ...] = ()
+    should_stop: bool = False
 
 
 # A step run checks its new suspects on the first 64 examples of the causal checks' sample (epoch
@@ -89,6 +106,8 @@ class RunSources:
 # control near 0, while the check costs a quarter of the forward rows (on MiniLM, about 8 s of
 # a step run's 9 s before).
 STEP_RUN_CONFIRM_EXAMPLES = 64
+# The token budget when no training batch, batch size or max_tokens says (examples= without a loader).
+DEFAULT_TOKEN_BUDGET = 4096
 
 
 def _first_examples(sample: Callable[[], ProbeSet], count: int) -> Callable[[], ProbeSet]:
@@ -96,6 +115,14 @@ def _first_examples(sample: Callable[[], ProbeSet], count: int) -> Callable[[], 
         examples = sample()
         return examples if len(examples) <= count else examples.select(range(count))
     return first
+
+
+def class_names(settings: MonitorSettings, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
+    """The records' class names: ``output.label_names``, else the task's (a causal LM's decoded
+    vocabulary), else the model config's ``id2label``."""
+    if settings.output.label_names is not None:
+        return settings.output.label_names
+    return get_task(settings.task).class_names(tokenizer, configured)
 
 
 def _budget(settings: MonitorSettings, examples: int, steps: int) -> Optional[ComputeBudget]:
@@ -108,28 +135,84 @@ def _budget(settings: MonitorSettings, examples: int, steps: int) -> Optional[Co
 class MonitorEngine:
     """Runs and remembers the monitor's attribution runs.
 
-    Attributes:
-        history: the JSON records of the most recent runs (``settings.history_size`` of them): the
-            dicts the publisher wrote to disk, to be read, not changed.
-        completed: labels of the runs done (on every rank), so a resumed fit does not repeat them.
+    Args:
+        settings: the validated settings (never changed here).
+        run_id: one training, one id (it travels with the checkpoint, so the records of a resumed
+            fit in a new log directory are joined with the earlier ones by the report).
     """
 
-    def __init__(self, settings: MonitorSettings) -> None:
+    def __init__(self, settings: MonitorSettings, run_id: str) -> None:
         self.settings = settings
+        self.run_id = run_id
         self.budget = _budget(settings, settings.num_examples, settings.steps)
         # Step runs cost no IG steps: their own budget plans only how many examples fit.
         self.step_budget = _budget(settings, settings.num_examples, settings.steps)
         self.evidence = EvidenceTracker()
-        self.previous_epoch: Optional[RunRecord] = None
         self.history: list[dict[str, Any]] = []
         self.completed: set[str] = set()
         self.probe_indices: Optional[list[int]] = None
         self.reference: Optional[RunRecord] = None
         self.previous: Optional[RunRecord] = None
-        # One training, one id: it travels with the checkpoint, so the records of a resumed fit in a
-        # new log directory are joined with the earlier ones by the report.
-        self.run_id = uuid.uuid4().hex
+        self.previous_epoch: Optional[RunRecord] = None
+        self.access: Optional[ModelAccess] = None
+        self.max_length = 512
+        self.label_names: Optional[Sequence[str]] = settings.output.label_names
+        self.probe: Optional[ProbeSet] = None
+        self.confirmation: Optional[ProbeSet] = None
+        self.publisher: Optional[Publisher] = None
         self._reported_errors: set[str] = set()
+
+    # ------------------------------------------------------------------------------------ setup
+    def connect(self, access: ModelAccess, max_length: int, configured_names: Optional[Sequence[str]],
+                rank: int = 0) -> None:
+        """Fix how the live model is called (at the adapter's setup)."""
+        self.access, self.max_length = access, max_length
+        self.label_names = class_names(self.settings, access.tokenizer, configured_names)
+        if rank == 0:
+            warn_small_probe(self.settings)
+
+    def sample(self, validation: Any, rank: int = 0) -> ProbeSet:
+        """The fixed probe set, sampled on first use (the stored indices after a resume). Adapters
+        call it at setup to fail early on batches it cannot read."""
+        if self.probe is None:
+            self.probe = sample_probe(self.settings, self.access, validation, self.max_length, self.probe_indices,
+                                      speak=rank == 0)
+            self.probe_indices = list(self.probe.indices)
+        return self.probe
+
+    def _confirmation_set(self, validation: Any, rank: int) -> ProbeSet:
+        if self.confirmation is None:
+            self.confirmation = sample_confirmation(self.settings, self.access, validation, self.sample(validation, rank),
+                                                    self.max_length, speak=rank == 0)
+        return self.confirmation
+
+    def observe_training_set(self, dataset: Any, collate_fn: Optional[Callable[[list], Any]],
+                             columns: Optional[Sequence[str]] = None) -> None:
+        """The training set's artifact table (at fit start, on rank zero: no collective), when the
+        task has one text and one class per example. ``columns``: the item keys the collate takes."""
+        s = self.settings
+        if s.evidence.artifact_examples and dataset is not None and get_task(s.task).text_label_evidence:
+            self.evidence.artifacts = training_artifacts(dataset, collate_fn, self.access, s, columns)
+
+    def needs_validation(self) -> bool:
+        """Whether the next run may sample from the validation loader (the probe set or the causal
+        checks' slice are not sampled yet), so an adapter builds a loader only then."""
+        wants_checks = self.settings.evidence.confirm_examples > 0 and self.settings.probe.texts is None
+        return self.probe is None or (wants_checks and self.confirmation is None)
+
+    def should_run(self, label: str) -> bool:
+        """Whether run ``label`` is still to be done (a resumed fit does not repeat runs); the
+        same answer on every rank."""
+        return label not in self.completed
+
+    def recent_records(self) -> list[dict[str, Any]]:
+        """The JSON records of the most recent runs (``output.history_size`` of them), oldest first."""
+        return list(self.history)
+
+    def flush(self) -> None:
+        """Wait until every finished run's outputs are written (runs publish on a worker)."""
+        if self.publisher is not None:
+            self.publisher.flush()
 
     # ---------------------------------------------------------------------------------- planning
     def budget_for(self, step_run: bool) -> Optional[ComputeBudget]:
@@ -147,81 +230,67 @@ class MonitorEngine:
         runs' methods, so that they have a ``start`` to be compared with."""
         s = self.settings
         if request.step_run:
-            return s.step_methods
-        if request.label == REFERENCE_LABEL and s.every_n_train_steps is not None:
-            return s.methods + tuple(m for m in s.step_methods if m not in s.methods)
+            return s.schedule.step_methods
+        if request.label == REFERENCE_LABEL:
+            return s.methods + tuple(m for m in s.step_run_methods() if m not in s.methods)
         return s.methods
 
     def run_config(self, plan: Plan, token_budget: int) -> AttributionConfig:
         """The attribution options of one run: the token budget and, under a compute budget, the steps."""
         changes: dict[str, Any] = {}
-        if self.settings.max_tokens is None:
+        if self.settings.attribution.max_tokens is None:
             changes["max_tokens"] = max(int(token_budget), 1)
         if self.budget is not None:
             changes["max_steps" if self.settings.adaptive else "n_steps"] = plan.steps
         return replace(self.settings.attribution, **changes)
 
     # ---------------------------------------------------------------------------------- one run
-    def run(self, request: RunRequest, sources: RunSources) -> Optional[RunRecord]:
+    def run(self, request: RunRequest, outputs: Optional[RunOutputs]) -> Optional[RunRecord]:
         """Plan, attribute (sharded), analyse, check the suspects causally (sharded) and publish one
-        run. Every rank makes the same collectives, whatever fails locally: one broadcast (the
-        plan), one gather (a shard, nothing, or its error), one broadcast (the suspects), and the
-        causal checks' two gathers when there are suspects."""
+        run. Every rank makes the same collectives, whatever fails locally (:class:`Ranks`): one
+        broadcast (the plan), one gather (a shard, nothing, or its error), one broadcast (the
+        suspects), and the causal checks' two gathers when there are suspects."""
         started = time.perf_counter()
-        plan = broadcast_object(self.plan(request.label, request.epoch_seconds, request.step_run), request.world_size)
+        ranks = Ranks(request.rank, request.world_size)
+        plan = ranks.agree(self.plan(request.label, request.epoch_seconds, request.step_run))
         s = self.settings
-        examples: Optional[ProbeSet] = None
-        config, failure = s.attribution, None
-        try:
-            examples = sources.probe()
-            self.probe_indices = list(examples.indices)
+
+        def prepared() -> tuple[ProbeSet, AttributionConfig]:
+            examples = self.sample(request.validation, request.rank)
             if plan.num_examples < len(examples):  # a prefix of the fixed order: drift compares the same examples
                 examples = examples.select(range(plan.num_examples))
-            config = self.run_config(plan, request.token_budget(examples, s.attribution.max_tokens))
-        except Exception as error:
-            if request.world_size == 1:
-                raise
-            failure = f"rank {request.rank}: {type(error).__name__}: {error}"  # still joins the gather below
-        faithfulness = s.faithfulness and not request.step_run
+            default_tokens = s.attribution.max_tokens or DEFAULT_TOKEN_BUDGET
+            return examples, self.run_config(plan, request.token_budget(examples, default_tokens))
+
+        examples, config = ranks.attempt(prepared) or (None, s.attribution)
+        progress = row_progress if request.show_progress and not request.step_run else no_progress
         passes = run_model_passes(
-            sources.access, examples, PassSettings(self.methods_for(request), config, s.target, s.task, faithfulness,
-                                                   s.seed),
-            request.rank, request.world_size, sources.progress, f"Saliency [{request.label}]", failure,
-            sources.max_length,
+            self.access, examples, PassSettings(self.methods_for(request), config, s.target, s.task,
+                                                s.evidence.faithfulness and not request.step_run, s.attribution.seed),
+            ranks, progress, f"Saliency [{request.label}]", self.max_length,
         )
         self.completed.add(request.label)
-        record, analysis_error = None, None
-        if passes is not None:  # rank zero
-            try:
-                record = self._analysed(request, passes, examples, config, plan)
-            except Exception as error:
-                if request.world_size == 1:
-                    raise
-                analysis_error = error
+        record = ranks.attempt(self._analysed, request, passes, examples, config, plan) if passes is not None else None
         checked = time.perf_counter()
-        try:
-            confirmation = sources.confirmation
-            if request.step_run and confirmation is not None:
+        confirmation = None
+        if s.evidence.confirm_examples and get_task(s.task).text_label_evidence:
+            confirmation = lambda: self._confirmation_set(request.validation, request.rank)  # noqa: E731
+            if request.step_run:
                 confirmation = _first_examples(confirmation, STEP_RUN_CONFIRM_EXAMPLES)
-            checks, causal_error = self.evidence.run(
-                record, analysis_error is not None, sources.access, confirmation, examples,
-                self._causal_settings(config, sources.max_length), request.label, request.global_step, request.rank,
-                request.world_size, lambda rows: None, recheck_confirmed=not request.step_run)
-        except ShardError:
-            if analysis_error is not None:
-                raise analysis_error
-            raise
+        checks, causal_error = self.evidence.run(
+            record, self.access, confirmation, examples, self._causal_settings(config), request.label,
+            request.global_step, ranks, lambda rows: None, recheck_confirmed=not request.step_run)
         if record is None:  # not rank zero
             return None
         record.metrics.causal, record.metrics.causal_error = checks, causal_error
         record.metrics.timeline = list(self.evidence.timeline.values())
         record.metrics.scalars.update(causal_scalars(checks))
         if causal_error is not None:
-            sources.warn(f"SaliencyMonitor: the causal checks of run {request.label!r} failed ({causal_error}); its "
-                         "attributions and suspects are recorded without them.")
+            warn(f"SaliencyMonitor: the causal checks of run {request.label!r} failed ({causal_error}); its "
+                 "attributions and suspects are recorded without them.")
         if checks or causal_error:
             record.timings["causal"] = time.perf_counter() - checked
-        data = sources.publisher().publish(record, sources.directory, started, request.epoch_seconds)
+        data = self._publisher(outputs).publish(record, outputs.directory, started, request.epoch_seconds)
         if request.label == REFERENCE_LABEL:
             self.reference = record
         if not request.step_run:
@@ -230,6 +299,15 @@ class MonitorEngine:
         self._remember(data)
         self._observe_cost(record, passes.attributions, len(examples), request.step_run)
         return record
+
+    def _publisher(self, outputs: Optional[RunOutputs]) -> Publisher:
+        if outputs is None:
+            raise ValueError("rank zero's run needs RunOutputs (the directory and the sinks).")
+        if self.publisher is None:  # made on rank zero only, at its first run
+            o = self.settings.output
+            self.publisher = Publisher(outputs.sinks, warn, o.top_k, o.example_images, self.settings.evidence.on_shortcut,
+                                       outputs.no_images_hint, o.color_scale)
+        return self.publisher
 
     def _analysed(self, request: RunRequest, passes: Any, examples: ProbeSet, config: AttributionConfig,
                   plan: Plan) -> RunRecord:
@@ -240,23 +318,20 @@ class MonitorEngine:
         record = build_record(
             label=request.label, stage=request.stage, epoch=request.epoch, global_step=request.global_step,
             settings=s.record_settings(config, budget), probe=examples.select(passes.rows), result=passes.attributions,
-            label_names=s.label_names, skipped=skipped,
+            label_names=self.label_names, skipped=skipped,
         )
         record.run_id, record.step_run = self.run_id, request.step_run
         analysed = time.perf_counter()
         # Epoch runs compare with the previous epoch run; step runs with the run just before.
         previous = self.previous if request.step_run else self.previous_epoch
-        record.metrics = analyse(record, previous, self.reference,
-                                 AnalysisSettings(s.top_k, s.shortcut, frozenset(s.shortcut_ignore)),
+        record.metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
                                  passes.faithfulness, self.evidence.artifacts)
         record.timings = {**passes.seconds, "analysis": time.perf_counter() - analysed}
         return record
 
-    def _causal_settings(self, config: AttributionConfig, max_length: int) -> Optional[CausalSettings]:
+    def _causal_settings(self, config: AttributionConfig) -> CausalSettings:
         s = self.settings
-        if s.confirm_examples == 0 or s.task != "classification":
-            return None  # off, or a task whose inputs are not one text to edit (documented)
-        return CausalSettings(config, s.task, s.seed, max_length, s.label_names)
+        return CausalSettings(config, s.task, s.probe.seed, self.max_length, self.label_names)
 
     def _observe_cost(self, record: RunRecord, attributions: Any, examples: int, step_run: bool) -> None:
         budget = self.budget_for(step_run)
@@ -268,43 +343,45 @@ class MonitorEngine:
             examples=examples, mean_steps=float(ig.steps.float().mean()) if ig is not None else 0.0,
         )
 
-    def attempt(self, request: RunRequest, sources: RunSources) -> Optional[RunRecord]:
+    def attempt(self, request: RunRequest, outputs: Optional[RunOutputs] = None) -> RunOutcome:
         """:meth:`run`, guarded: with ``on_error='warn'`` a failed run never costs the training run.
         It is written as a record with ``status="failed"`` (``"diverged"`` when the model's outputs
         are NaN or infinite on every probe example) and its cause (rank zero), logged as
-        ``saliency/status`` 0, and warned about at every run (the traceback once per cause)."""
+        ``saliency/status`` 0, and warned about at every run (the traceback once per cause).
+        ``outputs``: rank zero's (``None`` on the other ranks)."""
         self.evidence.confirmed = []
         try:
-            return self.run(request, sources)
+            record = self.run(request, outputs)
         except Exception as error:
             # A diverged model is the training's state, not a fault of the monitor: recorded, never raised.
             if self.settings.on_error == "raise" and not isinstance(error, ModelDiverged):
                 raise
-            cause = f"{type(error).__name__}: {error}"
-            status = "diverged" if isinstance(error, ModelDiverged) else "failed"
-            message = (f"SaliencyMonitor: run {request.label!r} failed and was skipped; training continues. "
-                       f"Cause: {cause}")
-            if status == "diverged":
-                message = f"SaliencyMonitor: run {request.label!r}: {error} No attributions are recorded for it."
-            elif cause not in self._reported_errors:
-                self._reported_errors.add(cause)
-                where = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3))
-                message += f"\n{where}Set on_error='raise' to stop on such errors."
-            sources.warn(message)
-            if request.rank == 0:
-                self._record_failure(request, cause, status, sources.directory, sources.publisher, sources.warn)
-            return None
+            self._report_failure(request, outputs, error)
+            return RunOutcome()
+        confirmed = tuple(self.evidence.confirmed)
+        return RunOutcome(record, confirmed, self.settings.evidence.stop_on_shortcut and bool(confirmed))
 
-    def _record_failure(self, request: RunRequest, cause: str, status: str, directory: Path,
-                        publisher: Callable[[], Publisher], warn: Callable[[str], None]) -> None:
+    def _report_failure(self, request: RunRequest, outputs: Optional[RunOutputs], error: Exception) -> None:
+        cause = f"{type(error).__name__}: {error}"
+        status = "diverged" if isinstance(error, ModelDiverged) else "failed"
+        message = f"SaliencyMonitor: run {request.label!r} failed and was skipped; training continues. Cause: {cause}"
+        if status == "diverged":
+            message = f"SaliencyMonitor: run {request.label!r}: {error} No attributions are recorded for it."
+        elif cause not in self._reported_errors:
+            self._reported_errors.add(cause)
+            where = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-3))
+            message += f"\n{where}Set on_error='raise' to stop on such errors."
+        if request.rank != 0:
+            return
+        warn(message)
         record = RunRecord(label=request.label, stage=request.stage, epoch=request.epoch,
-                           global_step=request.global_step, settings=self.settings.record_settings(
-                               self.settings.attribution, None),
+                           global_step=request.global_step,
+                           settings=self.settings.record_settings(self.settings.attribution, None),
                            methods=[], examples=[], status=status, error=cause, run_id=self.run_id)
         try:
-            data = publisher().publish_failure(record, directory)
-        except Exception as error:  # not even the failure could be written: say so, and train on
-            warn(f"SaliencyMonitor: the failed run {request.label!r} could not be recorded either: {error}")
+            data = self._publisher(outputs).publish_failure(record, outputs.directory)
+        except Exception as failure:  # not even the failure could be written: say so, and train on
+            warn(f"SaliencyMonitor: the failed run {request.label!r} could not be recorded either: {failure}")
             data = record.to_json()
         self._remember(data)
 
@@ -312,7 +389,7 @@ class MonitorEngine:
         # The JSON the publisher made for the file: converting the record again would cost the
         # training thread another ~20 ms per run (MiniLM, 8 examples).
         self.history.append(data)
-        del self.history[: -self.settings.history_size]  # bounded: every record is also on disk
+        del self.history[: -self.settings.output.history_size]  # bounded: every record is also on disk
 
     # ---------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
@@ -330,6 +407,7 @@ class MonitorEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.probe_indices = state.get("probe_indices")
+        self.probe = self.confirmation = None  # sampled again from the stored indices
         self.run_id = state.get("run_id") or self.run_id
         self.reference = RunRecord.from_json(state["reference"]) if state.get("reference") else None
         self.previous = RunRecord.from_json(state["previous"]) if state.get("previous") else None

@@ -1,7 +1,13 @@
-"""Finding the Hugging Face model and its label names inside a LightningModule (or any module)."""
+"""How the monitor calls the live model (:class:`ModelAccess`), and finding the Hugging Face model,
+its label names and its length limit inside a LightningModule (or any module)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Optional, Union
+
+from torch import nn
+
+from lightning_saliency.attribution import SpecialTokens
 
 from lightning_saliency.attribution.embedding import find_hf_model
 
@@ -46,17 +52,23 @@ def model_max_length(root: Any, tokenizer: Any) -> int:
     return min(usable) if usable else 512
 
 
-class DecodedVocabulary(Sequence[str]):
-    """Class names of a causal LM: each token id decoded to its text, on demand (a vocabulary has
-    tens of thousands of entries, and a record names only a few)."""
+@dataclass(frozen=True)
+class ModelAccess:
+    """How to call the live model.
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
+    Attributes:
+        module: what is put in isolated eval mode and searched for the embedding layer (a
+            LightningModule or a Hugging Face model).
+        forward_fn: ``(module, inputs) -> output with logits``.
+        tokenizer: the model's tokenizer (vocabulary size, token strings).
+        special_tokens: ids kept fixed by baselines.
+        embedding_layer: the word-embedding module or its dotted path (``None``: found automatically).
+        forward_context: entered around every forward pass (the trainer's precision context).
+    """
 
-    def __len__(self) -> int:
-        return len(self.tokenizer)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.tokenizer.decode([int(index)])
+    module: nn.Module
+    forward_fn: Callable[[Any, dict], Any]
+    tokenizer: Any
+    special_tokens: SpecialTokens
+    embedding_layer: Union[str, nn.Module, None]
+    forward_context: Callable[[], ContextManager]

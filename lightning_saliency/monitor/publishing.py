@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from lightning_saliency.monitor import notices
 from lightning_saliency.presentation import render
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
@@ -58,7 +59,7 @@ class Publisher:
 
     Args:
         sinks: where scalars, images and text go.
-        warn: how warnings reach the user (e.g. ``rank_zero_warn``).
+        warn: how warnings reach the user (default: Python warnings).
         top_k: tokens per example in the markdown tables.
         log_example_images: also log one image per example (the grid image is always logged).
         on_shortcut: called as ``on_shortcut(suspects, record_json)`` when a run has suspects.
@@ -73,7 +74,7 @@ class Publisher:
     def __init__(
         self,
         sinks: Sequence[Sink],
-        warn: Callable[[str], None],
+        warn: Callable[[str], None] = notices.warn,
         top_k: int = 5,
         log_example_images: bool = True,
         on_shortcut: Optional[Callable[[list, dict], None]] = None,

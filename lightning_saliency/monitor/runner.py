@@ -13,42 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence, Union
 
 import torch
-from torch import nn
 
 from lightning_saliency.monitor.analysis import faithfulness_summary
 from lightning_saliency.attribution import AttributionConfig, SpecialTokens, attribute
 from lightning_saliency.attribution.faithfulness import erasure_faithfulness
 from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
 from lightning_saliency.attribution.tokens import special_token_mask
-from lightning_saliency.monitor.distributed import ShardError, gather_objects, shard_rows
+from lightning_saliency.monitor.distributed import Ranks
+from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.recording import FaithfulnessSummary
 
 FAITHFULNESS_METHODS = ("integrated_gradients", "gradient")
 FRACTIONS = (0.1, 0.2, 0.5)
 Progress = Callable[[str], ContextManager[Callable[[int], None]]]
-
-
-@dataclass(frozen=True)
-class ModelAccess:
-    """How to call the live model.
-
-    Attributes:
-        module: what is put in isolated eval mode and searched for the embedding layer (a
-            LightningModule or a Hugging Face model).
-        forward_fn: ``(module, inputs) -> output with logits``.
-        tokenizer: the model's tokenizer (vocabulary size, token strings).
-        special_tokens: ids kept fixed by baselines.
-        embedding_layer: the word-embedding module or its dotted path (``None``: found automatically).
-        forward_context: entered around every forward pass (the trainer's precision context).
-    """
-
-    module: nn.Module
-    forward_fn: Callable[[Any, dict], Any]
-    tokenizer: Any
-    special_tokens: SpecialTokens
-    embedding_layer: Union[str, nn.Module, None]
-    forward_context: Callable[[], ContextManager]
 
 
 @dataclass(frozen=True)
@@ -80,7 +58,6 @@ class _Shard:
     rows: list[int]
     attributions: Optional[Attributions]
     faithfulness: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    failure: Optional[str]
     skipped: list[tuple[int, str]]
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -219,53 +196,51 @@ def _attribute_shard(
     return select_rows(result, range(len(rows))), tables
 
 
+def _shard_passes(access: ModelAccess, probe: ProbeSet, settings: PassSettings, progress: Progress,
+                  description: str, max_length: Optional[int], assigned: list[int]) -> _Shard:
+    """One rank's passes over its ``assigned`` rows: untried skips first, then the batch, and
+    one bad example isolated rather than losing the batch."""
+    rows, skipped = attributable_rows(probe, access.special_tokens, assigned, max_length)
+    shard = _Shard(rows, None, {}, skipped)
+    if rows:
+        with progress(description) as advance:
+            try:
+                shard.attributions, shard.faithfulness = _attribute_shard(
+                    access, probe.select(rows), rows, settings, advance, shard.seconds)
+            except Exception as error:
+                shard.rows, bad = _isolate_failures(access, probe, rows, settings, error)
+                shard.skipped += bad
+                shard.seconds.clear()  # the successful pass's time only
+                shard.attributions, shard.faithfulness = _attribute_shard(
+                    access, probe.select(shard.rows), shard.rows, settings, advance, shard.seconds)
+        _drop_non_finite(shard)
+    return shard
+
+
 def run_model_passes(
     access: ModelAccess,
     probe: Optional[ProbeSet],
     settings: PassSettings,
-    rank: int = 0,
-    world_size: int = 1,
+    ranks: Optional[Ranks] = None,
     progress: Progress = no_progress,
     description: str = "Saliency",
-    failure: Optional[str] = None,
     max_length: Optional[int] = None,
 ) -> Optional[ModelPasses]:
     """Attribute ``probe`` (this rank's share of it) and gather the shards on rank zero. Examples
     with nothing to attribute or longer than ``max_length`` (the model's positions) are skipped
     untried, with the reason.
 
-    Every rank makes exactly one gather, whatever happens locally (an empty shard, an error, or a
-    ``failure`` before this call, with no probe), so no rank waits in a collective that another
-    skipped. If any rank failed, every rank raises :class:`ShardError`. Returns the joined result on
-    rank zero and ``None`` on the others.
+    The sharding, the one gather and the failure rule are :meth:`Ranks.sharded`'s: a rank that
+    failed earlier in the run (``ranks.failure``, e.g. no probe set) still joins, and every rank
+    raises :class:`ShardError` when any failed. Returns the joined result on rank zero and ``None``
+    on the others.
     """
-    if failure is not None or probe is None:
-        gathered = gather_objects(_Shard([], None, {}, failure or f"rank {rank}: no probe set", []), world_size)
-        raise ShardError("; ".join(s.failure for s in gathered if s.failure is not None))
-    rows, skipped = attributable_rows(probe, access.special_tokens, shard_rows(probe.lengths(), rank, world_size),
-                                      max_length)
-    shard = _Shard(rows, None, {}, None, skipped)
-    try:
-        if rows:
-            with progress(description) as advance:
-                try:
-                    shard.attributions, shard.faithfulness = _attribute_shard(
-                        access, probe.select(rows), rows, settings, advance, shard.seconds)
-                except Exception as error:
-                    shard.rows, bad = _isolate_failures(access, probe, rows, settings, error)
-                    shard.skipped += bad
-                    shard.seconds.clear()  # the successful pass's time only
-                    shard.attributions, shard.faithfulness = _attribute_shard(
-                        access, probe.select(shard.rows), shard.rows, settings, advance, shard.seconds)
-            _drop_non_finite(shard)
-    except Exception as error:
-        if world_size == 1:
-            raise
-        shard = _Shard([], None, {}, f"rank {rank}: {type(error).__name__}: {error}", [])
-    gathered: list[_Shard] = gather_objects(shard, world_size)
-    failures = [s.failure for s in gathered if s.failure is not None]
-    if failures:
-        raise ShardError("; ".join(failures))
+    ranks = ranks or Ranks()
+    if probe is None and ranks.failure is None:
+        ranks.failure = f"rank {ranks.rank}: no probe set"
+    lengths = probe.lengths() if probe is not None else []
+    gathered = [shard for _, shard in ranks.sharded(
+        lambda assigned: _shard_passes(access, probe, settings, progress, description, max_length, assigned), lengths)]
     skipped = sorted(item for s in gathered for item in s.skipped)
     parts = [s for s in gathered if s.attributions is not None]
     if not parts:  # decided from the gathered shards, so every rank raises alike
@@ -274,7 +249,7 @@ def run_model_passes(
                                 f"{len(skipped)} probe examples. Check the training loss and the learning rate.")
         reasons = "; ".join(f"probe example {probe.indices[r]}: {reason}" for r, reason in skipped) or "no examples"
         raise ValueError(f"No probe example could be attributed ({reasons}).")
-    if rank != 0:
+    if not ranks.is_zero:
         return None
     order = [i for s in parts for i in s.rows]
     rank_of = {row: k for k, row in enumerate(sorted(order))}  # skipped rows leave gaps in the probe positions

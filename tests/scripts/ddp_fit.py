@@ -123,7 +123,7 @@ def recheck_in_one_process(out, monitor, module, tokenizer):
     from lightning_saliency.monitor.evidence.tracker import order_from
     from lightning_saliency.monitor.probe import probe_from_dataloader
     from lightning_saliency.monitor.recording import RunRecord
-    from lightning_saliency.monitor.runner import ModelAccess
+    from lightning_saliency.monitor.model_access import ModelAccess
 
     record = RunRecord.from_json(monitor.history[-1])
     order = order_from(record)
@@ -131,7 +131,7 @@ def recheck_in_one_process(out, monitor, module, tokenizer):
                          None, nullcontext)
     loader = module.trainer.datamodule.val_dataloader()
     examples = probe_from_dataloader(loader, 256, 1, tokenizer=tokenizer)  # the monitor's slice: seed + 1
-    checks = confirm_suspects(access, lambda: examples, monitor.probe, order.candidates, order.vocabulary,
+    checks = confirm_suspects(access, lambda: examples, monitor.engine.probe, order.candidates, order.vocabulary,
                               CausalSettings(AttributionConfig(max_tokens=64), "classification", 0, 512))
     (out / "unsharded_causal.json").write_text(json.dumps([asdict(c) for c in checks]))
 

@@ -53,6 +53,9 @@ class AttributionMethod(ABC):
     so that its sweep can offer the input gradient to the gradient methods)."""
 
     name: ClassVar[str]
+    # The AttributionConfig fields this method reads: its options (listed in the README's
+    # methods table; a changed field that no chosen method reads is an error, not a silent no-op).
+    config_fields: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 100
     uses_input_gradient: ClassVar[bool] = False
     needs_baseline_score: ClassVar[bool] = False
@@ -79,13 +82,6 @@ def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
         raise ValueError(f"An attribution method named {cls.name!r} is already registered.")
     REGISTRY[cls.name] = cls()
     return cls
-
-
-def attribute_one(name: str, model: Any, inputs: Any, **options: Any) -> MethodAttribution:
-    """:func:`~lightning_saliency.attribute` with one method, returning that method's result."""
-    from lightning_saliency.attribution.api import attribute
-
-    return attribute(model, inputs, (name,), **options)[name]
 
 
 def is_signed(name: str, config: Any) -> bool:

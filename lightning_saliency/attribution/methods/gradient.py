@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
 @register
 class Gradient(AttributionMethod):
     name = "gradient"
+    config_fields = ('gradient_norm',)
     order = 10
     uses_input_gradient = True
 
@@ -22,9 +21,3 @@ class Gradient(AttributionMethod):
 
     def compute(self, ctx: AttributionContext, shared: SharedPasses) -> MethodAttribution:
         return self.from_dimensions(ctx, self.name, shared.input_gradients(), ctx.config.gradient_norm)
-
-
-def gradient(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
-    """Gradient saliency alone: :func:`~lightning_saliency.attribute` with ``methods=("gradient",)``;
-    takes the same keyword arguments."""
-    return attribute_one(Gradient.name, model, inputs, **options)

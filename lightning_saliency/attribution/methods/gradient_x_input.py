@@ -1,27 +1,18 @@
 """Gradient x input: the signed sum over hidden dimensions of gradient times embedding."""
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
 @register
 class GradientXInput(AttributionMethod):
     name = "gradient_x_input"
+    config_fields = ()
     order = 20
     uses_input_gradient = True
 
     def compute(self, ctx: AttributionContext, shared: SharedPasses) -> MethodAttribution:
         products = [g * x for g, x in zip(shared.input_gradients(), ctx.inputs)]
         return self.from_dimensions(ctx, self.name, products, "sum")
-
-
-def gradient_x_input(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
-    """Gradient x input alone: :func:`~lightning_saliency.attribute` with
-    ``methods=("gradient_x_input",)``; takes the same keyword arguments."""
-    return attribute_one(GradientXInput.name, model, inputs, **options)

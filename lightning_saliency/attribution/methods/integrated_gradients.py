@@ -1,19 +1,16 @@
 """Integrated Gradients (Sundararajan et al. 2017) in word-embedding space, fixed or adaptive."""
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
 from lightning_saliency.attribution import integrated
 from lightning_saliency.attribution.context import AttributionContext
-from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, attribute_one, register
+from lightning_saliency.attribution.methods.base import AttributionMethod, SharedPasses, register
 from lightning_saliency.attribution.results import MethodAttribution
 
 
 @register
 class IntegratedGradients(AttributionMethod):
     name = "integrated_gradients"
+    config_fields = ('n_steps', 'rule', 'tolerance', 'min_steps', 'max_steps', 'baseline')
     order = 0
     needs_baseline_score = True
 
@@ -28,9 +25,3 @@ class IntegratedGradients(AttributionMethod):
         delta = scores.flatten(1).sum(dim=1) - (ctx.target_score - ctx.baseline_score)
         raw = ctx.scatter(per_dimension) if ctx.config.return_raw else None
         return MethodAttribution(self.name, scores, raw, delta=delta, steps=path.steps)
-
-
-def integrated_gradients(model: nn.Module, inputs: Any, **options: Any) -> MethodAttribution:
-    """Integrated Gradients alone: :func:`~lightning_saliency.attribute` with
-    ``methods=("integrated_gradients",)``; takes the same keyword arguments."""
-    return attribute_one(IntegratedGradients.name, model, inputs, **options)

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from lightning_saliency.attribution.isolation import preserved_global_rng
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules, TokenStat, association_z
+from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import as_mapping, label_of
 from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow
 
@@ -142,3 +144,32 @@ def cross(table: ArtifactTable, stats: Mapping[str, TokenStat], rules: ShortcutR
         ignored_artifacts=[row(r.token) for r in table.rows if r.token not in relied][:rows],
         examples=table.examples, threshold=table.threshold,
     )
+
+
+def training_artifacts(dataset: Any, collate_fn: Optional[Callable[[list], Any]], access: Any, settings: Any,
+                       columns: Optional[Sequence[str]] = None) -> Optional[ArtifactTable]:
+    """The monitor's artifact table of ``dataset`` (the training set), or ``None`` when the data
+    cannot be read by index with labels. ``columns``: the item keys ``collate_fn`` takes (a Hugging
+    Face dataset's rows hold text columns that a data collator rejects). Any failure is warned
+    about and costs nothing else: runs go on without the table."""
+    if columns is not None and collate_fn is not None:
+        collate = collate_fn
+        keep = tuple(columns)
+        collate_fn = lambda items: collate([{k: v for k, v in item.items() if k in keep}  # noqa: E731
+                                            if isinstance(item, Mapping) else item for item in items])
+    try:
+        tokenizer = access.tokenizer
+        joiner = PieceJoiner(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
+                             access.special_tokens.special_ids)
+        with preserved_global_rng():
+            table = dataset_artifacts(dataset, collate_fn, joiner, max_examples=settings.evidence.artifact_examples,
+                                      seed=settings.probe.seed, label_key=settings.probe.label_key,
+                                      input_keys=settings.probe.input_keys)
+    except Exception as error:
+        warn(f"SaliencyMonitor: the training set's token-label association could not be computed "
+             f"({type(error).__name__}: {error}); runs go on without the artifact table.")
+        return None
+    if table is None:
+        warn("SaliencyMonitor: the training set cannot be read by index with labels per example, so no artifact "
+             "table is computed (set evidence=EvidenceSettings(artifact_examples=0) to silence this).")
+    return table

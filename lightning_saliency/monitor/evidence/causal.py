@@ -24,7 +24,7 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.targets import TargetSpec
-from lightning_saliency.monitor.distributed import ShardError, gather_objects, shard_rows
+from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.probe import ProbeSet
@@ -155,25 +155,12 @@ def predict(access: Any, sequences: Sequence[Sequence_], config: AttributionConf
     return torch.cat(parts)
 
 
-def predict_sharded(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str, rank: int,
-                    world_size: int, advance: Callable[[int], None], failure: Optional[str] = None) -> torch.Tensor:
+def predict_sharded(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str,
+                    ranks: Ranks, advance: Callable[[int], None]) -> torch.Tensor:
     """:func:`predict` with the rows shared among the ranks (balanced by tokens) and gathered, so
-    every rank holds every row's probabilities. One gather per call on every rank, whatever fails
-    locally (a ``failure`` before the call included); a failure anywhere raises on every rank."""
-    rows = shard_rows([len(s.ids) for s in sequences], rank, world_size) if failure is None else []
-    payload: tuple[list[int], Optional[torch.Tensor], Optional[str]] = (rows, None, failure)
-    if rows:
-        try:
-            payload = (rows, predict(access, [sequences[r] for r in rows], config, task, advance), None)
-        except Exception as error:
-            if world_size == 1:
-                raise
-            payload = (rows, None, f"rank {rank}: {type(error).__name__}: {error}")
-    gathered = gather_objects(payload, world_size)
-    failures = [f for _, _, f in gathered if f is not None]
-    if failures:
-        raise ShardError("; ".join(failures))
-    parts = [(r, p) for r, p, _ in gathered if p is not None]
+    every rank holds every row's probabilities (:meth:`Ranks.sharded`: one gather on every rank)."""
+    parts = ranks.sharded(lambda rows: predict(access, [sequences[r] for r in rows], config, task, advance),
+                          [len(s.ids) for s in sequences])
     if not parts:
         return torch.zeros(len(sequences), 0)
     result = torch.zeros(len(sequences), parts[0][1].shape[-1])
@@ -198,8 +185,7 @@ def confirm_suspects(
     candidates: Sequence[CausalCandidate],
     vocabulary: Sequence[str],
     settings: CausalSettings,
-    rank: int = 0,
-    world_size: int = 1,
+    ranks: Optional[Ranks] = None,
     advance: Callable[[int], None] = lambda rows: None,
 ) -> list[CausalCheck]:
     """The causal check of every candidate, on every rank alike. ``examples`` builds the
@@ -207,30 +193,21 @@ def confirm_suspects(
     holds the words the controls are drawn from. Two gathers when there are candidates, none without."""
     if not candidates:
         return []
+    ranks = ranks or Ranks()
     replacement = access.special_tokens.replacement_id(settings.config.baseline)
-    view, failure = None, None
-    try:
-        view = ConfirmationView(examples(), access.special_tokens)
-    except Exception as error:
-        if world_size == 1:
-            raise
-        failure = f"rank {rank}: {type(error).__name__}: {error}"
-    originals = predict_sharded(access, view.sequences if view else [], settings.config, settings.task, rank,
-                                world_size, advance, failure)
+    view = ranks.attempt(lambda: ConfirmationView(examples(), access.special_tokens))
+    originals = predict_sharded(access, view.sequences if view else [], settings.config, settings.task, ranks, advance)
     predicted = originals.argmax(dim=-1).tolist()
-    plans: list[_Plan] = []
-    try:  # a local failure here still joins the second gather (with its error)
+
+    def plans_of() -> list[_Plan]:
         probe_view = ConfirmationView(probe, access.special_tokens)
         lookup = lambda word: view.word_ids(word) or probe_view.word_ids(word)  # noqa: E731
-        plans = [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, settings.max_length)
-                 for c in candidates]
-    except Exception as error:
-        if world_size == 1:
-            raise
-        failure = f"rank {rank}: {type(error).__name__}: {error}"
+        return [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, settings.max_length)
+                for c in candidates]
+
+    plans: list[_Plan] = ranks.attempt(plans_of) or []  # a local failure still joins the second gather
     edits = [e for plan in plans for kind in KINDS for e in plan.edits[kind]]
-    edited = predict_sharded(access, [e.sequence for e in edits], settings.config, settings.task, rank, world_size,
-                             advance, failure)
+    edited = predict_sharded(access, [e.sequence for e in edits], settings.config, settings.task, ranks, advance)
     checks, position = [], 0
     for plan in plans:
         outcomes: dict[str, list[bool]] = {}

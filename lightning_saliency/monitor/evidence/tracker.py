@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
-from lightning_saliency.monitor.distributed import ShardError, broadcast_object
+from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.artifacts import ArtifactTable
 from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
 from lightning_saliency.monitor.evidence.timeline import SuspectTimeline, update_timeline
@@ -24,7 +24,6 @@ class _Order:
     candidates: tuple[CausalCandidate, ...] = ()
     suspected: tuple[tuple[str, str], ...] = ()  # (token, method) of every suspect of the run
     vocabulary: tuple[str, ...] = ()
-    failed: bool = False
 
 
 def order_from(record: Any) -> _Order:
@@ -62,29 +61,24 @@ class EvidenceTracker:
     def run(
         self,
         record: Optional[Any],
-        failed: bool,
         access: Any,
         examples: Optional[Callable[[], ProbeSet]],
         probe: Optional[ProbeSet],
         settings: Optional[CausalSettings],
         label: str,
         step: int,
-        rank: int,
-        world_size: int,
+        ranks: Ranks,
         advance: Callable[[int], None],
         recheck_confirmed: bool = True,
     ) -> tuple[list[CausalCheck], Optional[str]]:
         """One run's evidence stage on every rank. ``record``: the analysed record (rank zero),
-        ``failed``: rank zero's analysis failed (then every rank raises after the broadcast).
+        A failure on rank zero before this stage (``ranks.failure``) raises on every rank at the broadcast.
         ``settings``/``examples`` ``None``: no causal checks (only the timeline is kept).
         ``recheck_confirmed=False`` (step runs): suspects the timeline already holds as confirmed are
         not checked again; a check is the costliest part of a cheap run (on MiniLM, 768 forward
         rows against 24 for the gradient), and epoch runs re-check them for their records. Returns
         the checks and, when they could not run, why."""
-        order = _Order(failed=True) if failed else (order_from(record) if rank == 0 else _Order())
-        order = broadcast_object(order, world_size)
-        if order.failed:
-            raise ShardError("rank 0: the analysis of the run failed")
+        order = ranks.agree(order_from(record) if ranks.is_zero and record is not None else _Order())
         checks, error = [], None
         candidates = order.candidates
         if not recheck_confirmed:  # the timeline is the same on every rank: every rank drops the same
@@ -92,8 +86,10 @@ class EvidenceTracker:
                                if c.token not in self.timeline or self.timeline[c.token].confirmed_run is None)
         if settings is not None and examples is not None and candidates:
             try:
+                # The checks' own failures stay theirs: a fresh failure state, so that the run's
+                # attributions stand without their evidence on every rank alike.
                 checks = confirm_suspects(access, examples, probe, candidates, order.vocabulary, settings,
-                                          rank, world_size, advance)
+                                          Ranks(ranks.rank, ranks.world_size), advance)
             except Exception as failure:  # the run's attributions stand without their evidence
                 error = f"{type(failure).__name__}: {failure}"
         self.confirmed = [c.token for c in checks if c.confirmed]

@@ -54,8 +54,13 @@ class ShortcutRules:
     min_rise: float = 0.05
     min_lift: float = 3.0
     min_z: float = 2.0
+    # Words you judged genuine cues (e.g. "great" in sentiment): never suspects, alone or in a pair.
+    ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.ignore, str) or any(not isinstance(w, str) for w in self.ignore):
+            raise ValueError(f"shortcut ignore is a list of words, e.g. ['great'], got {self.ignore!r}.")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
         if self.min_examples < 1:
             raise ValueError(f"shortcut min_examples must be at least 1, got {self.min_examples}.")
         for name in ("min_fraction", "top1_rate", "min_share"):
@@ -304,7 +309,7 @@ def find_suspects(
     if reference is not None:
         before, pairs_before = token_statistics(*reference[:4]), pair_statistics(*reference[:4], pairs=list(pairs))
     # The thresholds shortcut_suspects applies (coverage as a count); the association is checked after.
-    limits = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name not in ("min_fraction", "min_z")}
+    limits = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name not in ("min_fraction", "min_z", "ignore")}
     limits["min_examples"] = rules.min_count(len(current.tokens))
     training = training or {}
 

@@ -1,0 +1,72 @@
+"""The base of every task and the registry that the attribution core and the monitor read.
+
+A task says what one example's attributed scalar is (the head over the model's logits), where a
+probe example's label comes from, which class names a record shows, and whether the text-and-label
+evidence (causal checks, the training-set artifact table) applies. A task is one class in one file
+of this package, registered with ``@register_task``, as a method is in ``attribution/methods``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Optional, Sequence
+
+import torch
+
+TASKS: dict[str, "Task"] = {}
+
+
+class Task(ABC):
+    """What is attributed for one kind of model.
+
+    Class attributes:
+        name: the ``task=`` name.
+        input_dims: the dimensions of ``input_ids`` (2: ``(batch, seq)``; 3: ``(batch, choices, seq)``).
+        next_token_labels: a probe example's label is the token that follows its text (the text
+            itself is the prompt), not a label column.
+        text_label_evidence: one text and one class per example, so the causal checks (edit the
+            text, watch the class) and the artifact table (token-label association) apply.
+        last_logits_only: only the last real position's logits are attributed, so a model that
+            accepts ``logits_to_keep`` is asked for those alone.
+    """
+
+    name: ClassVar[str]
+    input_dims: ClassVar[int] = 2
+    next_token_labels: ClassVar[bool] = False
+    text_label_evidence: ClassVar[bool] = False
+    last_logits_only: ClassVar[bool] = False
+
+    @abstractmethod
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
+        """One score vector per row, ``(N, classes)``, from the model's logits; ``last_positions``
+        holds each row's last real position (for heads read at one position)."""
+
+    def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
+        """The class names for records and captions (``configured``: the model config's)."""
+        return configured
+
+    @staticmethod
+    def expect_dims(logits: torch.Tensor, dims: int, name: str, hint: str) -> None:
+        if logits.dim() != dims:
+            raise ValueError(f"task={name!r} expects logits of {dims} dimensions, got shape {tuple(logits.shape)}; "
+                             f"{hint}")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make the task available as ``task=cls.name`` everywhere."""
+    if cls.name in TASKS:
+        raise ValueError(f"A task named {cls.name!r} is already registered.")
+    TASKS[cls.name] = cls()
+    return cls
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name``; ``ValueError`` naming the choices otherwise."""
+    task = TASKS.get(name) if isinstance(name, str) else None
+    if task is None:
+        raise ValueError(f"Unknown task {name!r}; choose one of {task_names()} (or register one with "
+                         "lightning_saliency.tasks.register_task).")
+    return task
