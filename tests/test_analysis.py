@@ -1,6 +1,7 @@
 """The pure parts of a run, on hand-made records: analysis, typed records, settings, discovery."""
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ def run(label, strength, count=8, step=0):
 def test_start_is_never_alarmed_and_a_dominant_rising_token_is():
     settings = AnalysisSettings(top_k=3)
     start = run("start", strength=2.0)
-    start.metrics = analyse(start, None, None, settings)
+    start = replace(start, metrics=analyse(start, None, None, settings))
     assert start.metrics.shortcut["gradient"].suspects == []  # strong, but nothing to rise from
     later = run("000", strength=2.0)
     assert analyse(later, start, start, settings).shortcut["gradient"].suspects == []  # no rise since start
@@ -85,7 +86,7 @@ def test_faithfulness_scalars_come_from_the_summaries():
 
 def test_records_round_trip_and_are_checked(tmp_path):
     record = run("000", 2.0)
-    record.metrics = analyse(record, run("start", 0.1), run("start", 0.1), AnalysisSettings())
+    record = replace(record, metrics=analyse(record, run("start", 0.1), run("start", 0.1), AnalysisSettings()))
     record.metrics.scalars["nan_metric"] = math.nan
     path = write_record(record, tmp_path)
     data = json.loads(path.read_text())

@@ -88,11 +88,11 @@ def test_report_colors_hover_and_epoch_slider(browser, saliency_run, tmp_path):
     # Only the last run is shown at first; every token is drawn with its background color.
     assert visible_epochs(browser) == {"2"}
     tokens = [t for t in browser.find_elements(By.CSS_SELECTOR, ".epoch-view.current .tok") if t.is_displayed()]
-    assert len(tokens) == sum(len(e["tokens"]) * 2 for e in runs[0].records[-1]["examples"])
+    assert len(tokens) == sum(len(e.tokens) * 2 for e in runs[0].records[-1].examples)
     record = runs[0].records[-1]
-    example = record["examples"][0]
-    scores = example["attributions"]["integrated_gradients"]
-    regular = [(s, i) for i, (s, sp) in enumerate(zip(scores, example["special"])) if not sp]
+    example = record.examples[0]
+    scores = example.attributions["integrated_gradients"]
+    regular = [(s, i) for i, (s, sp) in enumerate(zip(scores, example.special)) if not sp]
     best, position = max(regular)
     worst, worst_position = min(regular)
     first_line = browser.find_elements(By.CSS_SELECTOR, ".example")[0].find_elements(
@@ -103,15 +103,15 @@ def test_report_colors_hover_and_epoch_slider(browser, saliency_run, tmp_path):
     if worst < 0:
         red, green, blue = background(browser, first_line[worst_position])
         assert red > green  # negative evidence is red
-    limit = max(abs(s) for e in record["examples"]  # one scale per run and method
-                for s, sp in zip(e["attributions"]["integrated_gradients"], e["special"]) if not sp)
+    limit = max(abs(s) for e in record.examples  # one scale per run and method
+                for s, sp in zip(e.attributions["integrated_gradients"], e.special) if not sp)
     assert background(browser, strongest) == rgb(token_color(best, limit))
 
     # Hovering a token shows its score.
     ActionChains(browser).move_to_element(strongest).perform()
     inspector = browser.find_element(By.ID, "inspector")
     WebDriverWait(browser, 5).until(lambda d: inspector.is_displayed())
-    assert inspector.text.split()[-1] == f"{best:+.4g}" and example["tokens"][position] in inspector.text
+    assert inspector.text.split()[-1] == f"{best:+.4g}" and example.tokens[position] in inspector.text
     screenshot(browser, tmp_path, "report.png")
 
     # The slider switches the view to an earlier run; the side-by-side box shows all runs.
@@ -189,8 +189,8 @@ def test_report_word_toggle_merges_subwords(browser, saliency_run, tmp_path):
     browser.find_element(By.CSS_SELECTOR, ".show-words").click()
     words = shown("words")
     assert "zor" in words and "z" not in words and shown("pieces") == []
-    example = runs[0].records[-1]["examples"][0]
+    example = runs[0].records[-1].examples[0]
     merged = browser.find_elements(By.CSS_SELECTOR, ".example .epoch-view.current .tokens.words .tok")[1]
-    scores = example["attributions"]["integrated_gradients"]
+    scores = example.attributions["integrated_gradients"]
     assert merged.get_attribute("data-token") == "zor"
     assert float(merged.get_attribute("data-score")) == pytest.approx(scores[1] + scores[2], rel=1e-3, abs=1e-6)

@@ -240,7 +240,7 @@ def test_a_resumed_fit_in_a_new_log_version_is_one_run_in_the_report(tmp_path):
     trainer(tmp_path, [second], max_epochs=2).fit(module2, datamodule=data2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["version_0", "version_1"]
     (run,) = read_runs(tmp_path / "run")
-    assert [r["label"] for r in run.records] == ["start", "000", "001"]
+    assert [r.label for r in run.records] == ["start", "000", "001"]
     assert run.name == "version_0 + version_1"
     assert second.state_dict()["run_id"] == first.state_dict()["run_id"]
     other = monitor(tok)  # a new training under the same root is a run of its own

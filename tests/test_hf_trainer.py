@@ -72,7 +72,7 @@ def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp
     from lightning_saliency.report import read_runs
 
     (run,) = read_runs(tmp_path)
-    assert [r["label"] for r in run.records if not r["step_run"]][:2] == ["start", "000"] and not run.problems
+    assert [r.label for r in run.records if not r.step_run][:2] == ["start", "000"] and not run.problems
 
 
 def test_trainer_callback_stops_training_on_a_confirmed_shortcut(tmp_path):

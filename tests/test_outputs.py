@@ -152,7 +152,7 @@ def test_fuzzed_records_never_break_the_report_and_are_listed(saliency_run, tmp_
             (folder / "saliency" / name).write_text(json.dumps(data))
         (run,) = read_runs(folder)
         page = build_report([run])
-        shown = {r["label"] for r in run.records}
+        shown = {r.label for r in run.records}
         assert shown >= {good[n]["label"] for n in good if n != broken_name}, trial
         if len(shown) < len(good):  # the broken record was left out: it is named, with the reason
             assert any(broken_name in p or "cannot be shown" in p for p in run.problems), run.problems

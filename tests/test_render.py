@@ -61,7 +61,8 @@ def test_a_shared_scale_keeps_a_weak_example_pale_and_unsigned_scores_start_at_w
 def test_unconverged_examples_are_flagged_and_do_not_set_the_run_scale_alone():
     """The demo's run 004: 8 of 12 IG rows were blank against a scale set by 4 rows whose |delta|
     was as large as their attributions. Those rows are flagged and the scale comes from the others."""
-    from lightning_saliency.monitor.publishing import heatmap_row, run_scale
+    from lightning_saliency.monitor.publishing import heatmap_row
+    from lightning_saliency.presentation.render import run_scale
     from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
     from lightning_saliency.schema.records import completeness_error
 

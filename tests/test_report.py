@@ -52,21 +52,21 @@ def copy_run(run_dir, target, labels=("start", "000", "001")):
 def test_report_shows_every_token_of_every_example_method_and_run(saliency_run):
     root, run_dir = saliency_run
     run = read_run(run_dir, root)
-    assert [r["label"] for r in run.records] == ["start", "000", "001"] and not run.problems
+    assert [r.label for r in run.records] == ["start", "000", "001"] and not run.problems
     page = build_report([run])
     parsed = Elements(page)
-    expected = sum(len(e["tokens"]) * len(r["methods"]) for r in run.records for e in r["examples"])
+    expected = sum(len(e.tokens) * len(r.methods) for r in run.records for e in r.examples)
     spans = parsed.spans()
     assert len(spans) == expected
     views = [a for t, a in parsed.tags if "epoch-view" in a.get("class", "")]
     assert len(views) == 4 * 3
     # Colors: the largest positive score of an example is the darkest green, its most negative red.
-    example = run.records[-1]["examples"][0]
-    scores = example["attributions"]["integrated_gradients"]
-    regular = [s for s, sp in zip(scores, example["special"]) if not sp]
+    example = run.records[-1].examples[0]
+    scores = example.attributions["integrated_gradients"]
+    regular = [s for s, sp in zip(scores, example.special) if not sp]
     # One scale per run and method: the largest |score| over all of the run's examples.
-    limit = max(abs(s) for e in run.records[-1]["examples"]
-                for s, sp in zip(e["attributions"]["integrated_gradients"], e["special"]) if not sp)
+    limit = max(abs(s) for e in run.records[-1].examples
+                for s, sp in zip(e.attributions["integrated_gradients"], e.special) if not sp)
     top = max(regular)
     colored = [a["style"] for a in spans if a["data-score"] == f"{top:+.4g}"]
     assert f"background:{token_color(top, limit)}" in colored[-1]
@@ -94,7 +94,7 @@ def test_one_run_missing_methods_and_truncated_files_are_handled(saliency_run, t
     (partial / "saliency" / "epoch_002.json").write_text(text[: len(text) // 2])  # a crash mid-write
     (partial / "saliency" / "epoch_003.json").write_text("[1, 2]")
     run = read_runs(partial)[0]
-    assert [r["label"] for r in run.records] == ["start", "000", "001"]
+    assert [r.label for r in run.records] == ["start", "000", "001"]
     assert any("epoch_002.json: truncated" in p for p in run.problems)
     assert any("epoch_003.json: not a saliency record" in p for p in run.problems)
     page = build_report([run])

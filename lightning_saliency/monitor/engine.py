@@ -282,15 +282,15 @@ class MonitorEngine:
             request.global_step, ranks, lambda rows: None, recheck_confirmed=not request.step_run)
         if record is None:  # not rank zero
             return None
-        record.metrics.causal, record.metrics.causal_error = checks, causal_error
-        record.metrics.timeline = list(self.evidence.timeline.values())
-        record.metrics.scalars.update(causal_scalars(checks))
         if causal_error is not None:
             warn(f"SaliencyMonitor: the causal checks of run {request.label!r} failed ({causal_error}); its "
                  "attributions and suspects are recorded without them.")
-        if checks or causal_error:
-            record.timings["causal"] = time.perf_counter() - checked
-        data = self._publisher(outputs).publish(record, outputs.directory, started, request.epoch_seconds)
+        metrics = replace(record.metrics, causal=checks, causal_error=causal_error,
+                          timeline=list(self.evidence.timeline.values()),
+                          scalars={**record.metrics.scalars, **causal_scalars(checks)})
+        causal_seconds = {"causal": time.perf_counter() - checked} if checks or causal_error else {}
+        record = replace(record, metrics=metrics, timings={**record.timings, **causal_seconds})
+        record, data = self._publisher(outputs).publish(record, outputs.directory, started, request.epoch_seconds)
         if request.label == REFERENCE_LABEL:
             self.reference = record
         if not request.step_run:
@@ -318,16 +318,14 @@ class MonitorEngine:
         record = build_record(
             label=request.label, stage=request.stage, epoch=request.epoch, global_step=request.global_step,
             settings=s.record_settings(config, budget), probe=examples.select(passes.rows), result=passes.attributions,
-            label_names=self.label_names, skipped=skipped,
+            label_names=self.label_names, skipped=skipped, run_id=self.run_id, step_run=request.step_run,
         )
-        record.run_id, record.step_run = self.run_id, request.step_run
         analysed = time.perf_counter()
         # Epoch runs compare with the previous epoch run; step runs with the run just before.
         previous = self.previous if request.step_run else self.previous_epoch
-        record.metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
-                                 passes.faithfulness, self.evidence.artifacts)
-        record.timings = {**passes.seconds, "analysis": time.perf_counter() - analysed}
-        return record
+        metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
+                          passes.faithfulness, self.evidence.artifacts)
+        return replace(record, metrics=metrics, timings={**passes.seconds, "analysis": time.perf_counter() - analysed})
 
     def _causal_settings(self, config: AttributionConfig) -> CausalSettings:
         s = self.settings
@@ -379,7 +377,7 @@ class MonitorEngine:
                            settings=self.settings.record_settings(self.settings.attribution, None),
                            methods=[], examples=[], status=status, error=cause, run_id=self.run_id)
         try:
-            data = self._publisher(outputs).publish_failure(record, outputs.directory)
+            data = self._publisher(outputs).publish_failure(record, outputs.directory)[1]
         except Exception as failure:  # not even the failure could be written: say so, and train on
             warn(f"SaliencyMonitor: the failed run {request.label!r} could not be recorded either: {failure}")
             data = record.to_json()

@@ -19,7 +19,8 @@ from typing import Any, Optional
 import numpy as np
 
 from lightning_saliency.monitor.publishing import plain_cell
-from lightning_saliency.monitor.sinks import NullSink, table_markdown
+from lightning_saliency.monitor.sinks import NullSink
+from lightning_saliency.presentation import render
 
 
 class WandbSink(NullSink):
@@ -67,7 +68,7 @@ class MLflowSink(NullSink):
         self.logger.experiment.log_text(self._run, markdown, artifact_file=f"saliency/text/{tag}/step_{step:06d}.md")
 
     def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
-        self.text(tag, table_markdown(header, rows), step)
+        self.text(tag, render.markdown_table(header, rows), step)
 
     def tags(self, values: dict[str, str]) -> None:
         for key, value in values.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -16,11 +17,11 @@ from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
 from lightning_saliency.monitor.recording import ExampleRecord, RunRecord, write_json
 from lightning_saliency.schema.records import UNCONVERGED, completeness_error, unconverged_limit
-from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink, table_markdown
+from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink
 from lightning_saliency.monitor.worker import BackgroundWorker
 
-__all__ = ["LoggerSink", "NullSink", "Publisher", "Sink", "TensorBoardSink", "table_markdown", "top_token_rows",
-           "plain_cell", "alert_markdown", "cost_scalars", "markdown"]
+__all__ = ["LoggerSink", "NullSink", "Publisher", "Sink", "TensorBoardSink", "top_token_rows",
+           "plain_cell", "alert_markdown", "cost_scalars"]
 
 SCALAR_LAYOUT = {
     "saliency: drift": {
@@ -93,29 +94,30 @@ class Publisher:
             warn(no_images_hint)
 
     def publish(self, record: RunRecord, directory: Path, started: float,
-                epoch_seconds: Optional[float]) -> dict[str, Any]:
+                epoch_seconds: Optional[float]) -> tuple[RunRecord, dict[str, Any]]:
         """Finish ``record`` on the training thread (its cost scalars: ``started`` is when the run
         began), send the scalars and warnings, and hand drawing, text and the file to the worker.
-        Returns the record's JSON form, the one written (only to be read: the worker writes it)."""
+        Returns the published record (a new one: ``record`` is not changed) and its JSON form."""
         publishing = time.perf_counter()
         self._warn_and_call_back(record, directory)
         if record.skipped:
             self._warn_skipped(record)
-        record.seconds = time.perf_counter() - started  # what the run blocked training for
-        record.timings["publishing"] = time.perf_counter() - publishing
-        record.metrics.scalars.update(cost_scalars(record, epoch_seconds))
-        record.metrics.scalars["saliency/status"] = 1.0
-        record.metrics.scalars["saliency/skipped_examples"] = float(len(record.skipped))
+        timed = replace(record, seconds=time.perf_counter() - started,  # what the run blocked training for
+                        timings={**record.timings, "publishing": time.perf_counter() - publishing})
+        scalars = {**record.metrics.scalars, **cost_scalars(timed, epoch_seconds), "saliency/status": 1.0,
+                   "saliency/skipped_examples": float(len(record.skipped))}
+        record = replace(timed, metrics=replace(record.metrics, scalars=scalars))
         self._send_scalars(record)
-        data = record.to_json()  # the worker's own copy: the record may be read again by the next run
+        data = record.to_json()
         self._submit(lambda: self._outputs(record, data, directory, images=True),
                      lambda: self._outputs(record, data, directory, images=False))
-        return data
+        return record, data
 
-    def publish_failure(self, record: RunRecord, directory: Path) -> dict[str, Any]:
+    def publish_failure(self, record: RunRecord, directory: Path) -> tuple[RunRecord, dict[str, Any]]:
         """A run that failed as a whole: ``saliency/status`` 0, the cause as text, and its record
-        (returned in its JSON form, as by :meth:`publish`)."""
-        record.metrics.scalars["saliency/status"] = 0.0
+        (returned as by :meth:`publish`)."""
+        record = replace(record, metrics=replace(record.metrics, scalars={**record.metrics.scalars,
+                                                                          "saliency/status": 0.0}))
         self._send_scalars(record)
         data = record.to_json()
         cause = f"Run **{record.label}** failed: {render.escape_markdown(record.error or '')}"
@@ -126,7 +128,7 @@ class Publisher:
             self._write(data, directory)
 
         self._submit(job)
-        return data
+        return record, data
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything handed to the worker has reached the sinks and the disk."""
@@ -161,8 +163,9 @@ class Publisher:
         if found:
             for sink in image_sinks:
                 sink.text("saliency/shortcut_alert", alert_markdown(found, record), record.global_step)
-        data["timings"]["background"] = time.perf_counter() - started
-        self._write(data, directory)
+        # The file gets the worker's own time; ``data`` (the caller's history entry) is not touched
+        # from this thread.
+        self._write({**data, "timings": {**data["timings"], "background": time.perf_counter() - started}}, directory)
 
     def _write(self, data: dict, directory: Path) -> None:
         path = write_json(data, directory)
@@ -186,7 +189,7 @@ class Publisher:
             rows = [heatmap_row(e, method, k, limit) for k, e in enumerate(record.examples)]
             grid, per_example = render.grid_and_row_images(
                 rows, f"{method}: run {record.label} (step {step})",
-                shared_limit=run_scale(record, method) if self.color_scale == "run" else None,
+                shared_limit=render.run_scale(record, method) if self.color_scale == "run" else None,
                 signed=config is None or is_signed(method, config),
             )
             for sink in sinks:
@@ -203,9 +206,9 @@ class Publisher:
             if drifted:
                 sink.text("saliency/most_drifted", drifted, step)
             if per_class:
-                sink.text("saliency/per_class", markdown(per_class), step)
+                sink.text("saliency/per_class", render.markdown_table(*per_class, escape=True), step)
             if artifacts:
-                sink.text("saliency/dataset_artifacts", markdown(artifacts), step)
+                sink.text("saliency/dataset_artifacts", render.markdown_table(*artifacts, escape=True), step)
 
     def _alert_location(self, directory: Path) -> str:
         """Where the user reads the alert: TensorBoard's text tab, else the run's record files."""
@@ -257,19 +260,6 @@ def cost_scalars(record: RunRecord, epoch_seconds: Optional[float]) -> dict[str,
     return scalars
 
 
-def converged(example: ExampleRecord, method: str, limit: float) -> bool:
-    error = completeness_error(example.attributions[method], example.delta.get(method))
-    return error is None or error <= limit
-
-
-def run_scale(record: RunRecord, method: str) -> float:
-    """One color scale for the run's examples: the largest |score| of ``method`` over the
-    converged ones (every example of a method without a delta)."""
-    limit = unconverged_limit(record.settings)
-    return render.shared_scale((e.attributions[method], e.special, converged(e, method, limit))
-                               for e in record.examples)
-
-
 def heatmap_row(example: ExampleRecord, method: str, number: int, limit: float = UNCONVERGED) -> render.HeatmapRow:
     truth = example.label_name if example.label_name is not None else "?"
     caption = f"#{number} true: {truth} | pred: {example.predicted_name} ({example.probability:.2f}) | {method}"
@@ -318,12 +308,6 @@ def drifted_markdown(record: RunRecord, k: int, count: int = 3) -> Optional[str]
     return "\n\n".join(sections) if sections else None
 
 
-def markdown(table: tuple[list[str], list[list[str]]]) -> str:
-    """An evidence table as markdown, every cell escaped (words are data)."""
-    header, rows = table
-    return render.markdown_table(header, [[render.escape_markdown(str(cell)) for cell in row] for row in rows])
-
-
 def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -> str:
     """The suspects, then the evidence on them: the causal checks (one sentence each and the
     table), the timeline and the training-set artifacts the model relies on."""
@@ -341,11 +325,11 @@ def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -
     if metrics.causal:
         text += "\n\n**Causal checks** (95% Wilson intervals):\n\n" + "\n".join(
             f"- {render.escape_markdown(c.sentence())}" for c in metrics.causal)
-        text += "\n\n" + markdown(causal_table(metrics))
+        text += "\n\n" + render.markdown_table(*causal_table(metrics), escape=True)
     elif metrics.causal_error:
         text += f"\n\nThe causal checks could not run: {render.escape_markdown(metrics.causal_error)}"
     for title, table in (("When", timeline_table(metrics)),
                          ("Training-set artifacts", artifact_table(metrics, next(iter(found))))):
         if table is not None:
-            text += f"\n\n**{title}**\n\n" + markdown(table)
+            text += f"\n\n**{title}**\n\n" + render.markdown_table(*table, escape=True)
     return text

@@ -38,6 +38,8 @@ def build_record(
     result: Attributions,
     label_names: Optional[Sequence[str]] = None,
     skipped: Sequence[SkippedExample] = (),
+    run_id: Optional[str] = None,
+    step_run: bool = False,
 ) -> RunRecord:
     """Per-example tokens, prediction and per-method token attributions (padding removed)."""
     examples = []
@@ -58,6 +60,7 @@ def build_record(
             truncated=bool(probe.truncated[i]),
         ))
     return RunRecord(label=label, stage=stage, epoch=epoch, global_step=global_step, settings=settings,
-                     methods=list(result.methods), examples=examples, skipped=list(skipped))
+                     methods=list(result.methods), examples=examples, skipped=list(skipped), run_id=run_id,
+                     step_run=step_run)
 
 

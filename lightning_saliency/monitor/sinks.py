@@ -91,7 +91,7 @@ class TensorBoardSink(NullSink):
         self.writer.add_text(tag, markdown, step)
 
     def table(self, tag: str, header: list[str], rows: list[list[Any]], step: int) -> None:
-        self.writer.add_text(tag, table_markdown(header, rows), step)
+        self.writer.add_text(tag, render.markdown_table(header, rows), step)
 
     def layout(self, layout: dict) -> None:
         if not self._layout_written:  # TensorBoard keeps one custom-scalar layout per writer
@@ -100,10 +100,3 @@ class TensorBoardSink(NullSink):
 
     def flush(self) -> None:
         self.writer.flush()
-
-
-def table_markdown(header: list[str], rows: list[list[Any]]) -> str:
-    """A table of :func:`~lightning_saliency.monitor.publishing.top_token_rows` as markdown: ``(word, score)``
-    pairs are formatted with the words escaped (they are data); other cells are written as they are."""
-    return render.markdown_table(header, [[render.format_top(c) if isinstance(c, list) else str(c) for c in row]
-                                          for row in rows])

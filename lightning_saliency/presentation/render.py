@@ -18,6 +18,8 @@ from matplotlib import font_manager, ft2font
 from matplotlib.colors import LinearSegmentedColormap
 from PIL import Image, ImageDraw, ImageFont
 
+from lightning_saliency.schema.records import RunRecord, completeness_error, unconverged_limit
+
 # Red for negative, white for zero, green for positive evidence (captum's visualize_text convention).
 ATTRIBUTION_CMAP = LinearSegmentedColormap.from_list("saliency", ["#c0392b", "#f7f7f7", "#1e8449"])
 # Unsigned scores (gradient norms, attention) from 0: white to green, so no token looks "negative".
@@ -105,6 +107,20 @@ def shared_scale(lines: Iterable[tuple[Sequence[float], Sequence[bool], bool]]) 
     lines = list(lines)
     counted = [line_scale(scores, special) for scores, special, counts in lines if counts]
     return max(counted or [line_scale(scores, special) for scores, special, _ in lines], default=0.0)
+
+
+def run_scale(record: RunRecord, method: str) -> float:
+    """The one colour scale a run's examples share for ``method`` (TensorBoard images and the HTML
+    report alike), so a weak example looks pale next to a strong one: the largest |score| over the
+    converged examples (every example of a method without a completeness delta)."""
+    limit = unconverged_limit(record.settings)
+    lines = []
+    for example in record.examples:
+        scores = example.attributions.get(method)
+        if scores is not None:
+            error = completeness_error(scores, example.delta.get(method))
+            lines.append((scores, example.special or [False] * len(scores), error is None or error <= limit))
+    return shared_scale(lines)
 
 
 def row_caption(row: HeatmapRow, limit: float, shared: bool, signed: bool = True) -> str:
@@ -209,9 +225,17 @@ def escape_markdown(text: str) -> str:
     return text.replace("\n", " ")
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], escape: bool = False) -> str:
+    """The one markdown table of every sink. A cell holding ``(word, score)`` pairs is formatted
+    with its words escaped; with ``escape`` every other cell is escaped too (evidence tables, whose
+    cells are words: data), else written as it is (cells already made safe)."""
+    def cell(value: object) -> str:
+        if isinstance(value, list):
+            return format_top(value)
+        return escape_markdown(str(value)) if escape else str(value)
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

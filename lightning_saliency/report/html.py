@@ -18,9 +18,9 @@ from typing import Any, Iterable, Optional, Sequence
 from matplotlib.colors import to_hex
 
 from lightning_saliency.presentation.tables import evidence_tables
-from lightning_saliency.schema.records import RunRecord, completeness_error, unconverged_limit
+from lightning_saliency.schema.records import ExampleRecord, RunRecord
 from lightning_saliency.schema.words import word_scores
-from lightning_saliency.presentation.render import ATTRIBUTION_CMAP, line_scale, shared_scale
+from lightning_saliency.presentation.render import ATTRIBUTION_CMAP, line_scale, run_scale
 from lightning_saliency.report.charts import line_chart
 from lightning_saliency.report.reading import Run
 
@@ -51,19 +51,6 @@ def _text_color(background: str) -> str:
     return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#111111"
 
 
-def run_scale(record: dict, method: str) -> float:
-    """The one scale a run's lines share, so a weak example looks pale next to a strong one: the
-    largest |score| of ``method`` over its converged examples, as in the TensorBoard images."""
-    limit = unconverged_limit(record.get("settings") or {})
-    lines = []
-    for e in record.get("examples", []):
-        scores = e.get("attributions", {}).get(method)
-        if scores is not None:
-            error = completeness_error(scores, (e.get("delta") or {}).get(method))
-            lines.append((scores, e.get("special") or [False] * len(scores), error is None or error <= limit))
-    return shared_scale(lines)
-
-
 def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str],
                limit: Optional[float] = None) -> str:
     """Colored tokens of one example and method, scaled by ``limit`` (default: the line's own
@@ -81,17 +68,18 @@ def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence
     return "".join(spans)
 
 
-def _suspect_tokens(record: dict, method: str, members: bool = False) -> list[str]:
+def _suspect_tokens(record: RunRecord, method: str, members: bool = False) -> list[str]:
     """Suspect names (a pair reads "a + b"), or with ``members`` the token types to outline."""
-    block = record.get("metrics", {}).get("shortcut", {}).get(method, {})
+    findings = record.metrics.shortcut.get(method)
+    suspects = findings.suspects if findings is not None else []
     if members:
-        return [t for s in block.get("suspects", []) for t in (s.get("members") or [s["token"]])]
-    return [s["token"] for s in block.get("suspects", [])]
+        return [t for s in suspects for t in (s.members or [s.token])]
+    return [s.token for s in suspects]
 
 
-def _drift_value(record: dict, method: str, against: str, metric: str) -> Optional[float]:
-    block = record.get("metrics", {}).get("drift", {}).get(method, {}).get(against)
-    value = None if block is None else block.get("summary", {}).get(metric, {}).get("mean")
+def _drift_value(record: RunRecord, method: str, against: str, metric: str) -> Optional[float]:
+    block = record.metrics.drift.get(method, {}).get(against)
+    value = None if block is None else block.summary.get(metric, {}).get("mean")
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -99,9 +87,9 @@ def _format(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _failed(record: dict) -> bool:
+def _failed(record: RunRecord) -> bool:
     """A run with nothing to show: ``failed``, or ``diverged`` (the model's outputs were NaN)."""
-    return record.get("status", "ok") != "ok"
+    return record.status != "ok"
 
 
 def summary_table(run: Run) -> str:
@@ -110,13 +98,12 @@ def summary_table(run: Run) -> str:
               "JS vs start", "suspects"]
     rows = []
     for position, record in enumerate(run.records):
-        scalars = record.get("metrics", {}).get("scalars", {})
-        accuracy = scalars.get("saliency/probe/accuracy")
-        for k, method in enumerate(record["methods"]):
+        accuracy = record.metrics.scalars.get("saliency/probe/accuracy")
+        for k, method in enumerate(record.methods):
             suspects = _suspect_tokens(record, method)
             marks = " ".join(f"<mark>{esc(t)}</mark>" for t in suspects) or "none"
-            lead = [esc(record["label"]), esc(record.get("global_step", "")),
-                    _format(record.get("seconds")), _format(accuracy)] if k == 0 else ["", "", "", ""]
+            lead = [esc(record.label), esc(record.global_step), _format(record.seconds),
+                    _format(accuracy)] if k == 0 else ["", "", "", ""]
             cells = lead + [esc(method)] + [
                 _format(_drift_value(record, method, "start", m)) for m in ("spearman", "topk_overlap", "jensen_shannon")
             ] + [marks]
@@ -124,8 +111,8 @@ def summary_table(run: Run) -> str:
             rows.append(f'<tr class="summary-row{flagged}" data-epoch="{position}">' +
                         "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         if _failed(record):
-            cells = [esc(record["label"]), esc(record.get("global_step", "")), "", "", esc(record.get("status")),
-                     f'<span class="failure">{esc(record.get("error") or "")}</span>', "", "", ""]
+            cells = [esc(record.label), esc(record.global_step), "", "", esc(record.status),
+                     f'<span class="failure">{esc(record.error or "")}</span>', "", "", ""]
             rows.append(f'<tr class="summary-row failed" data-epoch="{position}">' +
                         "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
@@ -137,11 +124,9 @@ def run_notes(run: Run) -> str:
     notes = []
     for record in run.records:
         if _failed(record):
-            notes.append(f'run {esc(record["label"])} {esc(record.get("status"))}: '
-                         f'{esc(record.get("error") or "unknown cause")}')
-        for skipped in record.get("skipped") or []:
-            notes.append(f'run {esc(record["label"])} skipped dataset index {esc(skipped.get("index"))}: '
-                         f'{esc(skipped.get("reason"))}')
+            notes.append(f'run {esc(record.label)} {esc(record.status)}: {esc(record.error or "unknown cause")}')
+        for skipped in record.skipped:
+            notes.append(f'run {esc(record.label)} skipped dataset index {esc(skipped.index)}: {esc(skipped.reason)}')
     items = "".join(f"<li>{note}</li>" for note in notes)
     return f'<ul class="run-notes">{items}</ul>' if notes else ""
 
@@ -149,11 +134,11 @@ def run_notes(run: Run) -> str:
 def evidence_section(run: Run) -> str:
     """The latest evidence of the run: causal checks, the suspects' timeline, training-set
     artifacts against reliance and the per-class view, for the first method."""
-    latest = next((r for r in reversed(run.records) if not _failed(r) and r["methods"]), None)
+    latest = next((r for r in reversed(run.records) if not _failed(r) and r.methods), None)
     if latest is None:
         return ""
-    metrics = RunRecord.from_json(latest).metrics
-    tables = evidence_tables(metrics, latest["methods"][0])
+    metrics = latest.metrics
+    tables = evidence_tables(metrics, latest.methods[0])
     if metrics.causal_error:
         tables = [("Causal checks", (["could not run"], [[metrics.causal_error]]))] + tables
     parts = []
@@ -164,11 +149,11 @@ def evidence_section(run: Run) -> str:
                      f"<tbody>{body}</tbody></table>")
     if not parts:
         return ""
-    return f'<h3>Evidence (run {esc(latest["label"])})</h3>' + "".join(parts)
+    return f'<h3>Evidence (run {esc(latest.label)})</h3>' + "".join(parts)
 
 
 def drift_charts(run: Run) -> str:
-    labels = [str(r["label"]) for r in run.records]
+    labels = [str(r.label) for r in run.records]
     charts = []
     for metric, against, title in DRIFT_CHARTS:
         series = {
@@ -181,48 +166,49 @@ def drift_charts(run: Run) -> str:
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
-def _example_header(example: dict, number: int) -> str:
-    truth = example.get("label_name") if example.get("label_name") is not None else example.get("label")
-    return (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.get("index"))} · '
+def _example_header(example: ExampleRecord, number: int) -> str:
+    truth = example.label_name if example.label_name is not None else example.label
+    return (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.index)} · '
             f'true: <b>{esc("?" if truth is None else truth)}</b></div>'
-            f'<div class="example-text">{esc(example.get("text", ""))}</div>')
+            f'<div class="example-text">{esc(example.text)}</div>')
 
 
-def _absence(record: dict, index: Any) -> str:
+def _absence(record: RunRecord, index: Any) -> str:
     """Why a probe example has no attributions in ``record``."""
-    if record.get("status") == "failed":
-        return f'The run failed: {esc(record.get("error") or "unknown cause")}'
-    reason = next((s.get("reason") for s in record.get("skipped") or [] if s.get("index") == index), None)
+    if record.status == "failed":
+        return f'The run failed: {esc(record.error or "unknown cause")}'
+    reason = next((s.reason for s in record.skipped if s.index == index), None)
     if reason is not None:
         return f"Skipped in this run: {esc(reason)}"
     return "Not attributed in this run (a compute budget attributed fewer examples)."
 
 
-def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], position: int, index: Any = None) -> str:
-    title = f'run {esc(record["label"])} · step {esc(record.get("global_step", ""))}'
+def _epoch_view(record: RunRecord, example: Optional[ExampleRecord], methods: Sequence[str], position: int,
+                index: Any = None) -> str:
+    title = f'run {esc(record.label)} · step {esc(record.global_step)}'
     if example is None:
         body = f'<p class="note">{_absence(record, index)}</p>'
     else:
-        name = example.get("predicted_name") if example.get("predicted_name") is not None else example.get("predicted")
+        name = example.predicted_name if example.predicted_name is not None else example.predicted
         body = (f'<div class="prediction">predicted: <b>{esc(name)}</b> '
-                f'(p = {float(example.get("probability", float("nan"))):.2f})</div>')
+                f'(p = {float(example.probability):.2f})</div>')
         for method in methods:
-            scores = example.get("attributions", {}).get(method)
+            scores = example.attributions.get(method)
             if scores is None:
                 body += f'<div class="method"><span class="method-name">{esc(method)}</span>' \
                         f'<span class="note">not computed in this run</span></div>'
                 continue
-            special = example.get("special") or [False] * len(scores)
-            delta = example.get("delta", {}).get(method)
+            special = example.special or [False] * len(scores)
+            delta = example.delta.get(method)
             # One scale per run and method; the line's own largest |score| is printed beside it.
             shared = run_scale(record, method)
             extra = (f' <span class="delta">max ±{line_scale(scores, special):.2g} '
                      f'of the run\'s ±{shared:.2g}</span>')
             extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
             suspects = _suspect_tokens(record, method, members=True)
-            line = token_line(example["tokens"], scores, special, suspects, shared)
-            words, word_values, word_special = word_scores(example["tokens"], scores, special,
-                                                           example.get("word_ids") or [None] * len(scores))
+            line = token_line(example.tokens, scores, special, suspects, shared)
+            words, word_values, word_special = word_scores(example.tokens, scores, special,
+                                                           example.word_ids or [None] * len(scores))
             if len(words) == len(scores):  # nothing to merge: one view
                 lines = f'<div class="tokens">{line}</div>'
             else:  # subwords merge: both views, the toggle picks one (word scores are sums of pieces)
@@ -235,11 +221,11 @@ def _epoch_view(record: dict, example: Optional[dict], methods: Sequence[str], p
 def examples_section(run: Run) -> str:
     order: list[Any] = []
     for record in run.records:
-        order += [e["index"] for e in record["examples"] if e["index"] not in order]
+        order += [e.index for e in record.examples if e.index not in order]
     methods = run.methods
     blocks = []
     for number, index in enumerate(order):
-        per_record = [next((e for e in r["examples"] if e["index"] == index), None) for r in run.records]
+        per_record = [next((e for e in r.examples if e.index == index), None) for r in run.records]
         first = next(e for e in per_record if e is not None)
         views = "".join(_epoch_view(r, e, methods, p, index) for p, (r, e) in enumerate(zip(run.records, per_record)))
         blocks.append(f'<div class="example">{_example_header(first, number)}<div class="views">{views}</div></div>')
@@ -253,17 +239,17 @@ def run_section(run: Run, number: int) -> str:
         return (f'<section class="run" data-run="{number}"><h2>{esc(run.name)}</h2>{problems}'
                 '<p class="note">No readable saliency records.</p></section>')
     last = len(run.records) - 1
-    ticks = "".join(f'<option value="{p}" label="{esc(r["label"])}"></option>' for p, r in enumerate(run.records))
+    ticks = "".join(f'<option value="{p}" label="{esc(r.label)}"></option>' for p, r in enumerate(run.records))
     controls = (
         '<div class="controls">'
         f'<label>run <input type="range" class="epoch-slider" min="0" max="{last}" value="{last}" step="1" '
         f'list="ticks-{number}"></label><datalist id="ticks-{number}">{ticks}</datalist>'
-        f'<output class="epoch-label">{esc(run.records[last]["label"])}</output>'
+        f'<output class="epoch-label">{esc(run.records[last].label)}</output>'
         '<label><input type="checkbox" class="side-by-side"> all runs side by side</label>'
         '<label><input type="checkbox" class="show-words"> words (subwords merged)</label>'
         '</div>'
     )
-    labels = "".join(f'<span class="label-of" data-epoch="{p}">{esc(r["label"])}</span>'
+    labels = "".join(f'<span class="label-of" data-epoch="{p}">{esc(r.label)}</span>'
                      for p, r in enumerate(run.records))
     return (
         f'<section class="run" data-run="{number}"><h2>{esc(run.name)}</h2>{problems}'
@@ -286,7 +272,7 @@ def _guarded_section(run: Run, number: int) -> str:
                 run_section(replace(run, records=[record], problems=[]), number)
                 shown.append(record)
             except Exception as error:
-                problems.append(f"run {record.get('label')!r}: cannot be shown ({type(error).__name__}: {error}); "
+                problems.append(f"run {record.label!r}: cannot be shown ({type(error).__name__}: {error}); "
                                 "skipped")
         return run_section(replace(run, records=shown, problems=problems), number)
 

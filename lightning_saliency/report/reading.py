@@ -8,26 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from lightning_saliency.schema.records import RecordError, read_record
+
+from lightning_saliency.schema.records import RecordError, RunRecord, read_record
 
 _STAGE_ORDER = {"fit": 0, "validate": 1}
 
 
 @dataclass
 class Run:
-    """One training run's records, in the order they were made, and the files that were skipped."""
+    """One training run's records (typed, as the reader checked them), in the order they were
+    made, and the files that were skipped."""
 
     name: str
     directory: Path
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
     def methods(self) -> list[str]:
         """Every method seen in any record, first-seen order."""
-        return list(dict.fromkeys(m for r in self.records for m in r["methods"]))
+        return list(dict.fromkeys(m for r in self.records for m in r.methods))
 
 
 def find_runs(logdir: Path) -> list[Path]:
@@ -37,11 +38,10 @@ def find_runs(logdir: Path) -> list[Path]:
     return sorted(found)
 
 
-def _order(record: dict[str, Any]) -> tuple:
-    label = str(record["label"])
-    stage = _STAGE_ORDER.get(record.get("stage", "fit"), 2)
+def _order(record: RunRecord) -> tuple:
+    label = str(record.label)
     first = 0 if label == "start" else 1
-    return (stage, first, record.get("global_step") or 0, label)
+    return (_STAGE_ORDER.get(record.stage, 2), first, record.global_step or 0, label)
 
 
 def run_name(directory: Path, logdir: Path) -> str:
@@ -56,7 +56,7 @@ def read_run(directory: Path, logdir: Path) -> Run:
     run = Run(name=run_name(directory, logdir), directory=directory)
     for path in sorted((directory / "saliency").glob("epoch_*.json")):
         try:
-            run.records.append(read_record(path).to_json())
+            run.records.append(read_record(path))
         except RecordError as error:
             run.problems.append(f"{path.name}: {error}; skipped")
     run.records.sort(key=_order)
@@ -74,7 +74,7 @@ def read_runs(logdir: Path) -> list[Run]:
     runs: list[Run] = []
     for directory in find_runs(logdir):
         run = read_run(directory, logdir)
-        run_id = next((r.get("run_id") for r in run.records if r.get("run_id")), None)
+        run_id = next((r.run_id for r in run.records if r.run_id), None)
         earlier = joined.get(run_id) if run_id else None
         if earlier is None:
             runs.append(run)
@@ -83,7 +83,7 @@ def read_runs(logdir: Path) -> list[Run]:
             continue
         earlier.name = f"{earlier.name} + {run.name}"
         earlier.problems += run.problems
-        labels = {(r.get("stage"), r["label"]) for r in earlier.records}
-        earlier.records += [r for r in run.records if (r.get("stage"), r["label"]) not in labels]
+        labels = {(r.stage, r.label) for r in earlier.records}
+        earlier.records += [r for r in run.records if (r.stage, r.label) not in labels]
         earlier.records.sort(key=_order)
     return runs

@@ -234,10 +234,12 @@ class SkippedExample:
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunRecord:
-    """Everything one attribution run produced. ``seconds`` is the run's wall time, publishing
-    included, filled in when the run is published. A run that failed as a whole has
+    """Everything one attribution run produced, immutable: each stage (analysis, evidence,
+    publishing) derives a new record with :func:`dataclasses.replace` and none changes one it was
+    given, so a record held in ``history`` or by the background writer never changes under it.
+    ``seconds`` is the run's wall time, publishing included, set when the run is published. A run that failed as a whole has
     ``status="failed"``, its ``error``, and no examples. ``step_run``: a cheap run between epochs."""
 
     label: str
