@@ -60,6 +60,8 @@ def saliency_run(tmp_path_factory):
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from tests.builders import quiet_trainer
+
     from lightning_saliency import SaliencyMonitor
     from lightning_saliency.demo import build_demo
 
@@ -69,7 +71,6 @@ def saliency_run(tmp_path_factory):
     module.model.config.id2label = {0: "negative", 1: "positive"}
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=4, n_steps=8, log_example_images=False)
     logger = TensorBoardLogger(root, name="demo")
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=logger, callbacks=[monitor],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[monitor])
     trainer.fit(module, datamodule=data)
     return root, Path(logger.log_dir)

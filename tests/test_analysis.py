@@ -10,29 +10,10 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse, faithfulness_summary
 from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.monitor.recording import ExampleRecord, RecordError, RunRecord, read_record, write_record
+from tests.builders import synthetic_example, synthetic_run
 from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings, RunSchedule
 
-SPECIAL = [True, False, False, False, False, True]
-
-
-def example(index, word, label, scores):
-    tokens = ["[CLS]", "the", "movie", word, "was", "[SEP]"]
-    return ExampleRecord(index=index, text=" ".join(tokens[1:-1]), tokens=tokens, word_ids=[None, 0, 1, 2, 3, None],
-                         special=SPECIAL, label=label, label_name=None, predicted=label, predicted_name=None,
-                         probability=0.9, target=label, target_score=1.0,
-                         attributions={"gradient": scores}, delta={}, steps={})
-
-
-def run(label, strength, count=8, step=0):
-    """Half the examples carry "zorbly" (label 1) with ``strength`` on it; the rest are flat."""
-    examples = []
-    for i in range(count):
-        if i % 2 == 0:
-            examples.append(example(i, "zorbly", 1, [0.0, 0.1, 0.1, strength, 0.1, 0.0]))
-        else:
-            examples.append(example(i, "film", 0, [0.0, 0.1, 0.12, 0.1, 0.1, 0.0]))
-    return RunRecord(label=label, stage="fit", epoch=None, global_step=step, settings={}, methods=["gradient"],
-                     examples=examples)
+run, example = synthetic_run, synthetic_example
 
 
 def test_start_is_never_alarmed_and_a_dominant_rising_token_is():

@@ -5,6 +5,7 @@ import lightning as L
 import pytest
 import torch
 
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.demo import Shortcut, build_demo
@@ -31,9 +32,7 @@ def _fit(tmp_path, precision="32-true", **options):
     settings = dict(methods=("integrated_gradients", "gradient"), num_examples=8, n_steps=32, dirpath=str(tmp_path))
     settings.update(options)
     monitor = SaliencyMonitor(tokenizer=tokenizer, **settings)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, precision=precision,
-                        callbacks=[monitor])
+    trainer = quiet_trainer(max_epochs=2, precision=precision, callbacks=[monitor])
     trainer.fit(module, datamodule=data)
     records = {p.stem[6:]: json.loads(p.read_text()) for p in (tmp_path / "saliency").glob("epoch_*.json")}
     return monitor, records

@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.demo import Shortcut, build_demo
@@ -22,10 +23,7 @@ def demo(seed=0, n_train=128, n_val=32):
 def trainer(tmp_path, callbacks, logger=True, **kwargs):
     if logger is True:
         logger = TensorBoardLogger(tmp_path, name="run")
-    options = dict(max_epochs=2, accelerator="cpu", devices=1, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
-    options.update(kwargs)
-    return L.Trainer(default_root_dir=tmp_path, callbacks=callbacks, logger=logger, **options)
+    return quiet_trainer(tmp_path, callbacks, logger=logger, **{"max_epochs": 2, "log_every_n_steps": 1, **kwargs})
 
 
 def monitor(tokenizer, **kwargs):

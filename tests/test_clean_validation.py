@@ -7,6 +7,7 @@ import random
 import lightning as L
 import pytest
 
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, make_corpus, tiny_bert, train_tokenizer
 from lightning_saliency.demo.ground_truth import CounterfactualAccuracy
@@ -36,9 +37,7 @@ def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_p
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
                               log_example_images=False, every_n_train_steps=8, step_schedule="log")
     with pytest.warns(UserWarning, match="left out of the causal checks"):
-        L.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, callbacks=[monitor, truth],
-                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                  default_root_dir=tmp_path).fit(module, datamodule=data)
+        quiet_trainer(max_epochs=4, callbacks=[monitor, truth], default_root_dir=tmp_path).fit(module, datamodule=data)
 
     taken_over = truth.first_step_below(0.5)
     assert taken_over is not None, truth.by_step  # the premise: the model does take the shortcut
@@ -68,12 +67,10 @@ def test_validate_without_a_start_run_claims_no_rise(tmp_path):
     tokenizer = train_tokenizer(train[0] + val[0])
     data = TextDataModule(train, val, tokenizer, batch_size=32)
     module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=5e-3)
-    trainer = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    L.Trainer(max_epochs=4, **trainer).fit(module, datamodule=data)
+    quiet_trainer(tmp_path, max_epochs=4).fit(module, datamodule=data)
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
                               log_example_images=False)
     with pytest.warns(UserWarning, match="possible shortcut") as caught:
-        L.Trainer(**trainer, callbacks=[monitor]).validate(module, datamodule=data)
+        quiet_trainer(tmp_path, [monitor]).validate(module, datamodule=data)
     alert = next(str(w.message) for w in caught if "possible shortcut" in str(w.message))
     assert "no start run to compare with, so no rise is claimed" in alert and "rising" not in alert

@@ -2,7 +2,6 @@
 step schedule and the suspects' timeline, on their own and in a real fit with a planted shortcut."""
 import re
 import copy
-import functools
 import random
 import tempfile
 
@@ -10,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 
+from tests.builders import quiet_trainer, synthetic_run as run
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
 from lightning_saliency.monitor.metrics import ShortcutRules
@@ -116,7 +116,6 @@ def test_piece_joiner_merges_wordpieces_and_marked_bpe_pieces():
 
 
 def test_ignored_words_are_never_suspects():
-    from tests.test_analysis import run
 
     start, later = run("start", strength=0.1), run("000", strength=2.0)
     assert [s.token for s in analyse(later, start, start, AnalysisSettings(top_k=3)).shortcut["gradient"].suspects] == ["zorbly"]
@@ -163,14 +162,12 @@ def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=Fa
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
                               log_example_images=False, every_n_train_steps=step_every, step_schedule="log", **options)
     checkpoints = Checkpoints()
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
-                        callbacks=[monitor, checkpoints])
+    trainer = quiet_trainer(max_epochs=epochs, logger=logger, default_root_dir=tempfile.mkdtemp(), callbacks=[monitor, checkpoints])
     trainer.fit(module, datamodule=data)
     return monitor, checkpoints, module, data, tokenizer, trainer
 
 
-@functools.lru_cache(maxsize=None)
+@pytest.fixture(scope="session")
 def planted_fit():
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -200,8 +197,8 @@ def counterfactual_accuracy(module, state, tokenizer):
 
 
 @pytest.mark.slow
-def test_planted_shortcut_is_confirmed_causally_and_caught_before_it_takes_over():
-    monitor, checkpoints, module, data, tokenizer, _ = planted_fit()
+def test_planted_shortcut_is_confirmed_causally_and_caught_before_it_takes_over(planted_fit):
+    monitor, checkpoints, module, data, tokenizer, _ = planted_fit
     last = RunRecord.from_json(monitor.history[-1])
     (check,) = [c for c in last.metrics.causal if c.token == "zorbly"]
     assert check.confirmed and check.label == 1
@@ -225,8 +222,8 @@ def test_planted_shortcut_is_confirmed_causally_and_caught_before_it_takes_over(
 
 
 @pytest.mark.slow
-def test_the_planted_word_is_the_top_artifact_the_model_relies_on_and_leads_its_class():
-    monitor, *_ = planted_fit()
+def test_the_planted_word_is_the_top_artifact_the_model_relies_on_and_leads_its_class(planted_fit):
+    monitor, *_ = planted_fit
     last = RunRecord.from_json(monitor.history[-1])
     for method in ("integrated_gradients", "gradient"):
         crossing = last.metrics.artifacts[method]
@@ -256,12 +253,12 @@ def test_stop_on_shortcut_stops_training_at_the_confirming_run():
 
 
 @pytest.mark.slow
-def test_the_alert_and_the_report_state_the_evidence():
+def test_the_alert_and_the_report_state_the_evidence(planted_fit):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from lightning_saliency.report import build_report, read_runs
 
-    *_, trainer = planted_fit()
+    *_, trainer = planted_fit
     events = EventAccumulator(trainer.logger.log_dir, size_guidance={"tensors": 0, "scalars": 0})
     events.Reload()
     alerts = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("saliency/shortcut_alert/text_summary")]

@@ -1,13 +1,13 @@
 """SaliencyCallback on a real ``transformers.Trainer`` (CPU, tiny BERT, planted shortcut)."""
 import json
-from functools import partial
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_saliency.demo import Shortcut, TextDataset, make_corpus, pad_collate, tiny_bert, train_tokenizer
+from lightning_saliency.demo import Shortcut, TextDataset, make_corpus, train_tokenizer
 from lightning_saliency.adapters.transformers import SaliencyCallback
+from tests.builders import hf_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -20,23 +20,9 @@ def data(n_train, n_val):
     return TextDataset(*train, tokenizer), TextDataset(*val, tokenizer), tokenizer
 
 
-def make_trainer(out, train, val, tokenizer, epochs, report_to="tensorboard", eval_strategy="epoch"):
-    from transformers import Trainer, TrainingArguments, set_seed
-
-    set_seed(0)
-    model = tiny_bert(len(tokenizer), hidden_size=32, seed=0)
-    args = TrainingArguments(
-        output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-        learning_rate=5e-3, eval_strategy=eval_strategy, save_strategy="no", logging_strategy="epoch", report_to=report_to,
-        use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
-    )
-    collate = partial(pad_collate, pad_id=tokenizer.pad_token_id)
-    return Trainer(model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collate)
-
-
 def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp_path):
     train, val, tokenizer = data(800, 200)
-    trainer = make_trainer(tmp_path, train, val, tokenizer, epochs=6)
+    trainer = hf_trainer(tmp_path, train, val, tokenizer, epochs=6)
     found = []
     callback = SaliencyCallback(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
                                 log_example_images=False, on_shortcut=lambda s, r: found.append(s),
@@ -77,7 +63,7 @@ def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp
 
 def test_trainer_callback_stops_training_on_a_confirmed_shortcut(tmp_path):
     train, val, tokenizer = data(800, 200)
-    trainer = make_trainer(tmp_path, train, val, tokenizer, epochs=6, report_to="none")
+    trainer = hf_trainer(tmp_path, train, val, tokenizer, epochs=6, report_to="none")
     callback = SaliencyCallback(tokenizer=tokenizer, num_examples=24, n_steps=8, faithfulness=False,
                                 every_n_train_steps=5, stop_on_shortcut=True).attach(trainer)
     with pytest.warns(UserWarning, match="stopping training"):
@@ -88,7 +74,7 @@ def test_trainer_callback_stops_training_on_a_confirmed_shortcut(tmp_path):
 
 def _weights(out, with_callback):
     train, val, tokenizer = data(192, 48)
-    trainer = make_trainer(out, train, val, tokenizer, epochs=2, report_to="none")
+    trainer = hf_trainer(out, train, val, tokenizer, epochs=2, report_to="none")
     if with_callback:
         SaliencyCallback(tokenizer=tokenizer, num_examples=4, n_steps=8,
                          methods=("integrated_gradients", "gradient", "occlusion")).attach(trainer)
@@ -108,12 +94,12 @@ def test_training_is_bitwise_identical_with_and_without_the_trainer_callback(tmp
 
 def test_attach_checks_the_setup(tmp_path):
     train, val, tokenizer = data(64, 16)
-    trainer = make_trainer(tmp_path, train, None, tokenizer, epochs=1, report_to="none", eval_strategy="no")
+    trainer = hf_trainer(tmp_path, train, None, tokenizer, epochs=1, report_to="none", eval_strategy="no")
     with pytest.raises(ValueError, match="eval_dataset"):
         SaliencyCallback(tokenizer=tokenizer).attach(trainer)
     with pytest.raises(ValueError, match="needs tokenizer="):
         SaliencyCallback().attach(trainer)
-    unattached = make_trainer(tmp_path, train, val, tokenizer, epochs=1, report_to="none")
+    unattached = hf_trainer(tmp_path, train, val, tokenizer, epochs=1, report_to="none")
     unattached.add_callback(SaliencyCallback(tokenizer=tokenizer))
     with pytest.raises(ValueError, match=r"attach\(trainer\)"):
         unattached.train()

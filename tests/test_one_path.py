@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 
@@ -24,9 +25,7 @@ def spied_fit(tmp_path, faithfulness, precision="bf16-mixed", max_tokens=64):
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=48, n_val=24, seed=0, batch_size=12)
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=6, n_steps=8, max_tokens=max_tokens,
                               faithfulness=faithfulness, forward_fn=spy, dirpath=str(tmp_path), on_error="raise")
-    L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, precision=precision,
-              callbacks=[monitor]).fit(module, datamodule=data)
+    quiet_trainer(max_epochs=1, precision=precision, callbacks=[monitor]).fit(module, datamodule=data)
     return calls, monitor
 
 

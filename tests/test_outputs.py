@@ -13,6 +13,7 @@ import pytest
 import torch
 from werkzeug.test import Client
 
+from tests.builders import quiet_trainer
 from lightning_saliency import AttributionConfig, SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 from lightning_saliency.report import build_report, read_runs
@@ -21,12 +22,6 @@ from lightning_saliency.report import build_report, read_runs
 def demo(n_train=64, n_val=16):
     L.seed_everything(0, verbose=False)
     return build_demo(Shortcut("single"), n_train=n_train, n_val=n_val, seed=0, batch_size=16)
-
-
-def quiet_trainer(tmp_path, callbacks, **options):
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, enable_checkpointing=False,
-                    enable_model_summary=False, logger=False, enable_progress_bar=False)
-    return L.Trainer(default_root_dir=tmp_path, callbacks=callbacks, **{**defaults, **options})
 
 
 # ---------------------------------------------------------------------------------- construction

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, make_corpus, tiny_bert, train_tokenizer
 
@@ -48,8 +49,7 @@ def assert_planted_word_raised_and_confirmed(history):
 
 def lightning_fit(module, tokenizer, epochs, **loaders):
     monitor = SaliencyMonitor(tokenizer=tokenizer, **MONITOR)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, callbacks=[monitor],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[monitor])
     trainer.fit(module, **loaders)
     return monitor
 

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from conftest import bert_classifier
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import TextClassifier, TextDataset, make_corpus, pad_collate, train_tokenizer
 
@@ -68,9 +69,7 @@ def fit(tmp_path, module, data, **options):
     monitor = SaliencyMonitor(n_steps=8, **options)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=TensorBoardLogger(tmp_path, name="run"),
-                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                  callbacks=[monitor]).fit(module, datamodule=data)
+        quiet_trainer(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="run"), callbacks=[monitor]).fit(module, datamodule=data)
     records = {p.stem[6:]: json.loads(p.read_text())
                for p in (tmp_path / "run" / "version_0" / "saliency").glob("epoch_*.json")}
     return monitor, records, [str(w.message) for w in caught]

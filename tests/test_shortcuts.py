@@ -5,13 +5,13 @@ The single-token and conditional shortcuts are learned by the tiny demo BERT. Th
 learned by the real pretrained MiniLM (installed offline from PyPI), fine-tuned as in Bastings et al.:
 from scratch, a 2-layer BERT learns a word order only with some seeds and then often through
 neighbouring words, so it is no test of whether attribution credits both members of a pair."""
-import functools
 import tempfile
 
 import lightning as L
 import pytest
 import torch
 
+from tests.builders import quiet_trainer
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline
 
@@ -34,9 +34,7 @@ def fit_with_monitor(module, data, tokenizer, epochs):
                               num_examples=PROBE_EXAMPLES,
                               n_steps=16, faithfulness=False, log_example_images=False,
                               on_shortcut=lambda suspects, record: found.append(suspects))
-    L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
-              callbacks=[monitor]).fit(module, datamodule=data)
+    quiet_trainer(max_epochs=epochs, default_root_dir=tempfile.mkdtemp(), callbacks=[monitor]).fit(module, datamodule=data)
     monitor.trained_module = module  # for the occlusion checks below
     return monitor, found
 
@@ -90,9 +88,16 @@ def precision_at(record, method, planted, k, required):
     return hits / total, total
 
 
-@functools.lru_cache(maxsize=None)
-def trained(kind):
-    return train_minilm_ordered() if kind == "ordered" else train_tiny(kind)
+@pytest.fixture(scope="session")
+def trained():
+    """The trained model of each planted kind, trained once per session on first use."""
+    models: dict[str, tuple] = {}
+
+    def of(kind):
+        if kind not in models:
+            models[kind] = train_minilm_ordered() if kind == "ordered" else train_tiny(kind)
+        return models[kind]
+    return of
 
 
 def planted_tokens(kind):
@@ -129,7 +134,7 @@ PRECISION_CASES = [
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_planted_shortcut_is_raised_and_confirmed(kind):
+def test_planted_shortcut_is_raised_and_confirmed(kind, trained):
     """The verdict: the strongest suspect is the planted token or one of the planted pair (or the
     pair), the alert fired, and the causal check confirms it against random words."""
     monitor, found = trained(kind)
@@ -144,7 +149,7 @@ def test_planted_shortcut_is_raised_and_confirmed(kind):
 
 
 @pytest.mark.parametrize("kind,method", PRECISION_CASES)
-def test_planted_shortcut_is_found(kind, method):
+def test_planted_shortcut_is_found(kind, method, trained):
     """D1 (precision@1 >= 0.95, one planted word) and D2 (precision@2 >= 0.85, a pair)."""
     monitor, _ = trained(kind)
     planted = planted_tokens(kind)
@@ -158,7 +163,7 @@ def test_planted_shortcut_is_found(kind, method):
     assert suspects and set(suspects[0]["members"]) <= planted, suspects
 
 
-def test_clean_control_raises_no_alarm():
+def test_clean_control_raises_no_alarm(trained):
     monitor, found = trained("none")
     assert found == []
     for record in monitor.history:
@@ -167,7 +172,7 @@ def test_clean_control_raises_no_alarm():
 
 
 @pytest.mark.parametrize("kind,method", PRECISION_CASES)
-def test_top_tokens_are_the_planted_tokens_the_model_relies_on(kind, method):
+def test_top_tokens_are_the_planted_tokens_the_model_relies_on(kind, method, trained):
     """Against occlusion: where removing planted tokens flips the prediction, exactly those tokens
     are the top-attributed ones (the planted tokens the model does not need must not be on top)."""
     monitor, _ = trained(kind)
@@ -185,7 +190,7 @@ def test_top_tokens_are_the_planted_tokens_the_model_relies_on(kind, method):
     assert hits / total >= 0.85, (hits, total)
 
 
-@functools.lru_cache(maxsize=None)
+@pytest.fixture(scope="session")
 def trained_split_word():
     """The single shortcut with a tokenizer that has never seen "zorbly": it splits into six pieces."""
     from lightning_saliency.demo import tiny_bert, train_tokenizer
@@ -201,8 +206,8 @@ def trained_split_word():
 
 
 @pytest.mark.parametrize("method", ("integrated_gradients", "gradient"))
-def test_a_planted_word_split_into_pieces_is_suspected_as_the_word(method):
-    monitor, found = trained_split_word()
+def test_a_planted_word_split_into_pieces_is_suspected_as_the_word(method, trained_split_word):
+    monitor, found = trained_split_word
     last = monitor.history[-1]
     assert pattern_accuracy(last, {"z", "##o"}) >= 0.9
     suspects = last["metrics"]["shortcut"][method]["suspects"]

@@ -14,7 +14,7 @@ from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, build_demo
 from lightning_saliency.monitor.publishing import NullSink, Publisher
 from lightning_saliency.monitor.worker import BackgroundWorker
-from tests.test_analysis import run
+from tests.builders import quiet_trainer, synthetic_run as run
 
 
 class SlowSink(NullSink):
@@ -97,9 +97,7 @@ def test_records_and_images_are_all_written_when_training_raises(tmp_path):
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=96, n_val=24, batch_size=16)
     monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=4, n_steps=8)
-    trainer = L.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=TensorBoardLogger(tmp_path, name="run"),
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[monitor])
+    trainer = quiet_trainer(max_epochs=4, logger=TensorBoardLogger(tmp_path, name="run"), callbacks=[monitor])
     with pytest.raises(RuntimeError, match="planted training failure"):
         trainer.fit(FailsInEpoch(module.model, lr=module.lr), datamodule=data)
     # on_exception flushed the worker: every run before the failure is on disk and in the events.

@@ -1,0 +1,66 @@
+"""The tests' one place for building trainers and synthetic records (a helper module, not a test
+module: tests import it, never each other)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+
+from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
+
+# A Lightning trainer that prints nothing and writes nothing unless asked: CPU, one device, one
+# epoch, no logger, no checkpoints, no bars, no model summary.
+QUIET = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+             enable_progress_bar=False, enable_model_summary=False)
+
+
+def quiet_trainer(root: Any = None, callbacks: Sequence[Any] = (), **options: Any) -> L.Trainer:
+    """``L.Trainer`` with :data:`QUIET` defaults (``root``: ``default_root_dir``)."""
+    if root is not None:
+        options.setdefault("default_root_dir", root)
+    return L.Trainer(callbacks=list(callbacks), **{**QUIET, **options})
+
+
+def hf_trainer(out: Any, train: Any, val: Any, tokenizer: Any, epochs: int, report_to: str = "tensorboard",
+               eval_strategy: str = "epoch") -> Any:
+    """A ``transformers.Trainer`` on the tiny demo BERT, seeded, saving nothing, with the demo's
+    padding collate."""
+    from functools import partial
+
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from lightning_saliency.demo import pad_collate, tiny_bert
+
+    set_seed(0)
+    model = tiny_bert(len(tokenizer), hidden_size=32, seed=0)
+    args = TrainingArguments(
+        output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=32, per_device_eval_batch_size=64,
+        learning_rate=5e-3, eval_strategy=eval_strategy, save_strategy="no", logging_strategy="epoch",
+        report_to=report_to, use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+    )
+    collate = partial(pad_collate, pad_id=tokenizer.pad_token_id)
+    return Trainer(model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collate)
+
+
+SPECIAL = [True, False, False, False, False, True]
+
+
+def synthetic_example(index: int, word: str, label: int, scores: list[float]) -> ExampleRecord:
+    tokens = ["[CLS]", "the", "movie", word, "was", "[SEP]"]
+    return ExampleRecord(index=index, text=" ".join(tokens[1:-1]), tokens=tokens, word_ids=[None, 0, 1, 2, 3, None],
+                         special=SPECIAL, label=label, label_name=None, predicted=label, predicted_name=None,
+                         probability=0.9, target=label, target_score=1.0,
+                         attributions={"gradient": scores}, delta={}, steps={})
+
+
+def synthetic_run(label: str, strength: float, count: int = 8, step: int = 0) -> RunRecord:
+    """A record without a model: half the examples carry "zorbly" (label 1) with ``strength`` on
+    it; the rest are flat."""
+    examples = []
+    for i in range(count):
+        if i % 2 == 0:
+            examples.append(synthetic_example(i, "zorbly", 1, [0.0, 0.1, 0.1, strength, 0.1, 0.0]))
+        else:
+            examples.append(synthetic_example(i, "film", 0, [0.0, 0.1, 0.12, 0.1, 0.1, 0.0]))
+    return RunRecord(label=label, stage="fit", epoch=None, global_step=step, settings={}, methods=["gradient"],
+                     examples=examples)
