@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_saliency import SaliencyMonitor  # noqa: E402
+from lightning_saliency import RunSchedule, SaliencyMonitor  # noqa: E402
 from lightning_saliency.demo import TextClassifier, TextDataModule, offline  # noqa: E402
 from lightning_saliency.demo.ground_truth import CounterfactualAccuracy  # noqa: E402
 
@@ -77,7 +77,8 @@ def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_
     data = TextDataModule(train, val, tokenizer, batch_size=16, max_length=max_length, seed=seed)
     truth = CounterfactualAccuracy(tokenizer, held_out, PLANTED, max_length=max_length)
     accuracy = EpochAccuracy()
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, every_n_train_steps=8, step_schedule="log")
+    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24,
+                              schedule=RunSchedule(every_n_train_steps=8, step_schedule="log"))
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
                         callbacks=[monitor, truth, accuracy])

@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from lightning_saliency.demo import offline  # noqa: E402
 from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
-from lightning_saliency import SaliencyMonitor  # noqa: E402
+from lightning_saliency import EvidenceSettings, SaliencyMonitor  # noqa: E402
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo  # noqa: E402
 
 
@@ -139,7 +139,7 @@ def breakdown(runs: list[dict]) -> str:
 
 def report(name: str, setup, epochs: int, repeats: int) -> None:
     configs = {"without callback": {"attach": False}, "SaliencyMonitor defaults": {}, "budget=0.1": {"budget": 0.1},
-               "faithfulness=False": {"faithfulness": False}}
+               "faithfulness=False": {"evidence": EvidenceSettings(faithfulness=False)}}
     best: dict[str, list[float]] = {}
     starts: dict[str, float] = {}
     costs: dict[str, str] = {}

@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import lightning as L  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from lightning_saliency import SaliencyMonitor  # noqa: E402
+from lightning_saliency import AttributionConfig, SaliencyMonitor  # noqa: E402
 from lightning_saliency.demo import Shortcut, build_demo  # noqa: E402
 from lightning_saliency.demo.summary import summary_lines  # noqa: E402
 
@@ -40,8 +40,8 @@ def main(argv=None) -> Path:
         tokenizer=tokenizer,
         methods=("integrated_gradients", "gradient", "occlusion"),
         num_examples=args.examples,
-        tolerance=0.02,  # adaptive IG: refine each example until completeness is within 2%
-        attribution_options={"max_steps": 129},
+        # Adaptive IG: refine each example until completeness is within 2% (at most 129 points).
+        attribution=AttributionConfig(tolerance=0.02, max_steps=129),
     )
     logger = TensorBoardLogger(args.root, name="shortcut_demo")
     trainer = L.Trainer(
