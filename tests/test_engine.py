@@ -13,7 +13,8 @@ from torch import nn
 
 from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.monitor.distributed import Ranks, ShardError
-from lightning_saliency.monitor.engine import MonitorEngine, RunOutputs, RunRequest
+from lightning_saliency.monitor.engine import MonitorEngine
+from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.probe import probe_from_texts
 from lightning_saliency.monitor.runner import EMPTY_EXAMPLE, PassSettings, run_model_passes

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lightning_saliency.adapters.common import MonitorAdapter
 from lightning_saliency.monitor.distributed import refuse_sharded_models, world
-from lightning_saliency.monitor.engine import RunOutputs, RunRequest
+from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.loggers import logger_sinks
 from lightning_saliency.monitor.sinks import LoggerSink, TensorBoardSink

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
 from lightning_saliency.adapters.common import MonitorAdapter
-from lightning_saliency.monitor.engine import RunOutputs, RunRequest
+from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.sinks import TensorBoardSink
 
