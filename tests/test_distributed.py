@@ -10,7 +10,7 @@ import torch
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.attribution.results import Attributions, MethodAttribution, concatenate, select_rows
-from lightning_saliency.monitor.distributed import refuse_sharded_models, shard_rows
+from lightning_saliency.monitor.distributed import parameters_sharded, shard_rows
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_fit.py"
 
@@ -139,13 +139,24 @@ def test_concatenate_restores_probe_order():
     assert select_rows(joined, [4, 0]).target.tolist() == [4, 0]
 
 
-def test_sharded_strategies_are_refused_at_setup():
-    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+def test_unsupported_sharding_is_refused_at_setup_with_the_route_that_works():
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
     for cls in (FSDPStrategy, DeepSpeedStrategy):
-        with pytest.raises(ValueError, match=f"does not support {cls.__name__}.*strategy='ddp'"):
-            refuse_sharded_models(cls.__new__(cls))
-    refuse_sharded_models(DDPStrategy.__new__(DDPStrategy))  # plain DDP is fine
+        with pytest.raises(ValueError, match=f"{cls.__name__}.*ModelParallelStrategy\\(data_parallel_size"):
+            parameters_sharded(cls.__new__(cls))
+    assert parameters_sharded(DDPStrategy.__new__(DDPStrategy)) is False  # plain DDP: no lockstep
+
+    class Mesh:
+        mesh_dim_names = ("data_parallel", "tensor_parallel")
+
+        def __getitem__(self, name):
+            return SimpleNamespace(size=lambda: {"data_parallel": 1, "tensor_parallel": 2}[name])
+
+    strategy = ModelParallelStrategy.__new__(ModelParallelStrategy)
+    strategy._device_mesh = Mesh()
+    with pytest.raises(ValueError, match="tensor_parallel_size=2.*tensor_parallel_size=1"):
+        parameters_sharded(strategy)
     monitor = SaliencyMonitor(tokenizer=object())
     trainer = SimpleNamespace(strategy=FSDPStrategy.__new__(FSDPStrategy))
     with pytest.raises(ValueError, match="FSDPStrategy"):

@@ -15,6 +15,7 @@ import torch
 
 from lightning_saliency.attribution import AttributionConfig, SpecialTokens
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
+from lightning_saliency.attribution.lockstep import Lockstep
 from lightning_saliency.monitor.engine import MonitorEngine
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules
 from lightning_saliency.monitor.model_access import ModelAccess, config_label_names, hf_forward, model_max_length
@@ -109,15 +110,17 @@ class MonitorAdapter:
         """Recent records as JSON dicts (all are on disk)."""
         return self.engine.recent_records()
 
-    def _connect(self, module: torch.nn.Module, forward_context: Callable[[], Any], rank: int = 0) -> None:
-        """Load the tokenizer, check it against the model, and tell the engine how to call the model."""
+    def _connect(self, module: torch.nn.Module, forward_context: Callable[[], Any], rank: int = 0,
+                 lockstep: Optional[Lockstep] = None) -> None:
+        """Load the tokenizer, check it against the model, and tell the engine how to call the model
+        (``lockstep``: the parameters are sharded across ranks, FSDP2)."""
         io = self.settings.model_io
         self.tokenizer = load_tokenizer(self.tokenizer)
         check_model_fits_tokenizer(module, self.tokenizer, io.embedding_layer)
         access = ModelAccess(
             module=module, forward_fn=io.forward_fn or hf_forward(module), tokenizer=self.tokenizer,
             special_tokens=SpecialTokens.from_tokenizer(self.tokenizer), embedding_layer=io.embedding_layer,
-            forward_context=forward_context,
+            forward_context=forward_context, lockstep=lockstep,
         )
         self.engine.connect(access, model_max_length(module, self.tokenizer), config_label_names(module), rank)
         self._connected = True

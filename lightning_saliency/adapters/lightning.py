@@ -17,7 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lightning_saliency.adapters.common import MonitorAdapter
-from lightning_saliency.monitor.distributed import refuse_sharded_models, world
+from lightning_saliency.attribution.lockstep import Lockstep
+from lightning_saliency.monitor.distributed import parameters_sharded, world
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.loggers import logger_sinks
@@ -104,8 +105,8 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        refuse_sharded_models(trainer.strategy)
-        self._connect(pl_module, trainer.precision_plugin.forward_context, trainer.global_rank)
+        lockstep = Lockstep() if parameters_sharded(trainer.strategy) else None
+        self._connect(pl_module, trainer.precision_plugin.forward_context, trainer.global_rank, lockstep)
         given_texts = self.settings.probe.texts is not None
         if not given_texts and stage in ("fit", "validate") and not _has_validation_data(trainer, pl_module, stage):
             raise ValueError(
@@ -139,6 +140,8 @@ class SaliencyMonitor(MonitorAdapter, Callback):
                            batch_idx: int) -> None:
         step, schedule = trainer.global_step, self.settings.schedule
         label = f"step_{step:06d}"
+        if (batch_idx + 1) % trainer.accumulate_grad_batches and batch_idx + 1 != trainer.num_training_batches:
+            return  # inside a gradient accumulation: a step run belongs after the optimizer step
         if step_run_due(step, schedule.every_n_train_steps, schedule.step_schedule) and self.engine.should_run(label):
             self._run(trainer, label, "fit", trainer.current_epoch, step_run=True)
 

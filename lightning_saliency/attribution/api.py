@@ -10,6 +10,7 @@ from torch import nn
 from lightning_saliency.attribution.context import AttributionConfig, AttributionContext
 from lightning_saliency.attribution.evaluator import ForwardFn
 from lightning_saliency.attribution.isolation import isolated_eval
+from lightning_saliency.attribution.lockstep import Lockstep
 from lightning_saliency.attribution.methods import REGISTRY, SharedPasses, method_names
 from lightning_saliency.attribution.results import Attributions, MethodAttribution
 from lightning_saliency.attribution.targets import TargetArg, TargetSpec
@@ -61,6 +62,7 @@ def attribute(
     config: Optional[AttributionConfig] = None,
     forward_context: Optional[Callable[[], ContextManager]] = None,
     progress: Optional[Callable[[int], None]] = None,
+    lockstep: Optional[Lockstep] = None,
     **options: Any,
 ) -> Attributions:
     """Attribute a model's prediction to its input tokens with one or more methods.
@@ -86,6 +88,9 @@ def attribute(
         forward_context: a context-manager factory entered around every forward pass (e.g. a
             Lightning ``precision_plugin.forward_context``).
         progress: called with the number of rows finished after each chunk.
+        lockstep: for a model whose parameters are sharded across ranks (FSDP2): every rank calls
+            ``attribute`` with the same methods and options, and the passes are kept in step
+            (:class:`~lightning_saliency.attribution.lockstep.Lockstep`).
 
     Raises:
         ValueError: on bad inputs (empty or all-special sequences, ids outside the vocabulary, an
@@ -100,7 +105,7 @@ def attribute(
         ctx = AttributionContext(
             model, inputs, config=config, spec=spec, tokenizer=tokenizer, special_tokens=special_tokens,
             embedding_layer=embedding_layer, forward_fn=forward_fn, forward_context=forward_context,
-            progress=progress,
+            progress=progress, lockstep=lockstep,
         )
         started = time.perf_counter()
         ctx.resolve(target, with_baseline=any(m.needs_baseline_score for m in methods_in_order))

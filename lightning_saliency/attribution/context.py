@@ -9,6 +9,7 @@ from torch import nn
 
 from lightning_saliency.attribution.embedding import find_embedding_layer, num_embeddings
 from lightning_saliency.attribution.evaluator import ForwardFn, Job, PathEvaluator
+from lightning_saliency.attribution.lockstep import Lockstep
 from lightning_saliency.attribution.targets import TargetArg, TargetSpec, resolve_targets
 from lightning_saliency.attribution.tokens import BASELINES, SpecialTokens, prepare_batch, replaceable_mask
 
@@ -90,6 +91,7 @@ class AttributionContext:
         forward_fn: Optional[ForwardFn] = None,
         forward_context: Optional[Callable[[], ContextManager]] = None,
         progress: Optional[Callable[[int], None]] = None,
+        lockstep: Optional[Lockstep] = None,
     ) -> None:
         self.model, self.config, self.spec = model, config, spec
         if special_tokens is None:
@@ -105,20 +107,21 @@ class AttributionContext:
             self.batch.ends = torch.full_like(self.batch.ends, self.batch.input_ids.shape[-1])
         self.evaluator = PathEvaluator(
             model, self.layer, self.batch, spec, self.special.pad_id, forward_fn, forward_context,
-            config.max_tokens or DEFAULT_MAX_TOKENS, progress,
+            config.max_tokens or DEFAULT_MAX_TOKENS, progress, lockstep,
         )
         self.size = self.batch.size
         self.special_masks = [self.batch.trim(self.batch.special_mask, i) for i in range(self.size)]
         self.replace = [replaceable_mask(self.evaluator.examples[i], self.special_masks[i]) for i in range(self.size)]
-        self.inputs = [self.evaluator.embed(i) for i in range(self.size)]
         replacement = self.special.replacement_id(config.baseline)
         self.baselines = []
-        for i in range(self.size):
-            ids = self.evaluator.examples[i]["input_ids"]
-            base = self.evaluator.embed(i, torch.where(self.replace[i], torch.full_like(ids, replacement), ids))
-            if config.baseline == "zero":
-                base = base.masked_fill(self.replace[i].to(base.device).unsqueeze(-1), 0.0)
-            self.baselines.append(base)
+        with self.evaluator.embedding_access():  # one block of lookups (one gather when sharded)
+            self.inputs = [self.evaluator.embed(i) for i in range(self.size)]
+            for i in range(self.size):
+                ids = self.evaluator.examples[i]["input_ids"]
+                base = self.evaluator.embed(i, torch.where(self.replace[i], torch.full_like(ids, replacement), ids))
+                if config.baseline == "zero":
+                    base = base.masked_fill(self.replace[i].to(base.device).unsqueeze(-1), 0.0)
+                self.baselines.append(base)
         self.head_at_input: list[Optional[torch.Tensor]] = [None] * self.size
         self.baseline_head: list[Optional[torch.Tensor]] = [None] * self.size
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence
 import torch
 from torch import nn
 
+from lightning_saliency.attribution.lockstep import Lockstep, LockstepAborted
 from lightning_saliency.attribution.targets import TargetSpec, extract_logits
 from lightning_saliency.attribution.tokens import TokenBatch
 
@@ -45,6 +46,13 @@ def default_forward(model: nn.Module, inputs: dict) -> Any:
     return model(**inputs)
 
 
+def direct_forward(model: nn.Module, inputs: dict) -> Any:
+    """The Hugging Face model held inside ``model`` (or ``model`` itself), called directly."""
+    from lightning_saliency.attribution.embedding import find_hf_model
+
+    return (find_hf_model(model) or model)(**inputs)
+
+
 def _accepts_logits_to_keep(model: nn.Module) -> bool:
     """Whether the Hugging Face model inside ``model`` takes ``logits_to_keep`` (transformers >= 4.50)."""
     import inspect
@@ -72,11 +80,13 @@ class PathEvaluator:
         forward_context: Optional[Callable[[], ContextManager]] = None,
         max_tokens: int = 4096,
         progress: Optional[Callable[[int], None]] = None,
+        lockstep: Optional[Lockstep] = None,
     ) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}.")
         self.model, self.layer, self.batch, self.spec = model, layer, batch, spec
         self.pad_id = pad_id
+        self.lockstep = lockstep  # sharded parameters: every rank makes the same passes (see lockstep.py)
         self.forward_fn = forward_fn or default_forward
         self.forward_context = forward_context or nullcontext
         self.max_tokens = max_tokens
@@ -96,7 +106,17 @@ class PathEvaluator:
     def over(self, batch: TokenBatch) -> "PathEvaluator":
         """An evaluator with these settings (model, layer, forward, budget, progress) over ``batch``."""
         return PathEvaluator(self.model, self.layer, batch, self.spec, self.pad_id, self.forward_fn,
-                             self.forward_context, self.max_tokens, self.progress)
+                             self.forward_context, self.max_tokens, self.progress, self.lockstep)
+
+    def embedding_access(self) -> ContextManager:
+        """Entered around word-embedding lookups: with sharded parameters, the embedding's FSDP unit
+        is gathered for the block (once per block on every rank)."""
+        return self.lockstep.unsharded(self.model, self.layer) if self.lockstep is not None else nullcontext()
+
+    def agree_any(self, flag: bool) -> bool:
+        """``flag``, or under lockstep whether it holds on any rank (a loop of passes goes on while
+        some rank still needs it, the others running empty batches of passes)."""
+        return self.lockstep.any(flag) if self.lockstep is not None else flag
 
     def embed(self, example: int, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Word embeddings (float32) of an example's tokens, or of ``ids`` shaped like them."""
@@ -168,63 +188,123 @@ class PathEvaluator:
         (only when targets are set), ``grads`` the float32 gradient of ``scores`` with respect to
         the rows' word embeddings (when ``need_grad``), ``output`` the raw model output of the chunk.
         """
-        for chunk in self.chunks(jobs):
-            embeddings, inputs, groups = self._collate(chunk, build)
-            if extra_inputs:
-                inputs.update(extra_inputs)
-            positions = self._last_positions(groups)
-            kept = torch.unique(positions) if self.keep_logits else None  # sorted
-            if kept is not None:
-                inputs["logits_to_keep"] = kept.to(self.device)
-            leaf = embeddings.to(self.dtype).detach().requires_grad_(need_grad)
-            calls = []
+        chunks = self.chunks(jobs)
+        if self.lockstep is None:
+            for chunk in chunks:
+                self._pass(chunk, build, consume, need_grad, extra_inputs, [])
+            return
+        self._run_in_step(chunks, build, consume, need_grad, extra_inputs)
 
-            def substitute(module: nn.Module, args: Any, output: torch.Tensor) -> Optional[torch.Tensor]:
-                # Only the first call embeds input_ids; later calls in the same forward (GPT-2 embeds
-                # token_type_ids with the same table) are left alone.
-                if calls:
-                    return None
-                if output.numel() != leaf.numel():
-                    raise ValueError(
-                        f"The embedding layer {type(module).__name__} produced {tuple(output.shape)}, which does not "
-                        f"match the attributed tokens {tuple(leaf.shape)}; pass embedding_layer= for the word embeddings."
-                    )
-                calls.append(1)
-                return leaf.reshape(output.shape)
-
-            handle = self.layer.register_forward_hook(substitute)
+    def _run_in_step(self, chunks: list[list[Job]], build: Builder, consume: Callable[..., None], need_grad: bool,
+                     extra_inputs: Optional[dict]) -> None:
+        """:meth:`run` when every forward is a collective: as many passes as the rank that needs
+        most, padding passes for the rest, and one failure agreement before each pass. A pass
+        that fails before the model ran is replaced by a padding pass (its collectives), and every
+        rank then raises :class:`LockstepAborted` at the next agreement."""
+        total, failed = self.lockstep.agree(len(chunks), False)
+        failure: Optional[BaseException] = None
+        for k in range(total):
+            if k:
+                _, failed = self.lockstep.agree(0, failure is not None)
+            if failed:
+                break
+            started: list[int] = []
             try:
-                with torch.set_grad_enabled(need_grad), self.forward_context():
-                    output = self.forward_fn(self.model, inputs)
-                    logits = extract_logits(output)
-                    if kept is not None and logits.dim() == 3 and logits.shape[1] == kept.numel():
-                        positions = torch.searchsorted(kept, positions)  # columns of the kept positions
-                    head = self.spec.head(logits, positions)
-                    scores = None
-                    if self.targets is not None:
-                        row_targets = torch.cat([self.targets[g.example].repeat(len(g.params)) for g in groups])
-                        scores = self.spec.score(head, row_targets)
-            finally:
-                handle.remove()
-            if not calls:
+                if k < len(chunks) and failure is None:
+                    self._pass(chunks[k], build, consume, need_grad, extra_inputs, started)
+                else:
+                    self._padding_pass(need_grad, extra_inputs)
+            except Exception as error:
+                failure = error
+                if not started:  # the model was not reached: make its collectives with a padding pass
+                    self._padding_pass(need_grad, extra_inputs)
+        _, failed = self.lockstep.agree(0, failure is not None)
+        if failed:
+            raise LockstepAborted(f"{type(failure).__name__}: {failure}" if failure is not None
+                                  else "a model pass failed on another rank") from failure
+
+    def _padding_pass(self, need_grad: bool, extra_inputs: Optional[dict]) -> None:
+        """One row of zero embeddings shaped like example 0, through the same forward (and
+        backward): the collectives of a pass, none of its results. When the forward function
+        itself fails here before reaching the model (it failed on this rank), the model is called
+        directly (the Hugging Face model inside): the same units, so the same collectives."""
+        hidden = int(self.layer.weight.shape[-1])
+        shape = tuple(self.examples[0]["input_ids"].shape) + (hidden,)
+
+        def zeros(example: int, params: list) -> torch.Tensor:
+            return torch.zeros((len(params),) + shape)
+
+        started: list[int] = []
+        try:
+            self._pass([Job(0, None)], zeros, lambda *results: None, need_grad, extra_inputs, started, progress=False)
+        except Exception:
+            if started:  # failed inside the model: its collectives cannot be evened out
+                raise
+            self._pass([Job(0, None)], zeros, lambda *results: None, need_grad, extra_inputs, [], progress=False,
+                       forward_fn=direct_forward)
+
+    def _pass(self, chunk: list[Job], build: Builder, consume: Callable[..., None], need_grad: bool,
+              extra_inputs: Optional[dict], started: list[int], progress: bool = True,
+              forward_fn: Optional[ForwardFn] = None) -> None:
+        """One chunk: forward (and backward when ``need_grad``), then ``consume``. ``started``
+        gets an entry once the model's embedding ran (its collectives have begun)."""
+        embeddings, inputs, groups = self._collate(chunk, build)
+        if extra_inputs:
+            inputs.update(extra_inputs)
+        positions = self._last_positions(groups)
+        kept = torch.unique(positions) if self.keep_logits else None  # sorted
+        if kept is not None:
+            inputs["logits_to_keep"] = kept.to(self.device)
+        leaf = embeddings.to(self.dtype).detach().requires_grad_(need_grad)
+        calls = []
+
+        def substitute(module: nn.Module, args: Any, output: torch.Tensor) -> Optional[torch.Tensor]:
+            # Only the first call embeds input_ids; later calls in the same forward (GPT-2 embeds
+            # token_type_ids with the same table) are left alone.
+            if calls:
+                return None
+            if output.numel() != leaf.numel():
                 raise ValueError(
-                    f"The embedding layer {type(self.layer).__name__} was not called by the model's forward; "
-                    "pass embedding_layer= naming the layer that embeds input_ids."
+                    f"The embedding layer {type(module).__name__} produced {tuple(output.shape)}, which does not "
+                    f"match the attributed tokens {tuple(leaf.shape)}; pass embedding_layer= for the word embeddings."
                 )
-            grads = None
-            if need_grad:
-                if scores is None:
-                    raise RuntimeError("Gradients need targets; resolve targets before a gradient pass.")
-                (grads,) = torch.autograd.grad(scores.sum(), leaf)
-                grads = grads.float()
-            head = head.detach().float()
-            for group in groups:
-                consume(
-                    group,
-                    head[group.rows],
-                    None if scores is None else scores.detach()[group.rows],
-                    None if grads is None else grads[group.rows][..., : group.length, :],
-                    output,
-                )
-            if self.progress is not None:
-                self.progress(len(chunk))
+            calls.append(1)
+            started.append(1)
+            return leaf.reshape(output.shape)
+
+        handle = self.layer.register_forward_hook(substitute)
+        try:
+            with torch.set_grad_enabled(need_grad), self.forward_context():
+                output = (forward_fn or self.forward_fn)(self.model, inputs)
+                logits = extract_logits(output)
+                if kept is not None and logits.dim() == 3 and logits.shape[1] == kept.numel():
+                    positions = torch.searchsorted(kept, positions)  # columns of the kept positions
+                head = self.spec.head(logits, positions)
+                scores = None
+                if self.targets is not None:
+                    row_targets = torch.cat([self.targets[g.example].repeat(len(g.params)) for g in groups])
+                    scores = self.spec.score(head, row_targets)
+        finally:
+            handle.remove()
+        if not calls:
+            raise ValueError(
+                f"The embedding layer {type(self.layer).__name__} was not called by the model's forward; "
+                "pass embedding_layer= naming the layer that embeds input_ids."
+            )
+        grads = None
+        if need_grad:
+            if scores is None:
+                raise RuntimeError("Gradients need targets; resolve targets before a gradient pass.")
+            (grads,) = torch.autograd.grad(scores.sum(), leaf)
+            grads = grads.float()
+        head = head.detach().float()
+        for group in groups:
+            consume(
+                group,
+                head[group.rows],
+                None if scores is None else scores.detach()[group.rows],
+                None if grads is None else grads[group.rows][..., : group.length, :],
+                output,
+            )
+        if self.progress is not None and progress:
+            self.progress(len(chunk))

@@ -105,7 +105,7 @@ def erasure_faithfulness(
             attribution run's ``probability`` with predicted targets): with ``target`` given, the
             forward pass at the unmasked inputs is skipped.
         context_options: ``tokenizer``, ``special_tokens``, ``embedding_layer``, ``forward_fn``,
-            ``forward_context``, ``progress`` as for :func:`~lightning_saliency.attribute`.
+            ``forward_context``, ``progress``, ``lockstep`` as for :func:`~lightning_saliency.attribute`.
 
     Returns:
         ``{method: {"comprehensiveness": (batch, fractions), "sufficiency": (batch, fractions),
@@ -173,9 +173,11 @@ def _removal_probabilities(ctx: AttributionContext, rows: list[tuple[int, tuple[
         ctx.evaluator.run([Job(key[0], key) for key in rows], build, consume, need_grad=False)
         return probability
     evaluator = ctx.evaluator.over(deleted_batch(ctx, rows))
+    with evaluator.embedding_access():  # every lookup in one block (one gather when sharded)
+        embedded = [evaluator.embed(row) for row in range(len(rows))]
 
     def embed(row: int, params: list) -> torch.Tensor:
-        return evaluator.embed(row).unsqueeze(0)
+        return embedded[row].unsqueeze(0)
 
     def consume_deleted(group, head, scores, grads, output) -> None:
         key = rows[group.example]

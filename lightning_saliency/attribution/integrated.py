@@ -107,7 +107,8 @@ def adaptive_path(ctx: AttributionContext) -> PathIntegral:
 
     active = list(range(ctx.size))
     pending = list(range(first + 1))
-    while active:
+    # Under lockstep, a rank whose examples have converged runs empty batches while others refine.
+    while ctx.evaluator.agree_any(bool(active)):
         jobs = [Job(i, (l, j)) for i in active for l in pending for j in range(len(levels[l][0]))]
         ctx.evaluator.run(jobs, build, consume, need_grad=True)
         level = pending[-1]

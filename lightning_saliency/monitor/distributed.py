@@ -15,22 +15,43 @@ import torch
 
 T = TypeVar("T")
 
-# Strategies that shard parameters: a forward pass on one rank needs every other rank, so the
-# probe cannot be attributed shard-by-shard nor on rank zero alone.
-SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+TENSOR_PARALLEL = (
+    "SaliencyMonitor does not support tensor parallelism (ModelParallelStrategy with tensor_parallel_size={size}): "
+    "a layer's output is then split across ranks, and the word embeddings the attributions are taken at with it. "
+    "Shard the parameters only: ModelParallelStrategy(data_parallel_size=<ranks>, tensor_parallel_size=1) with "
+    "fully_shard in configure_model (FSDP2), or strategy='ddp'."
+)
+REFUSED = {
+    "FSDPStrategy": "FSDPStrategy (FSDP1) is not supported: its parameters are flattened into per-rank shards that the "
+                    "monitor's embedding hook cannot reach. Use FSDP2, which it supports: "
+                    "ModelParallelStrategy(data_parallel_size=<ranks>, tensor_parallel_size=1) with fully_shard applied "
+                    "in configure_model (see the README's 'Sharded models (FSDP2)').",
+    "DeepSpeedStrategy": "DeepSpeedStrategy is not supported: ZeRO partitions the parameters (stage 3) or the optimizer "
+                         "state outside PyTorch's view of the forward. Use FSDP2 instead "
+                         "(ModelParallelStrategy(data_parallel_size=<ranks>, tensor_parallel_size=1) with fully_shard), "
+                         "strategy='ddp', or attribute a saved checkpoint afterwards with lightning_saliency.attribute().",
+    "XLAFSDPStrategy": "XLAFSDPStrategy is not supported (no XLA devices are tested). Use strategy='ddp' or "
+                       "ModelParallelStrategy (FSDP2) on GPUs or CPUs.",
+}
 
 
-def refuse_sharded_models(strategy: Any) -> None:
-    """Raise at setup for strategies whose parameters are sharded across ranks."""
+def parameters_sharded(strategy: Any) -> bool:
+    """Whether ``strategy`` shards the model's parameters in a way the monitor supports (FSDP2
+    through Lightning's ``ModelParallelStrategy`` without tensor parallelism): then every model
+    pass is a collective and the ranks run in lockstep. Raises, naming the route that works, for
+    tensor parallelism, FSDP1, DeepSpeed and XLA FSDP."""
     names = {cls.__name__ for cls in type(strategy).__mro__}
-    found = sorted(names.intersection(SHARDED_STRATEGIES))
-    if found:
-        raise ValueError(
-            f"SaliencyMonitor does not support {found[0]}: the model's parameters are sharded across ranks, so the "
-            "per-example forward and backward passes of attribution would need every rank in lockstep. Train with "
-            "strategy='ddp' (or a single device) while you monitor attributions, or attribute a saved checkpoint "
-            "afterwards with lightning_saliency.attribute()."
-        )
+    for name, message in REFUSED.items():
+        if name in names:
+            raise ValueError(f"SaliencyMonitor: {message}")
+    if "ModelParallelStrategy" not in names:
+        return False
+    mesh = getattr(strategy, "device_mesh", None)
+    dims = tuple(getattr(mesh, "mesh_dim_names", None) or ())
+    size = mesh["tensor_parallel"].size() if "tensor_parallel" in dims else 1
+    if size > 1:
+        raise ValueError(TENSOR_PARALLEL.format(size=size))
+    return True
 
 
 def world(trainer: Any) -> tuple[int, int]:
@@ -90,6 +111,7 @@ class Ranks:
     rank: int = 0
     world_size: int = 1
     failure: Optional[str] = None
+    in_step: bool = False  # the model's parameters are sharded: every rank takes part in every pass
 
     @property
     def is_zero(self) -> bool:
@@ -115,9 +137,18 @@ class Ranks:
     def sharded(self, work: Callable[[list[int]], T], lengths: Sequence[int]) -> list[tuple[list[int], T]]:
         """Run ``work(rows)`` on this rank's share of the rows (balanced by ``lengths``) and gather
         every rank's ``(rows, result)``: one gather on every rank, whatever happens locally. Ranks
-        with an empty share (or a failure) contribute nothing; a failure anywhere raises on all."""
+        with an empty share (or a failure) contribute nothing; a failure anywhere raises on all.
+        With ``in_step``, one more gather first (the failures so far), and ``work`` also runs on an
+        empty share; a ``None`` result contributes nothing."""
         rows = shard_rows(lengths, self.rank, self.world_size) if self.failure is None else []
-        result = self.attempt(work, rows) if rows else None
+        if self.in_step:
+            # Every forward is a collective: a rank that failed earlier cannot take part, so all
+            # learn of it first; then every rank works, an empty share included (``work`` runs a
+            # stand-in and keeps nothing).
+            self._raise_failures(gather_objects(self.failure, self.world_size))
+            result = self.attempt(work, rows) if len(lengths) else None
+        else:
+            result = self.attempt(work, rows) if rows else None
         gathered = gather_objects((rows, result, self.failure), self.world_size)
         self._raise_failures([failure for _, _, failure in gathered])
         return [(part, value) for part, value, _ in gathered if value is not None]

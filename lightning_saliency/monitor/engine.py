@@ -186,7 +186,7 @@ class MonitorEngine:
         broadcast (the plan), one gather (a shard, nothing, or its error), one broadcast (the
         suspects), and the causal checks' two gathers when there are suspects."""
         started = time.perf_counter()
-        ranks = Ranks(request.rank, request.world_size)
+        ranks = Ranks(request.rank, request.world_size, in_step=self.access.lockstep is not None)
         plan = ranks.agree(self.plan(request.label, request.epoch_seconds, request.step_run))
         s = self.settings
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, ContextManager, Optional, Union
 from torch import nn
 
 from lightning_saliency.attribution import SpecialTokens
+from lightning_saliency.attribution.lockstep import Lockstep
 
 from lightning_saliency.attribution.embedding import find_hf_model
 
@@ -64,6 +65,9 @@ class ModelAccess:
         special_tokens: ids kept fixed by baselines.
         embedding_layer: the word-embedding module or its dotted path (``None``: found automatically).
         forward_context: entered around every forward pass (the trainer's precision context).
+        lockstep: set when the parameters are sharded across ranks (FSDP2): every rank then makes
+            the same model passes (padding where its share needs fewer), see
+            :mod:`lightning_saliency.attribution.lockstep`.
     """
 
     module: nn.Module
@@ -72,3 +76,4 @@ class ModelAccess:
     special_tokens: SpecialTokens
     embedding_layer: Union[str, nn.Module, None]
     forward_context: Callable[[], ContextManager]
+    lockstep: Optional[Lockstep] = None

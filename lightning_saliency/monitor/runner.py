@@ -174,7 +174,7 @@ def _attribute_shard(
     common = dict(
         tokenizer=access.tokenizer, special_tokens=access.special_tokens, embedding_layer=access.embedding_layer,
         forward_fn=access.forward_fn, forward_context=access.forward_context, task=settings.task,
-        config=settings.config, progress=advance,
+        config=settings.config, progress=advance, lockstep=access.lockstep,
     )
     started = time.perf_counter()
     result = attribute(access.module, part.inputs, settings.methods, target=target_argument(settings.target, part),
@@ -202,6 +202,9 @@ def _shard_passes(access: ModelAccess, probe: ProbeSet, settings: PassSettings, 
     one bad example isolated rather than losing the batch."""
     rows, skipped = attributable_rows(probe, access.special_tokens, assigned, max_length)
     shard = _Shard(rows, None, {}, skipped)
+    if access.lockstep is not None:  # sharded parameters: every rank makes the same passes
+        _passes_in_step(access, probe, settings, max_length, shard)
+        return shard
     if rows:
         with progress(description) as advance:
             try:
@@ -215,6 +218,23 @@ def _shard_passes(access: ModelAccess, probe: ProbeSet, settings: PassSettings, 
                     access, probe.select(shard.rows), shard.rows, settings, advance, shard.seconds)
         _drop_non_finite(shard)
     return shard
+
+
+def _passes_in_step(access: ModelAccess, probe: ProbeSet, settings: PassSettings, max_length: Optional[int],
+                    shard: _Shard) -> None:
+    """The passes of a rank whose model is sharded. A rank with nothing of its own attributes a
+    stand-in (the probe's first attributable example) and keeps none of it, and a failure is not
+    isolated example by example: either would change the number of passes on one rank alone."""
+    rows = shard.rows
+    if not rows:
+        good, _ = attributable_rows(probe, access.special_tokens, range(len(probe)), max_length)
+        if not good:  # nothing attributable anywhere: no rank makes a pass
+            return
+        _attribute_shard(access, probe.select(good[:1]), good[:1], settings, lambda n: None)
+        return
+    shard.attributions, shard.faithfulness = _attribute_shard(
+        access, probe.select(rows), rows, settings, lambda n: None, shard.seconds)
+    _drop_non_finite(shard)
 
 
 def run_model_passes(

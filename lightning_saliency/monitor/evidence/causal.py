@@ -138,29 +138,38 @@ def _collate(sequences: Sequence[Sequence_], pad_id: int) -> dict[str, torch.Ten
 
 
 def predict(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str,
-            advance: Callable[[int], None]) -> torch.Tensor:
+            advance: Callable[[int], None], stand_in: Optional[Sequence_] = None) -> Optional[torch.Tensor]:
     """Class probabilities ``(rows, classes)`` of ``sequences``: forward passes only, chunked by
-    ``config.max_tokens`` in the model's precision context, on the model in isolated eval mode."""
+    ``config.max_tokens`` in the model's precision context, on the model in isolated eval mode.
+    With sharded parameters (``access.lockstep``) the ranks agree on the number of groups, and a
+    rank with fewer predicts ``stand_in`` for the rest (kept nowhere); ``None`` for no sequences."""
+    groups = [sequences[start: start + PREDICT_GROUP] for start in range(0, len(sequences), PREDICT_GROUP)]
+    total = len(groups) if access.lockstep is None else access.lockstep.agree(len(groups), False)[0]
     parts = []
-    for start in range(0, len(sequences), PREDICT_GROUP):
-        inputs = _collate(sequences[start: start + PREDICT_GROUP], access.special_tokens.pad_id)
+    for k in range(total):
+        group = groups[k] if k < len(groups) else [stand_in]
+        inputs = _collate(group, access.special_tokens.pad_id)
         with isolated_eval(access.module):
             ctx = AttributionContext(
                 access.module, inputs, config=config, spec=TargetSpec(task=task), tokenizer=access.tokenizer,
                 special_tokens=access.special_tokens, embedding_layer=access.embedding_layer,
                 forward_fn=access.forward_fn, forward_context=access.forward_context, progress=advance,
+                lockstep=access.lockstep,
             )
             ctx.resolve(None, with_baseline=False)
-            parts.append(torch.stack(ctx.head_at_input).float().softmax(dim=-1).cpu())
-    return torch.cat(parts)
+            if k < len(groups):
+                parts.append(torch.stack(ctx.head_at_input).float().softmax(dim=-1).cpu())
+    return torch.cat(parts) if parts else None
 
 
 def predict_sharded(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str,
                     ranks: Ranks, advance: Callable[[int], None]) -> torch.Tensor:
     """:func:`predict` with the rows shared among the ranks (balanced by tokens) and gathered, so
     every rank holds every row's probabilities (:meth:`Ranks.sharded`: one gather on every rank)."""
-    parts = ranks.sharded(lambda rows: predict(access, [sequences[r] for r in rows], config, task, advance),
-                          [len(s.ids) for s in sequences])
+    stand_in = sequences[0] if sequences else None
+    parts = ranks.sharded(
+        lambda rows: predict(access, [sequences[r] for r in rows], config, task, advance, stand_in),
+        [len(s.ids) for s in sequences])
     if not parts:
         return torch.zeros(len(sequences), 0)
     result = torch.zeros(len(sequences), parts[0][1].shape[-1])

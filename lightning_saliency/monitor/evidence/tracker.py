@@ -89,7 +89,7 @@ class EvidenceTracker:
                 # The checks' own failures stay theirs: a fresh failure state, so that the run's
                 # attributions stand without their evidence on every rank alike.
                 checks = confirm_suspects(access, examples, probe, candidates, order.vocabulary, settings,
-                                          Ranks(ranks.rank, ranks.world_size), advance)
+                                          Ranks(ranks.rank, ranks.world_size, in_step=ranks.in_step), advance)
             except Exception as failure:  # the run's attributions stand without their evidence
                 error = f"{type(failure).__name__}: {failure}"
         self.confirmed = [c.token for c in checks if c.confirmed]
