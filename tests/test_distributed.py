@@ -161,3 +161,16 @@ def test_unsupported_sharding_is_refused_at_setup_with_the_route_that_works():
     trainer = SimpleNamespace(strategy=FSDPStrategy.__new__(FSDPStrategy))
     with pytest.raises(ValueError, match="FSDPStrategy"):
         monitor.setup(trainer, None, "fit")
+
+
+def test_a_model_the_hf_trainer_sharded_is_refused_with_the_route_that_works():
+    from torch import nn
+    from torch.distributed.fsdp import FSDPModule
+
+    from lightning_saliency.adapters.transformers import SaliencyTrainerCallback
+
+    model = nn.Sequential(nn.Linear(2, 2))
+    model[0].__class__ = type("FSDPLinear", (FSDPModule, nn.Linear), {})  # what fully_shard makes of it
+    callback = SaliencyTrainerCallback(tokenizer=object())
+    with pytest.raises(ValueError, match="FSDP2.*ModelParallelStrategy"):
+        callback.on_train_begin(SimpleNamespace(process_index=0), None, None, model=model)

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
 from lightning_saliency.adapters.common import MonitorAdapter
+from lightning_saliency.monitor.distributed import refuse_trainer_sharding
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.sinks import TensorBoardSink
@@ -96,6 +97,8 @@ class SaliencyTrainerCallback(MonitorAdapter, TrainerCallback):
 
     # -------------------------------------------------------------------------------------- hooks
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is not None:
+            refuse_trainer_sharding(model)  # accelerate wraps the model after attach(): checked here
         if not self._connected:
             if self.settings.probe.texts is None:
                 raise ValueError(NOT_ATTACHED)

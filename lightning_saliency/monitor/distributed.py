@@ -54,6 +54,26 @@ def parameters_sharded(strategy: Any) -> bool:
     return True
 
 
+TRAINER_SHARDED = (
+    "SaliencyTrainerCallback does not support a model the Trainer has sharded ({kind}): every forward of it is "
+    "a collective, and the Trainer's sharding could not be tested here (accelerate enables FSDP only on GPUs and "
+    "other accelerators; on CPU it trains with DDP). Monitor sharded fits with Lightning's ModelParallelStrategy "
+    "(FSDP2) and SaliencyMonitor, or train with DDP while you monitor."
+)
+
+
+def refuse_trainer_sharding(model: Any) -> None:
+    """Raise at the Trainer's start for a model that accelerate has sharded (FSDP1 or FSDP2)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - torch without FSDP
+        return
+    for module in model.modules():
+        if isinstance(module, (FSDPModule, FullyShardedDataParallel)):
+            kind = "FSDP2" if isinstance(module, FSDPModule) else "FSDP1"
+            raise ValueError(TRAINER_SHARDED.format(kind=kind))
+
+
 def world(trainer: Any) -> tuple[int, int]:
     """``(global_rank, world_size)`` of the trainer's processes."""
     return int(getattr(trainer, "global_rank", 0)), int(getattr(trainer, "world_size", 1))
