@@ -134,8 +134,10 @@ class ProbeSettings:
     """The probe set and how batches are read.
 
     Args:
-        texts: texts to probe instead of sampling the validation set.
+        texts: texts to probe instead of sampling the validation set (with ``task="completion"``:
+            the prompts).
         labels: the true labels of ``texts``.
+        completions: with ``task="completion"``, each prompt's completion (what is scored).
         seed: probe sampling seed (private generators; the training RNG is untouched).
         label_key: the batch entry that holds the labels.
         input_keys: names of the positions of tuple batches, e.g. ``("input_ids", "attention_mask", "labels")``.
@@ -143,6 +145,7 @@ class ProbeSettings:
 
     texts: Optional[tuple[str, ...]] = None
     labels: Optional[tuple[int, ...]] = None
+    completions: Optional[tuple[str, ...]] = None
     seed: int = 0
     label_key: str = "labels"
     input_keys: Optional[tuple[str, ...]] = None
@@ -165,6 +168,11 @@ class ProbeSettings:
             object.__setattr__(self, "texts", tuple(texts))
         if labels is not None:
             object.__setattr__(self, "labels", tuple(int(label) for label in labels))
+        if self.completions is not None:
+            if texts is None or len(self.completions) != len(texts):
+                raise ValueError("probe.completions gives one completion per prompt of probe.texts: "
+                                 f"{len(self.completions)} completions for {0 if texts is None else len(texts)} prompts.")
+            object.__setattr__(self, "completions", tuple(self.completions))
         if self.input_keys is not None:
             object.__setattr__(self, "input_keys", tuple(self.input_keys))
 
@@ -214,6 +222,10 @@ class MonitorSettings:
             raise ValueError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}.")
         if not (self.target in ("predicted", "label") or (isinstance(self.target, int) and self.target >= 0)):
             raise ValueError(f"target must be 'predicted', 'label' or a class index >= 0, got {self.target!r}.")
+        task = get_task(self.task)
+        if task.probe_labels == "tokens" and self.probe.texts is not None and self.probe.completions is None:
+            raise ValueError(f"task={self.task!r} with probe.texts needs probe.completions=[...]: the completion of "
+                             "each prompt is what is scored.")
         if self.target == "label" and self.probe.texts is not None and self.probe.labels is None:
             raise ValueError("target='label' with probe.texts needs probe.labels=[...].")
         if self.budget is not None and not 0 < self.budget <= 1:

@@ -32,6 +32,6 @@ if "two_class_margin" not in TASKS:
         name = "two_class_margin"
         text_label_evidence = True
 
-        def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
+        def head(self, logits: torch.Tensor, last_positions: torch.Tensor, targets) -> torch.Tensor:
             self.expect_dims(logits, 2, self.name, "a binary classifier's logits are (batch, 2).")
             return torch.stack([logits[:, 0] - logits[:, 1], logits[:, 1] - logits[:, 0]], dim=1)

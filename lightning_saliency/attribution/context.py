@@ -101,7 +101,9 @@ class AttributionContext:
         self.layer = find_embedding_layer(model, embedding_layer, vocab)
         weight = getattr(self.layer, "weight", None)
         device = weight.device if weight is not None else None
-        self.batch = prepare_batch(inputs, self.special, num_embeddings(self.layer), device=device)
+        task = spec.task_object
+        self.batch = prepare_batch(inputs, self.special, num_embeddings(self.layer), device=device,
+                                   keep=task.target_keys, fixed=task.fixed_positions)
         if not config.bucket:
             self.batch.starts = torch.zeros_like(self.batch.starts)
             self.batch.ends = torch.full_like(self.batch.ends, self.batch.input_ids.shape[-1])
@@ -159,7 +161,7 @@ class AttributionContext:
         self.targets = resolve_targets(target, heads)
         self.evaluator.targets = self.targets
         self.predicted = heads.argmax(dim=-1).cpu()
-        self.probability = heads.softmax(dim=-1).max(dim=-1).values.cpu()
+        self.probability = self.spec.task_object.probability(heads).cpu()
         self.target_score = self.spec.score(heads, self.targets).cpu()
         self.baseline_score = self.spec.score(torch.stack(self.baseline_head), self.targets).cpu() if with_baseline else None
 

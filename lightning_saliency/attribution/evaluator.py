@@ -87,6 +87,7 @@ class PathEvaluator:
         self.model, self.layer, self.batch, self.spec = model, layer, batch, spec
         self.pad_id = pad_id
         self.lockstep = lockstep  # sharded parameters: every rank makes the same passes (see lockstep.py)
+        self.target_keys = spec.task_object.target_keys  # read by the head, not given to the model
         self.forward_fn = forward_fn or default_forward
         self.forward_context = forward_context or nullcontext
         self.max_tokens = max_tokens
@@ -165,7 +166,7 @@ class PathEvaluator:
             rows = build(group.example, group.params)
             embeddings.append(nn.functional.pad(rows, (0, 0, 0, pad)))
             for key, value in self.examples[group.example].items():
-                fill = self.pad_id if key == "input_ids" else 0
+                fill = self.pad_id if key == "input_ids" else (-100 if key in self.target_keys else 0)
                 padded = nn.functional.pad(value, (0, pad), value=fill)
                 inputs[key].append(padded.unsqueeze(0).expand(count, *padded.shape))
         stacked = {key: torch.cat(values).to(self.device) for key, values in inputs.items()}
@@ -249,6 +250,7 @@ class PathEvaluator:
         """One chunk: forward (and backward when ``need_grad``), then ``consume``. ``started``
         gets an entry once the model's embedding ran (its collectives have begun)."""
         embeddings, inputs, groups = self._collate(chunk, build)
+        targets = {key: inputs.pop(key) for key in self.target_keys if key in inputs}
         if extra_inputs:
             inputs.update(extra_inputs)
         positions = self._last_positions(groups)
@@ -279,7 +281,7 @@ class PathEvaluator:
                 logits = extract_logits(output)
                 if kept is not None and logits.dim() == 3 and logits.shape[1] == kept.numel():
                     positions = torch.searchsorted(kept, positions)  # columns of the kept positions
-                head = self.spec.head(logits, positions)
+                head = self.spec.head(logits, positions, targets)
                 scores = None
                 if self.targets is not None:
                     row_targets = torch.cat([self.targets[g.example].repeat(len(g.params)) for g in groups])

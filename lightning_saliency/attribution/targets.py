@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -52,9 +52,11 @@ class TargetSpec:
     def task_object(self) -> Task:
         return get_task(self.task)
 
-    def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
-        """Reduce model logits to one score vector per row: ``(N, classes)`` (the task's head)."""
-        return self.task_object.head(logits, last_positions)
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
+             targets: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Reduce model logits to one score vector per row: ``(N, classes)`` (the task's head;
+        ``targets``: the rows' entries of the task's ``target_keys``)."""
+        return self.task_object.head(logits, last_positions, targets or {})
 
     def score(self, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The attributed scalar per row, in float32."""

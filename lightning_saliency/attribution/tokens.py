@@ -6,7 +6,7 @@ An example is the slice ``input_ids[i]``: shape ``(S,)`` for one sequence or ``(
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
@@ -108,8 +108,13 @@ def prepare_batch(
     special: SpecialTokens,
     num_embeddings: int,
     device: Optional[torch.device] = None,
+    keep: tuple[str, ...] = (),
+    fixed: Optional[Callable[[Mapping[str, torch.Tensor]], Optional[torch.Tensor]]] = None,
 ) -> TokenBatch:
-    """Validate a tokenized batch and compute what bucketing needs. Raises ``ValueError`` early."""
+    """Validate a tokenized batch and compute what bucketing needs. Raises ``ValueError`` early.
+    ``keep``: entries kept although labels are dropped otherwise (a task's target keys);
+    ``fixed``: the positions that belong to the scored target (a completion), treated like
+    special tokens: kept by baselines and not attributed."""
     if isinstance(inputs, torch.Tensor):
         inputs = {"input_ids": inputs}
     if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
@@ -138,7 +143,7 @@ def prepare_batch(
         )
     tensors = {"input_ids": ids, "attention_mask": mask}
     for key, value in inputs.items():
-        if key in tensors or key in _DROPPED_KEYS or not isinstance(value, torch.Tensor):
+        if key in tensors or (key in _DROPPED_KEYS and key not in keep) or not isinstance(value, torch.Tensor):
             continue
         if value.shape == ids.shape:
             tensors[key] = value
@@ -150,6 +155,9 @@ def prepare_batch(
         special_mask = given_special.to(ids.device).bool() & mask
     else:
         special_mask = special_token_mask(ids, special) & mask
+    target = fixed(tensors) if fixed is not None else None
+    if target is not None:
+        special_mask = special_mask | (target.to(ids.device).bool() & mask)
 
     valid_positions = mask.reshape(ids.shape[0], -1, ids.shape[-1]).any(dim=1)  # (B, S)
     seq_len = ids.shape[-1]

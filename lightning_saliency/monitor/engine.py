@@ -201,7 +201,8 @@ class MonitorEngine:
         progress = row_progress if request.show_progress and not request.step_run else no_progress
         passes = run_model_passes(
             self.access, examples, PassSettings(self.methods_for(request), config, s.target, s.task,
-                                                s.evidence.faithfulness and not request.step_run, s.attribution.seed),
+                                                s.evidence.faithfulness and not request.step_run
+                                                and get_task(s.task).erasure_faithfulness, s.attribution.seed),
             ranks, progress, f"Saliency [{request.label}]", self.max_length,
         )
         self.completed.add(request.label)

@@ -188,12 +188,13 @@ def probe_from_dataset(
     id_to_token: Optional[Callable[[int], str]] = None,
     indices: Optional[Sequence[int]] = None,
     input_keys: Optional[Sequence[str]] = None,
-    next_token: bool = False,
+    labels_kind: str = "class",
 ) -> ProbeSet:
     """Sample from ``dataset`` (or take ``indices``) and collate with ``collate_fn``, the same
     function the training framework collates validation batches with. ``input_keys`` names the
-    positions of tuple batches; labels are read from ``label_key``. ``next_token``: a causal-LM
-    probe (see :func:`next_token_probe`)."""
+    positions of tuple batches; labels are read from ``label_key``. ``labels_kind``: the task's
+    (``"class"``; ``"next_token"``: a causal-LM probe, see :func:`next_token_probe`; ``"tokens"``:
+    token-level labels stay with the inputs, as ``labels``, for a completion task)."""
     indices = (list(indices) if indices is not None
                else choose_indices(dataset, num_examples, seed, label_key, input_keys))
     items = _fetch(dataset, indices)
@@ -208,7 +209,14 @@ def probe_from_dataset(
         labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
     labels = torch.as_tensor(labels).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
-    if next_token:
+    if labels_kind == "tokens":
+        if labels is None or labels.shape != inputs["input_ids"].shape:
+            raise ValueError(f"A completion probe needs token-level {label_key!r} (the completion's token ids, -100 "
+                             "on the prompt), as TRL's completion-only batches have; the validation batches have "
+                             f"{'none' if labels is None else 'shape ' + str(tuple(labels.shape))}.")
+        return ProbeSet(indices, {**{k: v.cpu() for k, v in inputs.items()}, "labels": labels}, None, tokens, texts,
+                        word_ids)
+    if labels_kind == "next_token":
         return next_token_probe(ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, None, tokens, texts,
                                          word_ids), labels, tokenizer)
     labels = labels.reshape(-1) if labels is not None else None
@@ -244,10 +252,13 @@ def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: i
 
 def probe_from_texts(
     texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]] = None, max_length: int = 512,
-    next_token: bool = False,
+    labels_kind: str = "class", completions: Optional[Sequence[str]] = None,
 ) -> ProbeSet:
-    """A probe set from raw texts (``examples=[...]``), tokenized with ``tokenizer`` and cut to
-    ``max_length`` tokens (the model's limit); ``truncated`` says which were cut."""
+    """A probe set from raw texts (``probe.texts``), tokenized with ``tokenizer`` and cut to
+    ``max_length`` tokens (the model's limit); ``truncated`` says which were cut. With
+    ``completions`` each text is a prompt followed by its completion (scored, ``labels``)."""
+    if completions is not None:
+        return _completion_probe(texts, completions, tokenizer, max_length)
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     full_lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
     inputs = {k: v for k, v in encoded.items() if k in _MODEL_INPUT_KEYS}
@@ -259,4 +270,32 @@ def probe_from_texts(
     label_tensor = torch.as_tensor(list(labels)) if labels is not None else None
     probe = ProbeSet(list(range(len(texts))), inputs, label_tensor, tokens, list(texts), word_ids,
                      [n > max_length for n in full_lengths])
-    return next_token_probe(probe, None, tokenizer) if next_token else probe
+    return next_token_probe(probe, None, tokenizer) if labels_kind == "next_token" else probe
+
+
+def _completion_probe(prompts: Sequence[str], completions: Sequence[str], tokenizer: Any,
+                      max_length: int) -> ProbeSet:
+    """Prompt tokens (with the tokenizer's special tokens) then completion tokens; ``labels`` hold
+    the completion's ids and -100 on the prompt and padding, as a completion-only SFT batch does."""
+    rows = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if not completion_ids:
+            raise ValueError(f"The completion {completion!r} of prompt {prompt!r} has no tokens.")
+        rows.append((prompt_ids, completion_ids))
+    width = min(max(len(p) + len(c) for p, c in rows), max_length)
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    truncated = []
+    for row, (prompt_ids, completion_ids) in enumerate(rows):
+        joined = (prompt_ids + completion_ids)[:width]
+        ids[row, : len(joined)] = torch.tensor(joined)
+        mask[row, : len(joined)] = 1
+        labels[row, len(prompt_ids): len(joined)] = torch.tensor(joined[len(prompt_ids):], dtype=torch.long)
+        truncated.append(len(prompt_ids) + len(completion_ids) > width)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    tokens, _, word_ids = _describe(inputs, tokenizer, None)
+    texts = [f"{prompt} ⟶ {completion}" for prompt, completion in zip(prompts, completions)]
+    return ProbeSet(list(range(len(rows))), {**inputs, "labels": labels}, None, tokens, texts, word_ids, truncated)

@@ -32,13 +32,13 @@ def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, ma
     """The probe set: ``probe.texts``, else sampled from ``loader``'s dataset through its own
     collate function (``indices``: the stored ones after a resume). ``speak``: warn (rank zero)."""
     s, tokenizer = settings.probe, access.tokenizer
-    next_token = get_task(settings.task).next_token_labels
+    labels_kind = get_task(settings.task).probe_labels
     if s.texts is not None:
         return probe_from_texts(list(s.texts), tokenizer, list(s.labels) if s.labels is not None else None,
-                                max_length, next_token=next_token)
+                                max_length, labels_kind, s.completions)
     if loader is None:
         raise ValueError(NO_LOADER.format(what="probe set"))
-    options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, next_token=next_token)
+    options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
     if indices is not None:  # resumed: the same examples as before
         return probe_from_dataloader(loader, indices=indices, **options)
     probe = probe_from_dataloader(loader, settings.num_examples, s.seed, **options)

@@ -8,7 +8,7 @@ of this package, registered with ``@register_task``, as a method is in ``attribu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 
@@ -21,24 +21,43 @@ class Task(ABC):
     Class attributes:
         name: the ``task=`` name.
         input_dims: the dimensions of ``input_ids`` (2: ``(batch, seq)``; 3: ``(batch, choices, seq)``).
-        next_token_labels: a probe example's label is the token that follows its text (the text
-            itself is the prompt), not a label column.
+        probe_labels: where a probe example's truth comes from: ``"class"`` (a label column, one
+            class per example), ``"next_token"`` (the token that follows the text; the text is the
+            prompt) or ``"tokens"`` (token-level labels that stay with the inputs, ``-100`` where
+            nothing is scored: a completion after its prompt).
+        target_keys: input entries the head reads and the model does not take (e.g. ``labels``);
+            padded with ``-100``.
         text_label_evidence: one text and one class per example, so the causal checks (edit the
             text, watch the class) and the artifact table (token-label association) apply.
         last_logits_only: only the last real position's logits are attributed, so a model that
             accepts ``logits_to_keep`` is asked for those alone.
+        erasure_faithfulness: ERASER's comprehensiveness and sufficiency (class probabilities under
+            token removal) mean something for this task.
     """
 
     name: ClassVar[str]
     input_dims: ClassVar[int] = 2
-    next_token_labels: ClassVar[bool] = False
+    probe_labels: ClassVar[str] = "class"
+    target_keys: ClassVar[tuple[str, ...]] = ()
+    erasure_faithfulness: ClassVar[bool] = True
     text_label_evidence: ClassVar[bool] = False
     last_logits_only: ClassVar[bool] = False
 
     @abstractmethod
-    def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
+             targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One score vector per row, ``(N, classes)``, from the model's logits; ``last_positions``
-        holds each row's last real position (for heads read at one position)."""
+        holds each row's last real position (for heads read at one position), ``targets`` the
+        rows' entries of :attr:`target_keys`."""
+
+    def fixed_positions(self, inputs: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """Positions (shaped like ``input_ids``) that are part of the scored target, not of what is
+        explained: kept by baselines, never attributed, never words (``None``: none)."""
+        return None
+
+    def probability(self, heads: torch.Tensor) -> torch.Tensor:
+        """What a record calls the prediction's probability, per row (default: the softmax's largest)."""
+        return heads.float().softmax(dim=-1).max(dim=-1).values
 
     def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
         """The class names for records and captions (``configured``: the model config's)."""

@@ -2,7 +2,7 @@
 position; a class is a token, named by its decoded text."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -28,10 +28,10 @@ class DecodedVocabulary(Sequence[str]):
 @register_task
 class CausalLM(Task):
     name = "causal_lm"
-    next_token_labels = True
+    probe_labels = "next_token"
     last_logits_only = True
 
-    def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor, targets: Mapping) -> torch.Tensor:
         self.expect_dims(logits, 3, self.name, "a causal LM's logits are (batch, seq, vocab).")
         rows = torch.arange(logits.shape[0], device=logits.device)
         return logits[rows, last_positions.to(logits.device)]

@@ -1,6 +1,8 @@
 """Sequence classification: one text, one class (logits ``(batch, classes)``)."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 
 from lightning_saliency.tasks.base import Task, register_task
@@ -13,6 +15,6 @@ class Classification(Task):
     name = "classification"
     text_label_evidence = True
 
-    def head(self, logits: torch.Tensor, last_positions: torch.Tensor) -> torch.Tensor:
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor, targets: Mapping) -> torch.Tensor:
         self.expect_dims(logits, 2, self.name, HINT)
         return logits
