@@ -132,3 +132,44 @@ def test_trl_sft_trainer_with_lora_and_completion_only_loss_is_monitored_and_unt
     # The prompt is explained; the completion (and [CLS]/[SEP]) is what is scored: never a word.
     assert explained and not {"great", "dull"} & set(explained)
     assert (tmp_path / "monitored" / "runs" / "saliency" / "saliency" / "epoch_001.json").exists()
+
+
+def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_batches(tmp_path, demo_tokenizer):
+    import lightning as L
+
+    from lightning_saliency import AttributionConfig, SaliencyMonitor
+    from tests.builders import quiet_trainer
+
+    model, _ = tiny_causal_lm("gpt2", len(demo_tokenizer))
+    model.train()
+    batch, _ = batch_of(demo_tokenizer, [(f"review {i}: the film was long", "great" if i % 2 else "dull")
+                                         for i in range(16)])
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(16)]
+
+    class LM(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, step_batch, batch_idx):
+            return self.model(**step_batch).loss
+
+        def validation_step(self, step_batch, batch_idx):
+            self.log("val_loss", self.model(**step_batch).loss)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    def collate(items):
+        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+    loader = torch.utils.data.DataLoader(rows, batch_size=8, collate_fn=collate)
+    monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="completion", num_examples=8,
+                              attribution=AttributionConfig(n_steps=8))
+    quiet_trainer(tmp_path, [monitor], max_epochs=1).fit(LM(), loader, loader)
+    records = monitor.history
+    assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
+    for example in records[-1]["examples"]:
+        scored = [t for t, s in zip(example["tokens"], example["special"]) if s]
+        assert {"great", "dull"} & set(scored)  # the completion is scored, not explained
+        assert "film" in [t for t, s in zip(example["tokens"], example["special"]) if not s]

@@ -66,12 +66,15 @@ def as_mapping(batch: Any, input_keys: Optional[Sequence[str]]) -> Any:
 
 
 def label_of(item: Any, label_key: str, input_keys: Optional[Sequence[str]] = None) -> Optional[int]:
-    """The integer label of one dataset item (``label_key``, else ``"label"``), or ``None``."""
+    """The integer label of one dataset item (``label_key``, else ``"label"``), or ``None`` (none, or
+    token-level labels)."""
     item = as_mapping(item, input_keys)
     value = item.get(label_key) if isinstance(item, Mapping) else None
     if value is None and isinstance(item, Mapping):
         value = item.get("label")
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None  # token-level labels (a completion, tags): no class to stratify by
         value = value.item()
     return int(value) if isinstance(value, (int, float)) or hasattr(value, "__index__") else None
 
