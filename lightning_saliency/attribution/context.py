@@ -103,7 +103,7 @@ class AttributionContext:
         device = weight.device if weight is not None else None
         task = spec.task_object
         self.batch = prepare_batch(inputs, self.special, num_embeddings(self.layer), device=device,
-                                   keep=task.target_keys, fixed=task.fixed_positions)
+                                   keep=task.target_keys, fixed=task.fixed_positions, aligned=task.targets_aligned)
         if not config.bucket:
             self.batch.starts = torch.zeros_like(self.batch.starts)
             self.batch.ends = torch.full_like(self.batch.ends, self.batch.input_ids.shape[-1])

@@ -59,6 +59,11 @@ def find_embedding_layer(
         return resolve_module(model, layer)
     hf_model = find_hf_model(model)
     if hf_model is not None:
+        # An encoder-decoder's input is its encoder's: T5 and BART give the encoder an embedding
+        # module of its own (tied to the shared one), which is the one the source goes through.
+        encoder = hf_model.get_encoder() if callable(getattr(hf_model, "get_encoder", None)) else None
+        if encoder is not None and callable(getattr(encoder, "get_input_embeddings", None)):
+            return encoder.get_input_embeddings()
         return hf_model.get_input_embeddings()
     embeddings = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
     matching = [(n, m) for n, m in embeddings if vocab_size is None or m.num_embeddings == vocab_size]

@@ -157,6 +157,9 @@ class PathEvaluator:
             else:
                 groups.append(RowGroup(job.example, [job.param], slice(0, 0), self.lengths[job.example]))
         embeddings, inputs = [], {key: [] for key in self.examples[0]}
+        # Targets of their own length (a seq2seq target) are padded to the chunk's longest.
+        sequence_width = {key: max(int(self.examples[job.example][key].shape[-1]) for job in chunk)
+                          for key in self.batch.sequences}
         offset = 0
         for group in groups:
             count = len(group.params)
@@ -167,7 +170,8 @@ class PathEvaluator:
             embeddings.append(nn.functional.pad(rows, (0, 0, 0, pad)))
             for key, value in self.examples[group.example].items():
                 fill = self.pad_id if key == "input_ids" else (-100 if key in self.target_keys else 0)
-                padded = nn.functional.pad(value, (0, pad), value=fill)
+                extra = sequence_width[key] - value.shape[-1] if key in sequence_width else pad
+                padded = nn.functional.pad(value, (0, extra), value=fill)
                 inputs[key].append(padded.unsqueeze(0).expand(count, *padded.shape))
         stacked = {key: torch.cat(values).to(self.device) for key, values in inputs.items()}
         return torch.cat(embeddings), stacked, groups
@@ -250,7 +254,10 @@ class PathEvaluator:
         """One chunk: forward (and backward when ``need_grad``), then ``consume``. ``started``
         gets an entry once the model's embedding ran (its collectives have begun)."""
         embeddings, inputs, groups = self._collate(chunk, build)
-        targets = {key: inputs.pop(key) for key in self.target_keys if key in inputs}
+        if self.spec.task_object.model_takes_targets:
+            targets = {key: inputs[key] for key in self.target_keys if key in inputs}
+        else:
+            targets = {key: inputs.pop(key) for key in self.target_keys if key in inputs}
         if extra_inputs:
             inputs.update(extra_inputs)
         positions = self._last_positions(groups)

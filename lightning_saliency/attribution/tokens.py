@@ -66,12 +66,14 @@ class SpecialTokens:
 
 @dataclass
 class TokenBatch:
-    """A validated batch. ``inputs`` holds every model input shaped like ``input_ids``."""
+    """A validated batch. ``inputs`` holds every model input shaped like ``input_ids``;
+    ``sequences`` the per-row entries of another length (a seq2seq target), never trimmed."""
 
     inputs: dict[str, torch.Tensor]
     special_mask: torch.Tensor
     starts: torch.Tensor
     ends: torch.Tensor
+    sequences: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -94,8 +96,9 @@ class TokenBatch:
         return padded[index, ..., int(self.starts[index]) : int(self.ends[index])]
 
     def example(self, index: int) -> dict[str, torch.Tensor]:
-        """Inputs of one example with padding trimmed off both ends."""
-        return {key: self.trim(value, index) for key, value in self.inputs.items()}
+        """Inputs of one example with padding trimmed off both ends (its sequences as they are)."""
+        trimmed = {key: self.trim(value, index) for key, value in self.inputs.items()}
+        return {**trimmed, **{key: value[index] for key, value in self.sequences.items()}}
 
 
 def special_token_mask(ids: torch.Tensor, special: SpecialTokens) -> torch.Tensor:
@@ -110,11 +113,13 @@ def prepare_batch(
     device: Optional[torch.device] = None,
     keep: tuple[str, ...] = (),
     fixed: Optional[Callable[[Mapping[str, torch.Tensor]], Optional[torch.Tensor]]] = None,
+    aligned: bool = True,
 ) -> TokenBatch:
     """Validate a tokenized batch and compute what bucketing needs. Raises ``ValueError`` early.
     ``keep``: entries kept although labels are dropped otherwise (a task's target keys);
     ``fixed``: the positions that belong to the scored target (a completion), treated like
-    special tokens: kept by baselines and not attributed."""
+    special tokens: kept by baselines and not attributed. ``aligned=False``: the ``keep`` entries
+    are sequences of their own length (a seq2seq target), kept whole per row."""
     if isinstance(inputs, torch.Tensor):
         inputs = {"input_ids": inputs}
     if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
@@ -142,6 +147,15 @@ def prepare_batch(
             f"range [0, {num_embeddings}); the tokenizer and the model's vocabulary do not match."
         )
     tensors = {"input_ids": ids, "attention_mask": mask}
+    sequences = {}
+    if not aligned:
+        for key in keep:
+            value = inputs.get(key)
+            if not isinstance(value, torch.Tensor) or value.dim() != 2 or value.shape[0] != ids.shape[0]:
+                raise ValueError(f"The target {key!r} must be one sequence of token ids per example, shaped (batch, "
+                                 f"length); got {None if value is None else tuple(value.shape)}.")
+            sequences[key] = detach_from_inference(value).to(device) if device is not None else detach_from_inference(value)
+        keep = ()
     for key, value in inputs.items():
         if key in tensors or (key in _DROPPED_KEYS and key not in keep) or not isinstance(value, torch.Tensor):
             continue
@@ -170,7 +184,8 @@ def prepare_batch(
         attributable = (mask[i] & ~special_mask[i]).any()
         if not attributable:
             raise ValueError(f"Example {i} contains only special tokens; there is nothing to attribute.")
-    return TokenBatch(inputs=tensors, special_mask=special_mask, starts=starts.cpu(), ends=ends.cpu())
+    return TokenBatch(inputs=tensors, special_mask=special_mask, starts=starts.cpu(), ends=ends.cpu(),
+                      sequences=sequences)
 
 
 def replaceable_mask(example: dict[str, torch.Tensor], special_mask: torch.Tensor) -> torch.Tensor:

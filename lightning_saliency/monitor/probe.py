@@ -212,6 +212,13 @@ def probe_from_dataset(
         labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
     labels = torch.as_tensor(labels).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
+    if labels_kind == "sequence":
+        if labels is None or labels.dim() != 2 or labels.shape[0] != inputs["input_ids"].shape[0]:
+            raise ValueError(f"A seq2seq probe needs the targets' token ids as {label_key!r} (one row per example, "
+                             "-100 on padding), as DataCollatorForSeq2Seq makes them; the validation batches have "
+                             f"{'none' if labels is None else 'shape ' + str(tuple(labels.shape))}.")
+        return ProbeSet(indices, {**{k: v.cpu() for k, v in inputs.items()}, "labels": labels}, None, tokens, texts,
+                        word_ids)
     if labels_kind == "tokens":
         if labels is None or labels.shape != inputs["input_ids"].shape:
             raise ValueError(f"A completion probe needs token-level {label_key!r} (the completion's token ids, -100 "
@@ -260,6 +267,8 @@ def probe_from_texts(
     """A probe set from raw texts (``probe.texts``), tokenized with ``tokenizer`` and cut to
     ``max_length`` tokens (the model's limit); ``truncated`` says which were cut. With
     ``completions`` each text is a prompt followed by its completion (scored, ``labels``)."""
+    if completions is not None and labels_kind == "sequence":
+        return _sequence_probe(texts, completions, tokenizer, max_length)
     if completions is not None:
         return _completion_probe(texts, completions, tokenizer, max_length)
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
@@ -302,3 +311,19 @@ def _completion_probe(prompts: Sequence[str], completions: Sequence[str], tokeni
     tokens, _, word_ids = _describe(inputs, tokenizer, None)
     texts = [f"{prompt} ⟶ {completion}" for prompt, completion in zip(prompts, completions)]
     return ProbeSet(list(range(len(rows))), {**inputs, "labels": labels}, None, tokens, texts, word_ids, truncated)
+
+
+def _sequence_probe(sources: Sequence[str], targets: Sequence[str], tokenizer: Any, max_length: int) -> ProbeSet:
+    """Sources as the encoder's input, targets as ``labels`` (their own length, -100 on padding),
+    tokenized as the tokenizer tokenizes targets (``text_target``, e.g. T5's closing ``</s>``)."""
+    probe = probe_from_texts(sources, tokenizer, None, max_length)
+    try:
+        encoded = tokenizer(text_target=list(targets))["input_ids"]
+    except TypeError:  # a tokenizer without text_target
+        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in targets]
+    labels = torch.full((len(encoded), max(len(ids) for ids in encoded)), -100, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    texts = [f"{source} ⟶ {target}" for source, target in zip(sources, targets)]
+    return ProbeSet(probe.indices, {**probe.inputs, "labels": labels}, None, probe.tokens, texts, probe.word_ids,
+                    probe.truncated)

@@ -25,8 +25,12 @@ class Task(ABC):
             class per example), ``"next_token"`` (the token that follows the text; the text is the
             prompt) or ``"tokens"`` (token-level labels that stay with the inputs, ``-100`` where
             nothing is scored: a completion after its prompt).
-        target_keys: input entries the head reads and the model does not take (e.g. ``labels``);
-            padded with ``-100``.
+        target_keys: input entries the head reads (e.g. ``labels``), padded with ``-100``; the
+            model does not take them unless ``model_takes_targets``.
+        targets_aligned: the target entries are shaped like ``input_ids`` (a completion's labels
+            on its own positions); else each is a sequence of its own length (a seq2seq target).
+        model_takes_targets: the model gets the target entries too (an encoder-decoder builds its
+            decoder inputs from ``labels``).
         text_label_evidence: one text and one class per example, so the causal checks (edit the
             text, watch the class) and the artifact table (token-label association) apply.
         last_logits_only: only the last real position's logits are attributed, so a model that
@@ -39,6 +43,8 @@ class Task(ABC):
     input_dims: ClassVar[int] = 2
     probe_labels: ClassVar[str] = "class"
     target_keys: ClassVar[tuple[str, ...]] = ()
+    targets_aligned: ClassVar[bool] = True
+    model_takes_targets: ClassVar[bool] = False
     erasure_faithfulness: ClassVar[bool] = True
     text_label_evidence: ClassVar[bool] = False
     last_logits_only: ClassVar[bool] = False

@@ -1,0 +1,45 @@
+"""An encoder-decoder's output sequence (T5, BART): the attributed score is the target sequence's
+log-probability, the sum of its tokens' log-probs under teacher forcing, attributed to the encoder
+input. Inputs carry ``labels`` (the target's token ids, ``-100`` on padding) as Hugging Face's
+``DataCollatorForSeq2Seq`` makes them; the model builds its decoder inputs from them. The decoder's
+own embedding call is left alone: only the encoder's input is explained (inseq's default, without
+attributing the decoder prefix).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from lightning_saliency.tasks.base import Task, register_task
+from lightning_saliency.tasks.completion import IGNORED
+
+
+@register_task
+class Seq2Seq(Task):
+    name = "seq2seq"
+    probe_labels = "sequence"
+    target_keys = ("labels",)
+    targets_aligned = False
+    model_takes_targets = True
+    erasure_faithfulness = False  # as for completions: a sequence's log-probability has no classes
+
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
+             targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        self.expect_dims(logits, 3, self.name, "an encoder-decoder's logits are (batch, target length, vocab).")
+        labels = targets.get("labels")
+        if labels is None:
+            raise ValueError("task='seq2seq' needs the target's token ids as 'labels' in the inputs (-100 on "
+                             "padding), as DataCollatorForSeq2Seq makes them, or "
+                             "probe=ProbeSettings(texts=sources, completions=targets).")
+        labels = labels.to(logits.device)
+        keep = labels != IGNORED
+        # The decoder input at t is the target shifted right: the logits at t predict label t.
+        log_probs = logits.float().log_softmax(dim=-1).gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (log_probs * keep).sum(dim=1, keepdim=True)
+
+    def probability(self, heads: torch.Tensor) -> torch.Tensor:
+        return heads.float()[:, 0].exp()  # p(target | source)
+
+    def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
+        return ["target"]
