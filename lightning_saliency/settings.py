@@ -309,24 +309,28 @@ _GROUPS = {"attribution": AttributionConfig, "shortcut": ShortcutRules, "evidenc
            "schedule": RunSchedule, "output": OutputSettings, "probe": ProbeSettings, "model_io": ModelIO}
 
 
-def _migrate(values: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(old) - set(MIGRATION))
+def grouped(values: Optional[dict[str, Any]] = None, **flat: Any) -> dict[str, Any]:
+    """The callbacks' arguments with the flat ones of 0.1 moved into their settings groups (merged
+    into the groups already in ``values``; current arguments pass through), without a warning: a
+    migration aid, e.g. ``SaliencyMonitor(**grouped(tokenizer=t, n_steps=16, confirm_examples=64))``."""
+    values = dict(values or {})
+    current = {f.name for f in fields(MonitorSettings)} | {"tokenizer"}
+    values.update({name: flat.pop(name) for name in list(flat) if name in current})
+    unknown = sorted(set(flat) - set(MIGRATION))
     if unknown:
         raise TypeError(f"Unknown argument(s) {unknown}. The callbacks take {sorted(f.name for f in fields(MonitorSettings))} "
                         f"and tokenizer; the settings groups are {sorted(_GROUPS)}.")
-    warnings.warn("Flat monitor arguments are deprecated and go in 0.3; use the settings groups: "
-                  + ", ".join(f"{k} -> {MIGRATION[k]}" for k in old), FutureWarning, stacklevel=4)
     changes: dict[str, dict[str, Any]] = {group: {} for group in _GROUPS}
-    base = old.pop("attribution_config", None)
+    base = flat.pop("attribution_config", None)
     if base is not None:
         values.setdefault("attribution", base)
-    changes["attribution"].update(old.pop("attribution_options", None) or {})
-    seed = old.pop("seed", None)
+    changes["attribution"].update(flat.pop("attribution_options", None) or {})
+    seed = flat.pop("seed", None)
     if seed is not None:
         changes["probe"]["seed"] = changes["attribution"]["seed"] = seed
     renamed = {"reference_pass": "start_run", "log_example_images": "example_images", "examples": "texts",
                "example_labels": "labels", "shortcut_ignore": "ignore"}
-    for name, value in old.items():
+    for name, value in flat.items():
         if value is None:
             continue
         group = MIGRATION[name].split(".")[0]
@@ -335,6 +339,13 @@ def _migrate(values: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         if change:
             values[group] = replace(values.get(group) or _default_group(group), **change)
     return values
+
+
+def _migrate(values: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    migrated = grouped(values, **old)  # raises on unknown names before warning about the known ones
+    warnings.warn("Flat monitor arguments are deprecated and go in 0.3; use the settings groups: "
+                  + ", ".join(f"{k} -> {MIGRATION[k]}" for k in old), FutureWarning, stacklevel=4)
+    return migrated
 
 
 def _default_group(group: str) -> Any:

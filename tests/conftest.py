@@ -7,6 +7,7 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from lightning_saliency.settings import grouped
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
 from lightning_saliency.demo import Shortcut, make_corpus, train_tokenizer  # noqa: E402
 
@@ -69,7 +70,7 @@ def saliency_run(tmp_path_factory):
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=128, n_val=32, seed=0, batch_size=16)
     module.model.config.id2label = {0: "negative", 1: "positive"}
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=4, n_steps=8, log_example_images=False)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=4, n_steps=8, log_example_images=False))
     logger = TensorBoardLogger(root, name="demo")
     trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[monitor])
     trainer.fit(module, datamodule=data)

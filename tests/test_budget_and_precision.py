@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.demo import Shortcut, build_demo
@@ -31,7 +32,7 @@ def _fit(tmp_path, precision="32-true", **options):
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=96, n_val=24, seed=0, batch_size=12)
     settings = dict(methods=("integrated_gradients", "gradient"), num_examples=8, n_steps=32, dirpath=str(tmp_path))
     settings.update(options)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, **settings)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, **settings))
     trainer = quiet_trainer(max_epochs=2, precision=precision, callbacks=[monitor])
     trainer.fit(module, datamodule=data)
     records = {p.stem[6:]: json.loads(p.read_text()) for p in (tmp_path / "saliency").glob("epoch_*.json")}

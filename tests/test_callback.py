@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.demo import Shortcut, build_demo
@@ -29,7 +30,7 @@ def trainer(tmp_path, callbacks, logger=True, **kwargs):
 def monitor(tokenizer, **kwargs):
     options = dict(methods=("integrated_gradients", "gradient"), num_examples=4, n_steps=8)
     options.update(kwargs)
-    return SaliencyMonitor(tokenizer=tokenizer, **options)
+    return SaliencyMonitor(**grouped(tokenizer=tokenizer, **options))
 
 
 def test_fit_logs_images_scalars_text_and_json(tmp_path):

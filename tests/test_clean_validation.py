@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, make_corpus, tiny_bert, train_tokenizer
 from lightning_saliency.demo.ground_truth import CounterfactualAccuracy
@@ -34,8 +35,7 @@ def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_p
     data = TextDataModule(train, val, tokenizer, batch_size=32)
     module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=3e-3)
     truth = CounterfactualAccuracy(tokenizer, held_out, PLANTED)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
-                              log_example_images=False, every_n_train_steps=8, step_schedule="log")
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False, log_example_images=False, every_n_train_steps=8, step_schedule="log"))
     with pytest.warns(UserWarning, match="left out of the causal checks"):
         quiet_trainer(max_epochs=4, callbacks=[monitor, truth], default_root_dir=tmp_path).fit(module, datamodule=data)
 
@@ -68,8 +68,7 @@ def test_validate_without_a_start_run_claims_no_rise(tmp_path):
     data = TextDataModule(train, val, tokenizer, batch_size=32)
     module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=5e-3)
     quiet_trainer(tmp_path, max_epochs=4).fit(module, datamodule=data)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
-                              log_example_images=False)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False, log_example_images=False))
     with pytest.warns(UserWarning, match="possible shortcut") as caught:
         quiet_trainer(tmp_path, [monitor]).validate(module, datamodule=data)
     alert = next(str(w.message) for w in caught if "possible shortcut" in str(w.message))

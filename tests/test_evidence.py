@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer, synthetic_run as run
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
 from lightning_saliency.monitor.metrics import ShortcutRules
@@ -125,15 +126,15 @@ def test_ignored_words_are_never_suspects():
 
 def test_settings_name_the_fix_for_bad_evidence_options():
     with pytest.raises(ValueError, match="step_schedule"):
-        SaliencyMonitor(tokenizer="x", step_schedule="cubic")
+        SaliencyMonitor(**grouped(tokenizer="x", step_schedule="cubic"))
     with pytest.raises(ValueError, match="every_n_train_steps"):
-        SaliencyMonitor(tokenizer="x", every_n_train_steps=0)
+        SaliencyMonitor(**grouped(tokenizer="x", every_n_train_steps=0))
     with pytest.raises(ValueError, match="shortcut ignore is a list of words"):
-        SaliencyMonitor(tokenizer="x", shortcut_ignore="great")
+        SaliencyMonitor(**grouped(tokenizer="x", shortcut_ignore="great"))
     with pytest.raises(ValueError, match="step_methods"):
-        SaliencyMonitor(tokenizer="x", step_methods=("gradient", "nope"))
+        SaliencyMonitor(**grouped(tokenizer="x", step_methods=("gradient", "nope")))
     with pytest.raises(ValueError, match="confirm_examples"):
-        SaliencyMonitor(tokenizer="x", confirm_examples=-1)
+        SaliencyMonitor(**grouped(tokenizer="x", confirm_examples=-1))
 
 
 # ------------------------------------------------------------------------------------ real fits
@@ -159,8 +160,7 @@ def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=Fa
     module, data, tokenizer = build_demo(Shortcut(kind), n_train=800, n_val=200, sentiment_noise=noise,
                                          shortcut_rate=1.0, batch_size=32, hidden_size=32, seed=seed)
     module.lr = 5e-3
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
-                              log_example_images=False, every_n_train_steps=step_every, step_schedule="log", **options)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False, log_example_images=False, every_n_train_steps=step_every, step_schedule="log", **options))
     checkpoints = Checkpoints()
     trainer = quiet_trainer(max_epochs=epochs, logger=logger, default_root_dir=tempfile.mkdtemp(), callbacks=[monitor, checkpoints])
     trainer.fit(module, datamodule=data)

@@ -1,12 +1,13 @@
-"""SaliencyCallback on a real ``transformers.Trainer`` (CPU, tiny BERT, planted shortcut)."""
+"""SaliencyTrainerCallback (and its 0.1 name, SaliencyCallback) on a real ``transformers.Trainer`` (CPU, tiny BERT, planted shortcut)."""
 import json
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_saliency.settings import grouped
 from lightning_saliency.demo import Shortcut, TextDataset, make_corpus, train_tokenizer
-from lightning_saliency.adapters.transformers import SaliencyCallback
+from lightning_saliency.adapters.transformers import SaliencyTrainerCallback
 from tests.builders import hf_trainer
 
 pytestmark = pytest.mark.slow
@@ -24,9 +25,7 @@ def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp
     train, val, tokenizer = data(800, 200)
     trainer = hf_trainer(tmp_path, train, val, tokenizer, epochs=6)
     found = []
-    callback = SaliencyCallback(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False,
-                                log_example_images=False, on_shortcut=lambda s, r: found.append(s),
-                                every_n_train_steps=10).attach(trainer)
+    callback = SaliencyTrainerCallback(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False, log_example_images=False, on_shortcut=lambda s, r: found.append(s), every_n_train_steps=10)).attach(trainer)
     trainer.train()
 
     epochs = [r for r in callback.history if not r["step_run"]]
@@ -64,8 +63,7 @@ def test_trainer_callback_finds_the_planted_shortcut_and_logs_to_tensorboard(tmp
 def test_trainer_callback_stops_training_on_a_confirmed_shortcut(tmp_path):
     train, val, tokenizer = data(800, 200)
     trainer = hf_trainer(tmp_path, train, val, tokenizer, epochs=6, report_to="none")
-    callback = SaliencyCallback(tokenizer=tokenizer, num_examples=24, n_steps=8, faithfulness=False,
-                                every_n_train_steps=5, stop_on_shortcut=True).attach(trainer)
+    callback = SaliencyTrainerCallback(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=8, faithfulness=False, every_n_train_steps=5, stop_on_shortcut=True)).attach(trainer)
     with pytest.warns(UserWarning, match="stopping training"):
         trainer.train()
     confirmed = callback.engine.evidence.timeline["zorbly"].confirmed_step
@@ -76,8 +74,7 @@ def _weights(out, with_callback):
     train, val, tokenizer = data(192, 48)
     trainer = hf_trainer(out, train, val, tokenizer, epochs=2, report_to="none")
     if with_callback:
-        SaliencyCallback(tokenizer=tokenizer, num_examples=4, n_steps=8,
-                         methods=("integrated_gradients", "gradient", "occlusion")).attach(trainer)
+        SaliencyTrainerCallback(**grouped(tokenizer=tokenizer, num_examples=4, n_steps=8, methods=("integrated_gradients", "gradient", "occlusion"))).attach(trainer)
     trainer.train()
     return trainer.model.state_dict(), trainer.model.training
 
@@ -96,10 +93,24 @@ def test_attach_checks_the_setup(tmp_path):
     train, val, tokenizer = data(64, 16)
     trainer = hf_trainer(tmp_path, train, None, tokenizer, epochs=1, report_to="none", eval_strategy="no")
     with pytest.raises(ValueError, match="eval_dataset"):
-        SaliencyCallback(tokenizer=tokenizer).attach(trainer)
+        SaliencyTrainerCallback(tokenizer=tokenizer).attach(trainer)
     with pytest.raises(ValueError, match="needs tokenizer="):
-        SaliencyCallback().attach(trainer)
+        SaliencyTrainerCallback().attach(trainer)
     unattached = hf_trainer(tmp_path, train, val, tokenizer, epochs=1, report_to="none")
-    unattached.add_callback(SaliencyCallback(tokenizer=tokenizer))
+    unattached.add_callback(SaliencyTrainerCallback(tokenizer=tokenizer))
     with pytest.raises(ValueError, match=r"attach\(trainer\)"):
         unattached.train()
+
+
+def test_the_0_1_name_still_works_with_a_warning():
+    from lightning_saliency.adapters.transformers import SaliencyCallback
+
+    with pytest.warns(FutureWarning, match="SaliencyTrainerCallback"):
+        callback = SaliencyCallback(tokenizer=object(), num_examples=8)
+    assert isinstance(callback, SaliencyTrainerCallback) and callback.num_examples == 8
+    with pytest.warns(FutureWarning, match="adapters.transformers"):
+        import importlib
+        import sys
+
+        sys.modules.pop("lightning_saliency.integrations.transformers", None)
+        importlib.import_module("lightning_saliency.integrations.transformers")

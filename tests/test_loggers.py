@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 
@@ -15,8 +16,7 @@ pytestmark = pytest.mark.slow
 def fit(tmp_path, logger):
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=128, n_val=32, seed=0, batch_size=16)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=8, n_steps=8, log_example_images=False,
-                              dirpath=str(tmp_path / "records"))
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=8, n_steps=8, log_example_images=False, dirpath=str(tmp_path / "records")))
     quiet_trainer(max_epochs=2, logger=logger, log_every_n_steps=1, callbacks=[monitor]).fit(module, datamodule=data)
     return monitor
 
@@ -111,8 +111,7 @@ def test_without_tensorboard_each_fit_keeps_its_records_in_its_own_folder_and_th
     for fit_number in range(2):
         L.seed_everything(0, verbose=False)
         module = TextClassifier(tiny_bert(len(tokenizer), seed=0), lr=5e-3)
-        monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24, n_steps=8, log_example_images=False,
-                                  faithfulness=False)
+        monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=8, log_example_images=False, faithfulness=False))
         trainer = quiet_trainer(max_epochs=3, default_root_dir=tmp_path, logger=MLFlowLogger(experiment_name="saliency", tracking_uri=uri), callbacks=[monitor])
         with pytest.warns(UserWarning, match="possible shortcut") as caught:
             trainer.fit(module, datamodule=TextDataModule(train, val, tokenizer))

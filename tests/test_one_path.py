@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 
@@ -23,8 +24,7 @@ def spied_fit(tmp_path, faithfulness, precision="bf16-mixed", max_tokens=64):
 
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=48, n_val=24, seed=0, batch_size=12)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=6, n_steps=8, max_tokens=max_tokens,
-                              faithfulness=faithfulness, forward_fn=spy, dirpath=str(tmp_path), on_error="raise")
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=6, n_steps=8, max_tokens=max_tokens, faithfulness=faithfulness, forward_fn=spy, dirpath=str(tmp_path), on_error="raise"))
     quiet_trainer(max_epochs=1, precision=precision, callbacks=[monitor]).fit(module, datamodule=data)
     return calls, monitor
 

@@ -14,6 +14,7 @@ import torch
 from werkzeug.test import Client
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import AttributionConfig, SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 from lightning_saliency.report import build_report, read_runs
@@ -29,11 +30,11 @@ def test_bad_arguments_fail_at_construction_with_the_fix(tmp_path):
     _, _, tok = demo()
     for steps in (0, -3):
         with pytest.raises(ValueError, match="n_steps"):
-            SaliencyMonitor(tokenizer=tok, n_steps=steps)
+            SaliencyMonitor(**grouped(tokenizer=tok, n_steps=steps))
     with pytest.raises(ValueError, match=r"probe.texts=\[\] gives no text"):
-        SaliencyMonitor(tokenizer=tok, examples=[])
+        SaliencyMonitor(**grouped(tokenizer=tok, examples=[]))
     with pytest.raises(ValueError, match="2 texts but probe.labels has 1 label"):
-        SaliencyMonitor(tokenizer=tok, examples=["a good film", "a dull plot"], example_labels=[1])
+        SaliencyMonitor(**grouped(tokenizer=tok, examples=["a good film", "a dull plot"], example_labels=[1]))
     with pytest.raises(ValueError, match="No attribution method given"):
         SaliencyMonitor(tokenizer=tok, methods=())
     module, data, _ = demo()
@@ -45,9 +46,9 @@ def test_bad_arguments_fail_at_construction_with_the_fix(tmp_path):
 def test_attribution_config_is_kept_unless_an_argument_is_given(tmp_path):
     _, _, tok = demo()
     config = AttributionConfig(n_steps=100, tolerance=0.01, baseline="mask")
-    kept = SaliencyMonitor(tokenizer=tok, attribution_config=config).config
+    kept = SaliencyMonitor(**grouped(tokenizer=tok, attribution_config=config)).config
     assert (kept.n_steps, kept.tolerance, kept.baseline) == (100, 0.01, "mask")
-    overridden = SaliencyMonitor(tokenizer=tok, attribution_config=config, n_steps=8, baseline="unk").config
+    overridden = SaliencyMonitor(**grouped(tokenizer=tok, attribution_config=config, n_steps=8, baseline="unk")).config
     assert (overridden.n_steps, overridden.tolerance, overridden.baseline) == (8, 0.01, "unk")
     default = SaliencyMonitor(tokenizer=tok).config
     assert (default.n_steps, default.tolerance, default.baseline) == (32, None, "pad")
@@ -61,7 +62,7 @@ def test_a_diverged_model_is_recorded_and_warned_as_such_and_the_report_still_re
     with torch.no_grad():
         for parameter in module.model.classifier.parameters():
             parameter.fill_(float("nan"))
-    callback = SaliencyMonitor(tokenizer=tok, num_examples=4, n_steps=4, on_error="raise")
+    callback = SaliencyMonitor(**grouped(tokenizer=tok, num_examples=4, n_steps=4, on_error="raise"))
     logger = TensorBoardLogger(tmp_path, name="run")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -85,8 +86,7 @@ def test_one_non_finite_example_is_skipped_with_its_reason(tmp_path):
         bad = (inputs["input_ids"] == tok.convert_tokens_to_ids("zorbly")).any(dim=-1, keepdim=True)
         return logits.masked_fill(bad, float("inf"))
 
-    callback = SaliencyMonitor(tokenizer=tok, num_examples=8, n_steps=4, forward_fn=forward, faithfulness=False,
-                               confirm_examples=0)
+    callback = SaliencyMonitor(**grouped(tokenizer=tok, num_examples=8, n_steps=4, forward_fn=forward, faithfulness=False, confirm_examples=0))
     quiet_trainer(tmp_path, [callback]).validate(module, datamodule=data)
     (record,) = callback.history
     assert record["status"] == "ok" and record["skipped"]
@@ -195,7 +195,7 @@ def test_tensorboard_tab_responses_carry_nosniff_and_a_content_security_policy(s
 # ----------------------------------------------------------------------------------------- logs
 def test_no_row_progress_bar_when_output_is_not_a_terminal(tmp_path, capsys):
     module, data, tok = demo()
-    callback = SaliencyMonitor(tokenizer=tok, num_examples=4, n_steps=4, confirm_examples=0)
+    callback = SaliencyMonitor(**grouped(tokenizer=tok, num_examples=4, n_steps=4, confirm_examples=0))
     quiet_trainer(tmp_path, [callback], enable_progress_bar=True, max_epochs=1).fit(module, datamodule=data)
     assert [r["status"] for r in callback.history] == ["ok", "ok"]
     assert "Saliency [" not in capsys.readouterr().out

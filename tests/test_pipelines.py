@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, make_corpus, tiny_bert, train_tokenizer
 
@@ -48,7 +49,7 @@ def assert_planted_word_raised_and_confirmed(history):
 
 
 def lightning_fit(module, tokenizer, epochs, **loaders):
-    monitor = SaliencyMonitor(tokenizer=tokenizer, **MONITOR)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, **MONITOR))
     trainer = quiet_trainer(max_epochs=epochs, callbacks=[monitor])
     trainer.fit(module, **loaders)
     return monitor
@@ -100,7 +101,7 @@ def test_lightning_loaders_passed_to_fit_with_a_tokenizer_collate(corpus):
 def trainer_run(out, train_set, val_set, tokenizer, model, epochs=6):
     from transformers import Trainer, TrainingArguments
 
-    from lightning_saliency.adapters.transformers import SaliencyCallback
+    from lightning_saliency.adapters.transformers import SaliencyTrainerCallback
 
     args = TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=32, per_device_eval_batch_size=64,
@@ -110,7 +111,7 @@ def trainer_run(out, train_set, val_set, tokenizer, model, epochs=6):
     # processing_class=tokenizer and no data_collator: the Trainer's default, DataCollatorWithPadding.
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer)
     assert isinstance(trainer.data_collator, transformers.DataCollatorWithPadding)
-    callback = SaliencyCallback(tokenizer=tokenizer, **MONITOR).attach(trainer)
+    callback = SaliencyTrainerCallback(**grouped(tokenizer=tokenizer, **MONITOR)).attach(trainer)
     trainer.train()
     return callback
 

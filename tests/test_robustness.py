@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from conftest import bert_classifier
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import TextClassifier, TextDataset, make_corpus, pad_collate, train_tokenizer
 
@@ -66,7 +67,7 @@ def setup_data(collate_kind="dict"):
 
 
 def fit(tmp_path, module, data, **options):
-    monitor = SaliencyMonitor(n_steps=8, **options)
+    monitor = SaliencyMonitor(**grouped(n_steps=8, **options))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_trainer(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="run"), callbacks=[monitor]).fit(module, datamodule=data)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline
 
@@ -30,10 +31,7 @@ PROBE_EXAMPLES = 64
 
 def fit_with_monitor(module, data, tokenizer, epochs):
     found = []
-    monitor = SaliencyMonitor(tokenizer=tokenizer, methods=("integrated_gradients", "gradient"),
-                              num_examples=PROBE_EXAMPLES,
-                              n_steps=16, faithfulness=False, log_example_images=False,
-                              on_shortcut=lambda suspects, record: found.append(suspects))
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=PROBE_EXAMPLES, n_steps=16, faithfulness=False, log_example_images=False, on_shortcut=lambda suspects, record: found.append(suspects)))
     quiet_trainer(max_epochs=epochs, default_root_dir=tempfile.mkdtemp(), callbacks=[monitor]).fit(module, datamodule=data)
     monitor.trained_module = module  # for the occlusion checks below
     return monitor, found

@@ -10,6 +10,7 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, build_demo
 from lightning_saliency.monitor.publishing import NullSink, Publisher
@@ -96,7 +97,7 @@ class FailsInEpoch(TextClassifier):
 def test_records_and_images_are_all_written_when_training_raises(tmp_path):
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=96, n_val=24, batch_size=16)
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=4, n_steps=8)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=4, n_steps=8))
     trainer = quiet_trainer(max_epochs=4, logger=TensorBoardLogger(tmp_path, name="run"), callbacks=[monitor])
     with pytest.raises(RuntimeError, match="planted training failure"):
         trainer.fit(FailsInEpoch(module.model, lr=module.lr), datamodule=data)

@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 from lightning_saliency.monitor.metrics import ShortcutRules
@@ -67,8 +68,7 @@ def stop_on_shortcut(out: Path, num_examples: int) -> None:
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=640, n_val=96, sentiment_noise=0.5,
                                          shortcut_rate=1.0, batch_size=16, seed=0)
     module.lr = 5e-3
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=num_examples, n_steps=8, faithfulness=False,
-                              every_n_train_steps=5, stop_on_shortcut=True)
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=num_examples, n_steps=8, faithfulness=False, every_n_train_steps=5, stop_on_shortcut=True))
     trainer = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, max_epochs=8, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=out, callbacks=[monitor])
@@ -92,11 +92,7 @@ def main(out: Path, mode: str, num_examples: int, failing_rank: int = -1) -> Non
     if mode.endswith("_causal"):
         options["shortcut"] = ShortcutRules(min_examples=2, min_fraction=0.0, top1_rate=0.3, min_share=0.0,
                                             min_rise=-1.0, min_lift=1.0, min_z=0.1)
-    monitor = SaliencyMonitor(
-        tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=num_examples, n_steps=8,
-        max_tokens=64,  # several chunks per shard
-        forward_fn=lambda pl_module, inputs: failing_forward(pl_module, inputs, failing_rank), **options,
-    )
+    monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, methods=("integrated_gradients", "gradient"), num_examples=num_examples, n_steps=8, max_tokens=64, forward_fn=lambda pl_module, inputs: failing_forward(pl_module, inputs, failing_rank), **options))
     single = mode.startswith("single")
     trainer = L.Trainer(
         accelerator="cpu", strategy="auto" if single else "ddp", devices=1 if single else 2, max_epochs=1,

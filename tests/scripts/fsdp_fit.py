@@ -35,6 +35,12 @@ class ShardedClassifier(TextClassifier):
         fully_shard(self.model, mesh=mesh)
 
 
+def failing_on_rank_one(pl_module, inputs):
+    if pl_module.trainer.global_rank == 1:
+        raise RuntimeError("planted failure on rank 1")
+    return pl_module.model(**inputs)
+
+
 def full_weights(module):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -50,12 +56,7 @@ def fit(out: Path, mode: str) -> None:
     callbacks = []
     monitor = None
     if mode != "plain":
-        forward = None
-        if mode == "failing":
-            def forward(pl_module, inputs):
-                if pl_module.trainer.global_rank == 1:
-                    raise RuntimeError("planted failure on rank 1")
-                return pl_module.model(**inputs)
+        forward = failing_on_rank_one if mode == "failing" else None  # None: the model's own forward
         monitor = SaliencyMonitor(
             tokenizer=tokenizer, num_examples={"uneven": 5}.get(mode, 16),
             attribution=AttributionConfig(n_steps=8, max_tokens=96),  # several chunks per shard
