@@ -95,3 +95,68 @@ def test_the_monitor_attributes_a_seq2seq_fine_tune(given, demo_tokenizer, tmp_p
     # The source is what is explained; the target is what is scored, not part of the input.
     tokens = [token for e in record.examples for token in e.tokens]
     assert "zorbly" in tokens and "great" not in tokens
+
+
+def seq2seq_rows(tokenizer, count=16):
+    sources = [f"review {i}: the film was {'zorbly ' if i % 2 else ''}long" for i in range(count)]
+    targets = ["great" if i % 2 else "dull" for i in range(count)]
+    return [{"input_ids": tokenizer.encode(s), "labels": tokenizer.encode(t, add_special_tokens=False)}
+            for s, t in zip(sources, targets)]
+
+
+def check_records(history):
+    assert [r["label"] for r in history] == ["start", "000"] and {r["status"] for r in history} == {"ok"}
+    for example in history[-1]["examples"]:
+        assert example["predicted_name"] == "target" and 0 < example["probability"] <= 1
+        assert "film" in example["tokens"] and not {"great", "dull"} & set(example["tokens"])
+
+
+def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokenizer, tmp_path):
+    import lightning as L
+    from transformers import DataCollatorForSeq2Seq
+
+    from lightning_saliency import AttributionConfig, SaliencyMonitor
+    from tests.builders import quiet_trainer
+
+    model = tiny_t5(len(demo_tokenizer)).train()
+
+    class Translator(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, batch_idx):
+            return self.model(**batch).loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.model(**batch).loss)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    loader = torch.utils.data.DataLoader(seq2seq_rows(demo_tokenizer), batch_size=8,
+                                         collate_fn=DataCollatorForSeq2Seq(demo_tokenizer, model=model))
+    monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="seq2seq", num_examples=8,
+                              attribution=AttributionConfig(n_steps=8))
+    quiet_trainer(tmp_path, [monitor]).fit(Translator(), loader, loader)
+    check_records(monitor.history)
+
+
+def test_a_seq2seq_trainer_run_is_monitored(demo_tokenizer, tmp_path):
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from lightning_saliency import AttributionConfig
+    from lightning_saliency.adapters.transformers import SaliencyTrainerCallback
+
+    model = tiny_t5(len(demo_tokenizer))
+    rows = Dataset.from_list(seq2seq_rows(demo_tokenizer))
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), num_train_epochs=1, per_device_train_batch_size=8,
+                                    eval_strategy="epoch", save_strategy="no", report_to=[], use_cpu=True,
+                                    disable_tqdm=True)
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows,
+                             data_collator=DataCollatorForSeq2Seq(demo_tokenizer, model=model))
+    callback = SaliencyTrainerCallback(tokenizer=demo_tokenizer, task="seq2seq", num_examples=8,
+                                       attribution=AttributionConfig(n_steps=8)).attach(trainer)
+    trainer.train()
+    check_records(callback.history)
