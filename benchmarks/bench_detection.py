@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--no-control", action="store_true")
+    parser.add_argument("--control-only", action="store_true", help="only the clean controls")
     parser.add_argument("--runs", action="store_true", help="print every monitor run of the planted seeds")
     args = parser.parse_args()
     if offline.minilm_folder() is None or offline.package_dir(offline.DRUG_REVIEW_PACKAGE) is None:
@@ -131,7 +132,7 @@ def main() -> None:
     print(f"{'seed':>4} {'steps':>5} {'truth':>5} {'suspected':>9} {'confirmed':>9} {'lead':>5} {'step runs':>9} "
           f"{'all runs':>8} {'val acc':>7}  association")
     results = []
-    for seed in range(args.seeds):
+    for seed in range(0 if args.control_only else args.seeds):
         r = run(seed, True, args.epochs, args.lr, args.max_length, args.runs)
         results.append(r)
         lead = (r["truth"] - r["confirmed"]) if r["truth"] is not None and r["confirmed"] is not None else None
@@ -139,7 +140,8 @@ def main() -> None:
               f"{str(lead):>5} {r['step_share']:>9.1%} {r['all_share']:>8.1%} {r['val_acc']:>7.3f}  "
               f"{r['association']} (final counterfactual accuracy {r['final_counterfactual']:.2f})", flush=True)
     hits = sum(r["confirmed"] is not None and r["truth"] is not None and r["confirmed"] <= r["truth"] for r in results)
-    print(f"confirmed at or before the ground truth in {hits} of {len(results)} seeds")
+    if results:
+        print(f"confirmed at or before the ground truth in {hits} of {len(results)} seeds")
     if args.no_control:
         return
     print("\nclean control (nothing planted)")

@@ -23,6 +23,9 @@ class ProbeSet:
         texts: decoded text per example.
         word_ids: word index per token (``None`` for special tokens) when a fast tokenizer gives it.
         truncated: per example, whether its text was cut to the model's length.
+        roles: per example and token, the chat turn it belongs to (``system``, ``user``,
+            ``assistant``; ``None`` for the template's own tokens), when the tokenizer has a chat
+            template and the example is a rendered conversation; else ``None``.
     """
 
     indices: list[int]
@@ -32,6 +35,7 @@ class ProbeSet:
     texts: list[str]
     word_ids: list[list[Optional[int]]]
     truncated: list[bool] = field(default_factory=list)
+    roles: Optional[list[list[Optional[str]]]] = None
 
     def __post_init__(self) -> None:
         if not self.truncated:
@@ -52,6 +56,7 @@ class ProbeSet:
             [self.indices[r] for r in rows], {k: v[index] for k, v in self.inputs.items()},
             None if self.labels is None else self.labels[index], [self.tokens[r] for r in rows],
             [self.texts[r] for r in rows], [self.word_ids[r] for r in rows], [self.truncated[r] for r in rows],
+            None if self.roles is None else [self.roles[r] for r in rows],
         )
 
 
@@ -252,6 +257,27 @@ def next_token_probe(probe: ProbeSet, labels: Optional[torch.Tensor], tokenizer:
              for i, t in enumerate(probe.tokens)]
     return ProbeSet(probe.indices, inputs, torch.tensor(truths), [t[:-1] for t in probe.tokens], texts,
                     [w[:-1] for w in probe.word_ids], probe.truncated)
+
+
+def with_chat_roles(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
+    """``probe`` with its chat template's tokens marked special (``special_tokens_mask``, which
+    attribution honours) and each token's turn in ``roles``; unchanged without a chat template
+    or when no example holds the template's text."""
+    from lightning_saliency.attribution import SpecialTokens
+    from lightning_saliency.attribution.tokens import special_token_mask
+    from lightning_saliency.monitor.chat import template_mask, template_pieces
+
+    pieces = template_pieces(tokenizer)
+    if not pieces:
+        return probe
+    ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"]
+    template, roles = template_mask(tokenizer, ids, mask, pieces)
+    if not bool(template.any()):
+        return probe
+    special = special_token_mask(ids, SpecialTokens.from_tokenizer(tokenizer)) | template
+    inputs = {**probe.inputs, "special_tokens_mask": special.long()}
+    return ProbeSet(probe.indices, inputs, probe.labels, probe.tokens, probe.texts, probe.word_ids, probe.truncated,
+                    roles)
 
 
 def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: int = 0, **options: Any) -> ProbeSet:

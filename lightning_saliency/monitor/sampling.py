@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts
+from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts, with_chat_roles
 from lightning_saliency.monitor.runner import attributable_rows
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
@@ -34,14 +34,14 @@ def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, ma
     s, tokenizer = settings.probe, access.tokenizer
     labels_kind = get_task(settings.task).probe_labels
     if s.texts is not None:
-        return probe_from_texts(list(s.texts), tokenizer, list(s.labels) if s.labels is not None else None,
-                                max_length, labels_kind, s.completions)
+        return with_chat_roles(probe_from_texts(list(s.texts), tokenizer, list(s.labels) if s.labels is not None
+                                                else None, max_length, labels_kind, s.completions), tokenizer)
     if loader is None:
         raise ValueError(NO_LOADER.format(what="probe set"))
     options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
     if indices is not None:  # resumed: the same examples as before
-        return probe_from_dataloader(loader, indices=indices, **options)
-    probe = probe_from_dataloader(loader, settings.num_examples, s.seed, **options)
+        return with_chat_roles(probe_from_dataloader(loader, indices=indices, **options), tokenizer)
+    probe = with_chat_roles(probe_from_dataloader(loader, settings.num_examples, s.seed, **options), tokenizer)
     if speak and probe.labels is None:
         warn(f"SaliencyMonitor: the validation batches have no {s.label_key!r} entry, so probe accuracy and label "
              "association are not computed (and target='label' cannot work). Name the labels' key with "

@@ -87,6 +87,9 @@ class ExampleRecord:
     delta: dict[str, float] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     truncated: bool = False
+    # Per token, the chat turn it belongs to (system, user, assistant; None for the template's own
+    # tokens), when the example is a rendered conversation; None otherwise.
+    roles: Optional[list[Optional[str]]] = None
 
     def regular_scores(self, method: str) -> list[float]:
         """The method's scores of the non-special tokens."""
@@ -327,6 +330,9 @@ def _example(data: Any, position: int) -> ExampleRecord:
             raise ValueError(f"{where}: {name} is {getattr(example, name)!r}, not an integer")
     if example.label is not None and not isinstance(example.label, int):
         raise ValueError(f"{where}: label is {example.label!r}, not an integer")
+    if example.roles is not None and (not isinstance(example.roles, list) or len(example.roles) != n
+                                      or not all(r is None or isinstance(r, str) for r in example.roles)):
+        raise ValueError(f"{where}: roles does not hold one role (or null) per token")
     if not isinstance(example.text, str) or not isinstance(example.delta, dict):
         raise ValueError(f"{where}: text or delta has the wrong type")
     if not all(v is None or _is_number(v) for v in example.delta.values()):
