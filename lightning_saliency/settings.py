@@ -223,6 +223,9 @@ class MonitorSettings:
         if not (self.target in ("predicted", "label") or (isinstance(self.target, int) and self.target >= 0)):
             raise ValueError(f"target must be 'predicted', 'label' or a class index >= 0, got {self.target!r}.")
         task = get_task(self.task)
+        if task.probe_labels == "spans" and self.probe.texts is not None:
+            raise ValueError(f"task={self.task!r} takes its rows (entity spans) from the validation data's tag labels: "
+                             "leave probe.texts unset.")
         if task.probe_labels == "tokens" and self.probe.texts is not None and self.probe.completions is None:
             raise ValueError(f"task={self.task!r} with probe.texts needs probe.completions=[...]: the completion of "
                              "each prompt is what is scored.")

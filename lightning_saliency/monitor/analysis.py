@@ -108,11 +108,11 @@ def drift_block(record: RunRecord, other: RunRecord, method: str, k: int) -> Opt
     budget shortened one run: then a prefix of the same probe order)."""
     if method not in other.methods:
         return None
-    before = {e.index: e for e in other.examples}
-    positions = [p for p, e in enumerate(record.examples) if e.index in before]
+    before = {e.key: e for e in other.examples}
+    positions = [p for p, e in enumerate(record.examples) if e.key in before]
     if not positions:
         return None
-    pairs = [(record.examples[p], before[record.examples[p].index]) for p in positions]
+    pairs = [(record.examples[p], before[record.examples[p].key]) for p in positions]
     per_example = [drift(old.regular_scores(method), new.regular_scores(method), k) for new, old in pairs]
     return DriftBlock(
         against=other.label,
@@ -143,7 +143,7 @@ def _shortcuts(
     usable_reference = reference is not None and method in reference.methods
     before = None
     if usable_reference:  # over the same examples (a compute budget may have attributed only a prefix)
-        before = attributed_examples(reference.restricted_to([e.index for e in record.examples]), method)
+        before = attributed_examples(reference.restricted_to([e.key for e in record.examples]), method)
     suspects, stats = find_suspects(view, before, rules, training)
     # The reference run is what later runs are compared with; it cannot show a rise itself.
     if record.label == REFERENCE_LABEL:

@@ -111,8 +111,9 @@ class MonitorEngine:
         call it at setup to fail early on batches it cannot read."""
         if self.probe is None:
             self.probe = sample_probe(self.settings, self.access, validation, self.max_length, self.probe_indices,
-                                      speak=rank == 0)
-            self.probe_indices = list(self.probe.indices)
+                                      speak=rank == 0, class_names=self.label_names)
+            # The examples, once each: a token-classification probe has a row per span.
+            self.probe_indices = list(dict.fromkeys(self.probe.indices))
         return self.probe
 
     def _confirmation_set(self, validation: Any, rank: int) -> ProbeSet:
@@ -192,8 +193,10 @@ class MonitorEngine:
 
         def prepared() -> tuple[ProbeSet, AttributionConfig]:
             examples = self.sample(request.validation, request.rank)
-            if plan.num_examples < len(examples):  # a prefix of the fixed order: drift compares the same examples
-                examples = examples.select(range(plan.num_examples))
+            kept = list(dict.fromkeys(examples.indices))[: plan.num_examples]
+            if len(kept) < len(examples):  # a prefix of the fixed order: drift compares the same examples
+                kept_set = set(kept)  # (all rows of each kept example: a span probe has one per span)
+                examples = examples.select([r for r, index in enumerate(examples.indices) if index in kept_set])
             default_tokens = s.attribution.max_tokens or DEFAULT_TOKEN_BUDGET
             return examples, self.run_config(plan, request.token_budget(examples, default_tokens))
 

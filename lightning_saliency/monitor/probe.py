@@ -23,6 +23,8 @@ class ProbeSet:
         texts: decoded text per example.
         word_ids: word index per token (``None`` for special tokens) when a fast tokenizer gives it.
         truncated: per example, whether its text was cut to the model's length.
+        spans: per row, the ``[first, last]`` token positions of the span it explains (token
+            classification: one row per entity span, so indices repeat); ``None``: whole examples.
         roles: per example and token, the chat turn it belongs to (``system``, ``user``,
             ``assistant``; ``None`` for the template's own tokens), when the tokenizer has a chat
             template and the example is a rendered conversation; else ``None``.
@@ -36,6 +38,7 @@ class ProbeSet:
     word_ids: list[list[Optional[int]]]
     truncated: list[bool] = field(default_factory=list)
     roles: Optional[list[list[Optional[str]]]] = None
+    spans: Optional[list[Optional[list[int]]]] = None
 
     def __post_init__(self) -> None:
         if not self.truncated:
@@ -57,6 +60,7 @@ class ProbeSet:
             None if self.labels is None else self.labels[index], [self.tokens[r] for r in rows],
             [self.texts[r] for r in rows], [self.word_ids[r] for r in rows], [self.truncated[r] for r in rows],
             None if self.roles is None else [self.roles[r] for r in rows],
+            None if self.spans is None else [self.spans[r] for r in rows],
         )
 
 
@@ -197,12 +201,15 @@ def probe_from_dataset(
     indices: Optional[Sequence[int]] = None,
     input_keys: Optional[Sequence[str]] = None,
     labels_kind: str = "class",
+    tag_names: Optional[Sequence[str]] = None,
 ) -> ProbeSet:
     """Sample from ``dataset`` (or take ``indices``) and collate with ``collate_fn``, the same
     function the training framework collates validation batches with. ``input_keys`` names the
     positions of tuple batches; labels are read from ``label_key``. ``labels_kind``: the task's
     (``"class"``; ``"next_token"``: a causal-LM probe, see :func:`next_token_probe`; ``"tokens"``:
-    token-level labels stay with the inputs, as ``labels``, for a completion task)."""
+    token-level labels stay with the inputs, as ``labels``, for a completion task; ``"sequence"``:
+    a seq2seq target; ``"spans"``: one row per entity span of the tag labels, ``tag_names``
+    naming the tags)."""
     indices = (list(indices) if indices is not None
                else choose_indices(dataset, num_examples, seed, label_key, input_keys))
     items = _fetch(dataset, indices)
@@ -217,6 +224,12 @@ def probe_from_dataset(
         labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
     labels = torch.as_tensor(labels).cpu() if labels is not None else None
     tokens, texts, word_ids = _describe(inputs, tokenizer, id_to_token)
+    if labels_kind == "spans":
+        if labels is None or labels.shape != inputs["input_ids"].shape:
+            raise ValueError(f"A token-classification probe needs token-level tag labels as {label_key!r} (-100 on "
+                             "special tokens), as DataCollatorForTokenClassification makes them.")
+        return span_rows(ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, None, tokens, texts, word_ids),
+                         labels, tag_names)
     if labels_kind == "sequence":
         if labels is None or labels.dim() != 2 or labels.shape[0] != inputs["input_ids"].shape[0]:
             raise ValueError(f"A seq2seq probe needs the targets' token ids as {label_key!r} (one row per example, "
@@ -353,3 +366,30 @@ def _sequence_probe(sources: Sequence[str], targets: Sequence[str], tokenizer: A
     texts = [f"{source} ⟶ {target}" for source, target in zip(sources, targets)]
     return ProbeSet(probe.indices, {**probe.inputs, "labels": labels}, None, probe.tokens, texts, probe.word_ids,
                     probe.truncated)
+
+
+def span_rows(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+    """One row per entity span of each example's tag ``labels``: the example's inputs with a
+    ``span_mask`` (1 on the span's tokens, every piece of its words included) and the span's tag as
+    the row's label. Rows keep their example's dataset index; ``spans`` tells them apart."""
+    from lightning_saliency.tasks.token_classification import entity_spans
+
+    rows, masks, tags, spans = [], [], [], []
+    for i in range(len(probe)):
+        real = probe.inputs["attention_mask"][i].bool().nonzero().flatten().tolist()
+        words = probe.word_ids[i]
+        for first, last, tag in entity_spans(labels[i, real].tolist(), tag_names):
+            covered = {words[p] for p in range(first, last + 1) if words[p] is not None}
+            members = [p for p in range(len(real)) if words[p] in covered] if covered else list(range(first, last + 1))
+            mask = torch.zeros_like(probe.inputs["input_ids"][i])
+            mask[[real[p] for p in members]] = 1
+            rows.append(i)
+            masks.append(mask)
+            tags.append(tag)
+            spans.append([min(members), max(members)])
+    if not rows:
+        raise ValueError("The token-classification probe examples hold no entity (every tag is O or -100).")
+    picked = probe.select(rows)
+    inputs = {**picked.inputs, "span_mask": torch.stack(masks)}
+    return ProbeSet(picked.indices, inputs, torch.tensor(tags), picked.tokens, picked.texts, picked.word_ids,
+                    picked.truncated, picked.roles, spans)

@@ -3,7 +3,7 @@ causal checks' validation slice. Both come from the validation loader's own data
 function, or from the given texts."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
@@ -28,7 +28,8 @@ def warn_small_probe(settings: MonitorSettings) -> None:
 
 
 def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, max_length: int,
-                 indices: Optional[list[int]] = None, speak: bool = True) -> ProbeSet:
+                 indices: Optional[list[int]] = None, speak: bool = True,
+                 class_names: Optional[Sequence[str]] = None) -> ProbeSet:
     """The probe set: ``probe.texts``, else sampled from ``loader``'s dataset through its own
     collate function (``indices``: the stored ones after a resume). ``speak``: warn (rank zero)."""
     s, tokenizer = settings.probe, access.tokenizer
@@ -39,6 +40,8 @@ def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, ma
     if loader is None:
         raise ValueError(NO_LOADER.format(what="probe set"))
     options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
+    if labels_kind == "spans":
+        options["tag_names"] = list(class_names) if class_names is not None else None
     if indices is not None:  # resumed: the same examples as before
         return with_chat_roles(probe_from_dataloader(loader, indices=indices, **options), tokenizer)
     probe = with_chat_roles(probe_from_dataloader(loader, settings.num_examples, s.seed, **options), tokenizer)

@@ -168,7 +168,8 @@ def drift_charts(run: Run) -> str:
 
 def _example_header(example: ExampleRecord, number: int) -> str:
     truth = example.label_name if example.label_name is not None else example.label
-    return (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.index)} · '
+    span = "" if not example.span else f" · span {esc(' '.join(example.tokens[example.span[0]: example.span[1] + 1]))}"
+    return (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.index)}{span} · '
             f'true: <b>{esc("?" if truth is None else truth)}</b></div>'
             f'<div class="example-text">{esc(example.text)}</div>')
 
@@ -221,13 +222,13 @@ def _epoch_view(record: RunRecord, example: Optional[ExampleRecord], methods: Se
 def examples_section(run: Run) -> str:
     order: list[Any] = []
     for record in run.records:
-        order += [e.index for e in record.examples if e.index not in order]
+        order += [e.key for e in record.examples if e.key not in order]
     methods = run.methods
     blocks = []
-    for number, index in enumerate(order):
-        per_record = [next((e for e in r.examples if e.index == index), None) for r in run.records]
+    for number, key in enumerate(order):
+        per_record = [next((e for e in r.examples if e.key == key), None) for r in run.records]
         first = next(e for e in per_record if e is not None)
-        views = "".join(_epoch_view(r, e, methods, p, index) for p, (r, e) in enumerate(zip(run.records, per_record)))
+        views = "".join(_epoch_view(r, e, methods, p, key[0]) for p, (r, e) in enumerate(zip(run.records, per_record)))
         blocks.append(f'<div class="example">{_example_header(first, number)}<div class="views">{views}</div></div>')
     return "".join(blocks)
 

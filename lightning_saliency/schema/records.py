@@ -90,6 +90,14 @@ class ExampleRecord:
     # Per token, the chat turn it belongs to (system, user, assistant; None for the template's own
     # tokens), when the example is a rendered conversation; None otherwise.
     roles: Optional[list[Optional[str]]] = None
+    # For a row that explains one span of its example (token classification): the span's first and
+    # last token positions; None when the row is the whole example.
+    span: Optional[list[int]] = None
+
+    @property
+    def key(self) -> tuple:
+        """What identifies this row across runs: its dataset index, and its span when it has one."""
+        return (self.index, tuple(self.span) if self.span else ())
 
     def regular_scores(self, method: str) -> list[float]:
         """The method's scores of the non-special tokens."""
@@ -294,10 +302,10 @@ class RunRecord:
         except (TypeError, KeyError, AttributeError, ValueError) as error:
             raise RecordError(f"malformed saliency record ({error})") from error
 
-    def restricted_to(self, indices: Sequence[int]) -> "RunRecord":
-        """This run with only the examples whose dataset index is in ``indices`` (in that order)."""
-        by_index = {e.index: e for e in self.examples}
-        return replace(self, examples=[by_index[i] for i in indices if i in by_index])
+    def restricted_to(self, keys: Sequence[tuple]) -> "RunRecord":
+        """This run with only the rows whose :attr:`ExampleRecord.key` is in ``keys`` (in that order)."""
+        by_key = {e.key: e for e in self.examples}
+        return replace(self, examples=[by_key[k] for k in keys if k in by_key])
 
 
 def _is_number(value: Any) -> bool:
@@ -330,6 +338,9 @@ def _example(data: Any, position: int) -> ExampleRecord:
             raise ValueError(f"{where}: {name} is {getattr(example, name)!r}, not an integer")
     if example.label is not None and not isinstance(example.label, int):
         raise ValueError(f"{where}: label is {example.label!r}, not an integer")
+    if example.span is not None and (not isinstance(example.span, list) or len(example.span) != 2
+                                     or not all(isinstance(v, int) and 0 <= v < n for v in example.span)):
+        raise ValueError(f"{where}: span is not [first, last] token positions")
     if example.roles is not None and (not isinstance(example.roles, list) or len(example.roles) != n
                                       or not all(r is None or isinstance(r, str) for r in example.roles)):
         raise ValueError(f"{where}: roles does not hold one role (or null) per token")

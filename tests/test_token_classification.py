@@ -1,0 +1,88 @@
+"""task="token_classification": one row per entity span, the span's tag log-probs attributed."""
+import contextlib
+
+import pytest
+import torch
+
+from lightning_saliency import attribute
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+SENTENCES = [(["zorbly", "film", "by", "acting", "story"], ["B-PER", "O", "O", "B-LOC", "I-LOC"]),
+             (["the", "plot", "zorbly", "director"], ["O", "O", "B-PER", "I-PER"])]
+
+
+def tiny_tagger(vocab):
+    from transformers import BertConfig, BertForTokenClassification
+
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, num_labels=len(TAGS), max_position_embeddings=64,
+                        id2label=dict(enumerate(TAGS)), label2id={t: i for i, t in enumerate(TAGS)})
+    torch.manual_seed(0)
+    return BertForTokenClassification(config).eval()
+
+
+def encoded_rows(tokenizer):
+    rows = []
+    for words, tags in SENTENCES:
+        enc = tokenizer(words, is_split_into_words=True)
+        labels, previous = [], None
+        for word in enc.word_ids():
+            labels.append(-100 if word is None or word == previous else TAGS.index(tags[word]))
+            previous = word
+        rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    return rows
+
+
+def test_a_span_equals_captum_layer_ig_of_its_summed_tag_log_probs(demo_tokenizer):
+    from captum.attr import LayerIntegratedGradients
+
+    model = tiny_tagger(len(demo_tokenizer))
+    ids = torch.tensor([demo_tokenizer(SENTENCES[0][0], is_split_into_words=True)["input_ids"]])
+    span = torch.zeros_like(ids)
+    span[0, 4:6] = 1  # "acting story": B-LOC I-LOC (after [CLS] and three one-piece words)
+    tag = TAGS.index("B-LOC")
+    ours = attribute(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "span_mask": span},
+                     ("integrated_gradients",), tokenizer=demo_tokenizer, task="token_classification", target=tag,
+                     n_steps=50)["integrated_gradients"]
+
+    def forward(input_ids):
+        log_probs = model(input_ids=input_ids).logits.log_softmax(-1)[..., tag]
+        return (log_probs * span).sum(-1)
+
+    special = torch.isin(ids, torch.tensor(sorted(demo_tokenizer.all_special_ids)))
+    baseline = torch.where(special, ids, demo_tokenizer.pad_token_id)
+    reference = LayerIntegratedGradients(forward, model.get_input_embeddings()).attribute(
+        ids, baselines=baseline, n_steps=50, method="gausslegendre").sum(-1)
+    torch.testing.assert_close(ours.scores, reference.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_path):
+    from transformers import DataCollatorForTokenClassification
+
+    from lightning_saliency import AttributionConfig
+    from lightning_saliency.attribution import SpecialTokens
+    from lightning_saliency.monitor.engine import MonitorEngine
+    from lightning_saliency.monitor.messages import RunOutputs, RunRequest
+    from lightning_saliency.monitor.model_access import ModelAccess, config_label_names, hf_forward
+    from lightning_saliency.settings import EvidenceSettings, MonitorSettings
+
+    model = tiny_tagger(len(demo_tokenizer))
+    loader = torch.utils.data.DataLoader(encoded_rows(demo_tokenizer), batch_size=2,
+                                         collate_fn=DataCollatorForTokenClassification(demo_tokenizer))
+    settings = MonitorSettings(task="token_classification", num_examples=2, attribution=AttributionConfig(n_steps=8),
+                               evidence=EvidenceSettings(artifact_examples=0))
+    engine = MonitorEngine(settings, run_id="ner")
+    access = ModelAccess(model, hf_forward(model), demo_tokenizer, SpecialTokens.from_tokenizer(demo_tokenizer),
+                         None, contextlib.nullcontext)
+    with pytest.warns(UserWarning, match="few"):
+        engine.connect(access, 64, config_label_names(model))
+    record = engine.attempt(RunRequest("start", "fit", None, 0, validation=loader), RunOutputs(tmp_path)).record
+    engine.flush()
+    found = sorted((e.index, " ".join(e.tokens[e.span[0]: e.span[1] + 1]), e.label_name) for e in record.examples)
+    assert found == [(0, "acting story", "B-LOC"), (0, "zorbly", "B-PER"), (1, "zorbly director", "B-PER")]
+    assert all(e.predicted_name in TAGS for e in record.examples)
+    assert len({e.key for e in record.examples}) == 3  # one row per span, told apart by the span
+    with pytest.raises(ValueError, match="leave probe.texts unset"):
+        from lightning_saliency import ProbeSettings
+
+        MonitorSettings(task="token_classification", probe=ProbeSettings(texts=("a b",)))
