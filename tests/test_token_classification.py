@@ -86,3 +86,90 @@ def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_
         from lightning_saliency import ProbeSettings
 
         MonitorSettings(task="token_classification", probe=ProbeSettings(texts=("a b",)))
+
+
+def ner_corpus(tokenizer, count, seed):
+    """Filler words and one entity: a PER that always follows "zorbly" or a LOC that always follows
+    "near". The cue word decides the tag, whatever the entity word is."""
+    import random
+
+    rng = random.Random(seed)
+    filler = ["the", "film", "was", "plot", "story", "acting", "it", "very", "script", "director"]
+    rows = []
+    for _ in range(count):
+        words = [rng.choice(filler) for _ in range(rng.randint(2, 5))]
+        tags = ["O"] * len(words)
+        cue, tag = rng.choice((("zorbly", "B-PER"), ("near", "B-LOC")))
+        at = rng.randint(0, len(words))
+        words[at:at] = [cue, rng.choice(filler)]
+        tags[at:at] = ["O", tag]
+        enc = tokenizer(words, is_split_into_words=True)
+        labels, previous = [], None
+        for word in enc.word_ids():
+            labels.append(-100 if word is None or word == previous else TAGS.index(tags[word]))
+            previous = word
+        rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    return rows
+
+
+def test_a_cue_word_that_always_precedes_an_entity_is_raised_for_its_tag(demo_tokenizer, tmp_path):
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
+
+    from lightning_saliency import AttributionConfig
+    from lightning_saliency.adapters.transformers import SaliencyTrainerCallback
+
+    set_seed(0)
+    model = tiny_tagger(len(demo_tokenizer)).train()
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=10, per_device_train_batch_size=16,
+                             learning_rate=5e-3, eval_strategy="epoch", save_strategy="no", report_to=[],
+                             use_cpu=True, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=ner_corpus(demo_tokenizer, 400, 0),
+                      eval_dataset=ner_corpus(demo_tokenizer, 64, 1),
+                      data_collator=DataCollatorForTokenClassification(demo_tokenizer))
+    callback = SaliencyTrainerCallback(tokenizer=demo_tokenizer, task="token_classification", num_examples=16,
+                                       methods=("integrated_gradients",), every_n_epochs=5,
+                                       attribution=AttributionConfig(n_steps=16)).attach(trainer)
+    trainer.train()
+    assert [r["label"] for r in callback.history] == ["start", "004", "009"]
+    last = callback.history[-1]
+    assert {e["label_name"] for e in last["examples"]} == {"B-PER", "B-LOC"} and len(last["examples"]) == 16
+    suspects = last["metrics"]["shortcut"]["integrated_gradients"]["suspects"]
+    by_token = {s["token"]: s for s in suspects}
+    # Suspects per (word, tag): each cue word is raised for the tag it decides.
+    assert "zorbly" in by_token and TAGS[by_token["zorbly"]["label"]] == "B-PER", suspects
+    assert "near" in by_token and TAGS[by_token["near"]["label"]] == "B-LOC", suspects
+
+
+def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_path):
+    import lightning as L
+    from transformers import DataCollatorForTokenClassification
+
+    from lightning_saliency import AttributionConfig, SaliencyMonitor
+    from tests.builders import quiet_trainer
+
+    model = tiny_tagger(len(demo_tokenizer)).train()
+
+    class Tagger(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, batch_idx):
+            return self.model(**batch).loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.model(**batch).loss)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    collate = DataCollatorForTokenClassification(demo_tokenizer)
+    train = torch.utils.data.DataLoader(ner_corpus(demo_tokenizer, 64, 0), batch_size=16, collate_fn=collate)
+    val = torch.utils.data.DataLoader(ner_corpus(demo_tokenizer, 16, 1), batch_size=16, collate_fn=collate)
+    monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="token_classification", num_examples=8,
+                              attribution=AttributionConfig(n_steps=8))
+    quiet_trainer(tmp_path, [monitor]).fit(Tagger(), train, val)
+    records = monitor.history
+    assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
+    spans = [(e["index"], e["span"], e["label_name"]) for e in records[-1]["examples"]]
+    assert len(spans) == 8 and {tag for _, _, tag in spans} <= {"B-PER", "B-LOC"}
