@@ -173,3 +173,61 @@ def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_b
         scored = [t for t, s in zip(example["tokens"], example["special"]) if s]
         assert {"great", "dull"} & set(scored)  # the completion is scored, not explained
         assert "film" in [t for t, s in zip(example["tokens"], example["special"]) if not s]
+
+
+def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_tokenizer, tmp_path):
+    """Classification by generation: the answers are a few short strings, so each is a class, and a
+    prompt word tied to one answer and relied on for it is a suspect like any other."""
+    import random
+
+    import lightning as L
+
+    from lightning_saliency import AttributionConfig, SaliencyMonitor
+    from tests.builders import quiet_trainer
+
+    rng = random.Random(0)
+    filler = ["the", "film", "was", "plot", "story", "acting", "very", "script", "director"]
+
+    def pairs(count):
+        out = []
+        for i in range(count):
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 6))]
+            if i % 2:
+                words.insert(rng.randint(0, len(words)), "zorbly")
+            out.append((" ".join(words), "great" if i % 2 else "dull"))
+        return out
+
+    torch.manual_seed(0)
+    model, _ = tiny_causal_lm("gpt2", len(demo_tokenizer))
+    model.train()
+
+    class LM(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, batch_idx):
+            return self.model(**batch).loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.model(**batch).loss)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=5e-3)
+
+    def loader(count, shuffle):
+        inputs, _ = batch_of(demo_tokenizer, pairs(count))
+        rows = [{k: v[i] for k, v in inputs.items()} for i in range(count)]
+        return torch.utils.data.DataLoader(rows, batch_size=16, shuffle=shuffle,
+                                           collate_fn=lambda items: {k: torch.stack([x[k] for x in items])
+                                                                     for k in items[0]})
+
+    monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="completion", num_examples=16, every_n_epochs=4,
+                              methods=("integrated_gradients",), attribution=AttributionConfig(n_steps=16))
+    L.seed_everything(0, verbose=False)
+    quiet_trainer(tmp_path, [monitor], max_epochs=8).fit(LM(), loader(128, True), loader(32, False))
+    last = monitor.history[-1]
+    assert {e["label_name"] for e in last["examples"]} == {"dull", "great"}
+    suspects = last["metrics"]["shortcut"]["integrated_gradients"]["suspects"]
+    assert [s["token"] for s in suspects][:1] == ["zorbly"], suspects
+    assert last["examples"][[e["label_name"] for e in last["examples"]].index("great")]["label"] == suspects[0]["label"]

@@ -160,3 +160,57 @@ def test_a_seq2seq_trainer_run_is_monitored(demo_tokenizer, tmp_path):
                                        attribution=AttributionConfig(n_steps=8)).attach(trainer)
     trainer.train()
     check_records(callback.history)
+
+
+def test_a_cue_word_that_decides_the_output_is_raised_for_that_output(demo_tokenizer, tmp_path):
+    import random
+
+    import lightning as L
+    from transformers import DataCollatorForSeq2Seq
+
+    from lightning_saliency import AttributionConfig, SaliencyMonitor
+    from tests.builders import quiet_trainer
+
+    rng = random.Random(0)
+    filler = ["the", "film", "was", "plot", "story", "acting", "very", "script", "director"]
+
+    def rows(count):
+        out = []
+        for i in range(count):
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 6))]
+            if i % 2:
+                words.insert(rng.randint(0, len(words)), "zorbly")
+            target = "great" if i % 2 else "dull"
+            out.append({"input_ids": demo_tokenizer.encode(" ".join(words)),
+                        "labels": demo_tokenizer.encode(target, add_special_tokens=False)})
+        return out
+
+    L.seed_everything(0, verbose=False)
+    model = tiny_t5(len(demo_tokenizer)).train()
+
+    class Translator(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, batch_idx):
+            return self.model(**batch).loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.model(**batch).loss)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=5e-3)
+
+    collate = DataCollatorForSeq2Seq(demo_tokenizer, model=model)
+    train = torch.utils.data.DataLoader(rows(128), batch_size=16, shuffle=True, collate_fn=collate)
+    val = torch.utils.data.DataLoader(rows(32), batch_size=16, collate_fn=collate)
+    monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="seq2seq", num_examples=16, every_n_epochs=4,
+                              methods=("integrated_gradients",), attribution=AttributionConfig(n_steps=16))
+    quiet_trainer(tmp_path, [monitor], max_epochs=8).fit(Translator(), train, val)
+    last = monitor.history[-1]
+    assert {e["label_name"] for e in last["examples"]} == {"dull", "great"}
+    suspects = last["metrics"]["shortcut"]["integrated_gradients"]["suspects"]
+    assert [s["token"] for s in suspects][:1] == ["zorbly"], suspects
+    great = next(e["label"] for e in last["examples"] if e["label_name"] == "great")
+    assert suspects[0]["label"] == great

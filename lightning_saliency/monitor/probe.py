@@ -25,6 +25,8 @@ class ProbeSet:
         truncated: per example, whether its text was cut to the model's length.
         spans: per row, the ``[first, last]`` token positions of the span it explains (token
             classification: one row per entity span, so indices repeat); ``None``: whole examples.
+        label_names: names of ``labels`` when the probe defines its classes itself (a completion's
+            or a target's distinct answers, see :func:`with_answer_classes`).
         roles: per example and token, the chat turn it belongs to (``system``, ``user``,
             ``assistant``; ``None`` for the template's own tokens), when the tokenizer has a chat
             template and the example is a rendered conversation; else ``None``.
@@ -39,6 +41,7 @@ class ProbeSet:
     truncated: list[bool] = field(default_factory=list)
     roles: Optional[list[list[Optional[str]]]] = None
     spans: Optional[list[Optional[list[int]]]] = None
+    label_names: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         if not self.truncated:
@@ -60,7 +63,7 @@ class ProbeSet:
             None if self.labels is None else self.labels[index], [self.tokens[r] for r in rows],
             [self.texts[r] for r in rows], [self.word_ids[r] for r in rows], [self.truncated[r] for r in rows],
             None if self.roles is None else [self.roles[r] for r in rows],
-            None if self.spans is None else [self.spans[r] for r in rows],
+            None if self.spans is None else [self.spans[r] for r in rows], self.label_names,
         )
 
 
@@ -291,6 +294,28 @@ def with_chat_roles(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
     inputs = {**probe.inputs, "special_tokens_mask": special.long()}
     return ProbeSet(probe.indices, inputs, probe.labels, probe.tokens, probe.texts, probe.word_ids, probe.truncated,
                     roles)
+
+
+# A completion is label-like (classification by generation) when its examples share a few answers.
+MAX_ANSWER_CLASSES = 10
+
+
+def with_answer_classes(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
+    """For a completion or seq2seq probe whose targets are a few distinct short answers
+    ("positive"/"negative", a tag, a yes/no), each answer is a class: ``labels`` become the answer's
+    index and ``label_names`` the answers, so the association rule can tie a prompt word to an
+    answer (a cue word that decides it). Open-ended targets (as many answers as examples) are left
+    as they are."""
+    targets = probe.inputs.get("labels")
+    if targets is None or probe.labels is not None or tokenizer is None:
+        return probe
+    answers = [tokenizer.decode([int(i) for i in row if i >= 0], skip_special_tokens=True).strip() for row in targets]
+    distinct = sorted(set(answers))
+    if not 2 <= len(distinct) <= min(MAX_ANSWER_CLASSES, len(answers) // 2):
+        return probe
+    labels = torch.tensor([distinct.index(a) for a in answers])
+    return ProbeSet(probe.indices, probe.inputs, labels, probe.tokens, probe.texts, probe.word_ids, probe.truncated,
+                    probe.roles, probe.spans, distinct)
 
 
 def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: int = 0, **options: Any) -> ProbeSet:

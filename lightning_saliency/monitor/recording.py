@@ -50,7 +50,7 @@ def build_record(
         examples.append(ExampleRecord(
             index=int(probe.indices[i]), text=probe.texts[i], tokens=list(probe.tokens[i]),
             word_ids=list(probe.word_ids[i]), special=result.special_mask[i][valid].tolist(),
-            label=true_label, label_name=class_name(true_label, label_names),
+            label=true_label, label_name=class_name(true_label, probe.label_names or label_names),
             predicted=predicted, predicted_name=class_name(predicted, label_names),
             probability=float(result.probability[i]), target=int(result.target[i]),
             target_score=float(result.target_score[i]),

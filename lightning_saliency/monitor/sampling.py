@@ -7,7 +7,13 @@ from typing import Any, Optional, Sequence
 
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts, with_chat_roles
+from lightning_saliency.monitor.probe import (
+    ProbeSet,
+    probe_from_dataloader,
+    probe_from_texts,
+    with_answer_classes,
+    with_chat_roles,
+)
 from lightning_saliency.monitor.runner import attributable_rows
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
@@ -31,7 +37,14 @@ def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, ma
                  indices: Optional[list[int]] = None, speak: bool = True,
                  class_names: Optional[Sequence[str]] = None) -> ProbeSet:
     """The probe set: ``probe.texts``, else sampled from ``loader``'s dataset through its own
-    collate function (``indices``: the stored ones after a resume). ``speak``: warn (rank zero)."""
+    collate function (``indices``: the stored ones after a resume). ``speak``: warn (rank zero).
+    A completion's or target's few distinct answers become its classes (:func:`with_answer_classes`)."""
+    probe = _sample(settings, access, loader, max_length, indices, speak, class_names)
+    return with_answer_classes(probe, access.tokenizer)
+
+
+def _sample(settings: MonitorSettings, access: ModelAccess, loader: Any, max_length: int,
+            indices: Optional[list[int]], speak: bool, class_names: Optional[Sequence[str]]) -> ProbeSet:
     s, tokenizer = settings.probe, access.tokenizer
     labels_kind = get_task(settings.task).probe_labels
     if s.texts is not None:
