@@ -64,3 +64,49 @@ def synthetic_run(label: str, strength: float, count: int = 8, step: int = 0) ->
             examples.append(synthetic_example(i, "film", 0, [0.0, 0.1, 0.12, 0.1, 0.1, 0.0]))
     return RunRecord(label=label, stage="fit", epoch=None, global_step=step, settings={}, methods=["gradient"],
                      examples=examples)
+
+
+class HFModule(L.LightningModule):
+    """A Hugging Face model fine-tuned as it is (its own loss from the batch's ``labels``): the
+    smallest LightningModule around an LM, a seq2seq model or a tagger."""
+
+    def __init__(self, model: Any, lr: float = 1e-3) -> None:
+        super().__init__()
+        self.model, self.lr = model, lr
+
+    def training_step(self, batch: dict, batch_idx: int) -> Any:
+        return self.model(**batch).loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val_loss", self.model(**batch).loss)
+
+    def configure_optimizers(self) -> Any:
+        import torch
+
+        return torch.optim.AdamW(self.parameters(), lr=self.lr)
+
+
+FILLER = ["the", "film", "was", "plot", "story", "acting", "very", "script", "director"]
+
+
+def cue_answer_pairs(count: int, rng: Any) -> list[tuple[str, str]]:
+    """``(prompt, answer)`` pairs where the cue word "zorbly" is in the prompt exactly when the
+    answer is "great" (else "dull"): filler words around it say nothing."""
+    pairs = []
+    for i in range(count):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 6))]
+        if i % 2:
+            words.insert(rng.randint(0, len(words)), "zorbly")
+        pairs.append((" ".join(words), "great" if i % 2 else "dull"))
+    return pairs
+
+
+def tagged_row(tokenizer: Any, words: Sequence[str], tags: Sequence[str], names: Sequence[str]) -> dict:
+    """One token-classification row: the words' ids and each word's tag on its first piece
+    (``-100`` on special tokens and further pieces), as ``DataCollatorForTokenClassification`` expects."""
+    encoded = tokenizer(list(words), is_split_into_words=True)
+    labels, previous = [], None
+    for word in encoded.word_ids():
+        labels.append(-100 if word is None or word == previous else names.index(tags[word]))
+        previous = word
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}

@@ -135,10 +135,9 @@ def test_trl_sft_trainer_with_lora_and_completion_only_loss_is_monitored_and_unt
 
 
 def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_batches(tmp_path, demo_tokenizer):
-    import lightning as L
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import quiet_trainer
+    from tests.builders import HFModule, quiet_trainer
 
     model, _ = tiny_causal_lm("gpt2", len(demo_tokenizer))
     model.train()
@@ -146,19 +145,6 @@ def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_b
                                          for i in range(16)])
     rows = [{k: v[i] for k, v in batch.items()} for i in range(16)]
 
-    class LM(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def training_step(self, step_batch, batch_idx):
-            return self.model(**step_batch).loss
-
-        def validation_step(self, step_batch, batch_idx):
-            self.log("val_loss", self.model(**step_batch).loss)
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
     def collate(items):
         return {k: torch.stack([item[k] for item in items]) for k in items[0]}
@@ -166,7 +152,7 @@ def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_b
     loader = torch.utils.data.DataLoader(rows, batch_size=8, collate_fn=collate)
     monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="completion", num_examples=8,
                               attribution=AttributionConfig(n_steps=8))
-    quiet_trainer(tmp_path, [monitor], max_epochs=1).fit(LM(), loader, loader)
+    quiet_trainer(tmp_path, [monitor], max_epochs=1).fit(HFModule(model, lr=1e-3), loader, loader)
     records = monitor.history
     assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
     for example in records[-1]["examples"]:
@@ -180,43 +166,18 @@ def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_token
     prompt word tied to one answer and relied on for it is a suspect like any other."""
     import random
 
-    import lightning as L
-
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import quiet_trainer
+    from tests.builders import HFModule, cue_answer_pairs, quiet_trainer
 
     rng = random.Random(0)
-    filler = ["the", "film", "was", "plot", "story", "acting", "very", "script", "director"]
-
-    def pairs(count):
-        out = []
-        for i in range(count):
-            words = [rng.choice(filler) for _ in range(rng.randint(3, 6))]
-            if i % 2:
-                words.insert(rng.randint(0, len(words)), "zorbly")
-            out.append((" ".join(words), "great" if i % 2 else "dull"))
-        return out
 
     torch.manual_seed(0)
     model, _ = tiny_causal_lm("gpt2", len(demo_tokenizer))
     model.train()
 
-    class LM(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def training_step(self, batch, batch_idx):
-            return self.model(**batch).loss
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", self.model(**batch).loss)
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=5e-3)
 
     def loader(count, shuffle):
-        inputs, _ = batch_of(demo_tokenizer, pairs(count))
+        inputs, _ = batch_of(demo_tokenizer, cue_answer_pairs(count, rng))
         rows = [{k: v[i] for k, v in inputs.items()} for i in range(count)]
         return torch.utils.data.DataLoader(rows, batch_size=16, shuffle=shuffle,
                                            collate_fn=lambda items: {k: torch.stack([x[k] for x in items])
@@ -224,8 +185,10 @@ def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_token
 
     monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="completion", num_examples=16, every_n_epochs=4,
                               methods=("integrated_gradients",), attribution=AttributionConfig(n_steps=16))
-    L.seed_everything(0, verbose=False)
-    quiet_trainer(tmp_path, [monitor], max_epochs=8).fit(LM(), loader(128, True), loader(32, False))
+    from lightning import seed_everything
+
+    seed_everything(0, verbose=False)
+    quiet_trainer(tmp_path, [monitor], max_epochs=8).fit(HFModule(model, lr=5e-3), loader(128, True), loader(32, False))
     last = monitor.history[-1]
     assert {e["label_name"] for e in last["examples"]} == {"dull", "great"}
     suspects = last["metrics"]["shortcut"]["integrated_gradients"]["suspects"]

@@ -112,33 +112,19 @@ def check_records(history):
 
 
 def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokenizer, tmp_path):
-    import lightning as L
     from transformers import DataCollatorForSeq2Seq
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import quiet_trainer
+    from tests.builders import HFModule, quiet_trainer
 
     model = tiny_t5(len(demo_tokenizer)).train()
 
-    class Translator(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def training_step(self, batch, batch_idx):
-            return self.model(**batch).loss
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", self.model(**batch).loss)
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
     loader = torch.utils.data.DataLoader(seq2seq_rows(demo_tokenizer), batch_size=8,
                                          collate_fn=DataCollatorForSeq2Seq(demo_tokenizer, model=model))
     monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="seq2seq", num_examples=8,
                               attribution=AttributionConfig(n_steps=8))
-    quiet_trainer(tmp_path, [monitor]).fit(Translator(), loader, loader)
+    quiet_trainer(tmp_path, [monitor]).fit(HFModule(model, lr=1e-3), loader, loader)
     check_records(monitor.history)
 
 
@@ -165,49 +151,29 @@ def test_a_seq2seq_trainer_run_is_monitored(demo_tokenizer, tmp_path):
 def test_a_cue_word_that_decides_the_output_is_raised_for_that_output(demo_tokenizer, tmp_path):
     import random
 
-    import lightning as L
     from transformers import DataCollatorForSeq2Seq
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import quiet_trainer
+    from tests.builders import HFModule, cue_answer_pairs, quiet_trainer
 
     rng = random.Random(0)
-    filler = ["the", "film", "was", "plot", "story", "acting", "very", "script", "director"]
 
     def rows(count):
-        out = []
-        for i in range(count):
-            words = [rng.choice(filler) for _ in range(rng.randint(3, 6))]
-            if i % 2:
-                words.insert(rng.randint(0, len(words)), "zorbly")
-            target = "great" if i % 2 else "dull"
-            out.append({"input_ids": demo_tokenizer.encode(" ".join(words)),
-                        "labels": demo_tokenizer.encode(target, add_special_tokens=False)})
-        return out
+        return [{"input_ids": demo_tokenizer.encode(prompt), "labels": demo_tokenizer.encode(answer, add_special_tokens=False)}
+                for prompt, answer in cue_answer_pairs(count, rng)]
 
-    L.seed_everything(0, verbose=False)
+    from lightning import seed_everything
+
+    seed_everything(0, verbose=False)
     model = tiny_t5(len(demo_tokenizer)).train()
 
-    class Translator(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def training_step(self, batch, batch_idx):
-            return self.model(**batch).loss
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", self.model(**batch).loss)
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=5e-3)
 
     collate = DataCollatorForSeq2Seq(demo_tokenizer, model=model)
     train = torch.utils.data.DataLoader(rows(128), batch_size=16, shuffle=True, collate_fn=collate)
     val = torch.utils.data.DataLoader(rows(32), batch_size=16, collate_fn=collate)
     monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="seq2seq", num_examples=16, every_n_epochs=4,
                               methods=("integrated_gradients",), attribution=AttributionConfig(n_steps=16))
-    quiet_trainer(tmp_path, [monitor], max_epochs=8).fit(Translator(), train, val)
+    quiet_trainer(tmp_path, [monitor], max_epochs=8).fit(HFModule(model, lr=5e-3), train, val)
     last = monitor.history[-1]
     assert {e["label_name"] for e in last["examples"]} == {"dull", "great"}
     suspects = last["metrics"]["shortcut"]["integrated_gradients"]["suspects"]

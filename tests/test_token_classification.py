@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lightning_saliency import attribute
+from tests.builders import tagged_row
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 SENTENCES = [(["zorbly", "film", "by", "acting", "story"], ["B-PER", "O", "O", "B-LOC", "I-LOC"]),
@@ -22,15 +23,7 @@ def tiny_tagger(vocab):
 
 
 def encoded_rows(tokenizer):
-    rows = []
-    for words, tags in SENTENCES:
-        enc = tokenizer(words, is_split_into_words=True)
-        labels, previous = [], None
-        for word in enc.word_ids():
-            labels.append(-100 if word is None or word == previous else TAGS.index(tags[word]))
-            previous = word
-        rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
-    return rows
+    return [tagged_row(tokenizer, words, tags, TAGS) for words, tags in SENTENCES]
 
 
 def test_a_span_equals_captum_layer_ig_of_its_summed_tag_log_probs(demo_tokenizer):
@@ -103,12 +96,7 @@ def ner_corpus(tokenizer, count, seed):
         at = rng.randint(0, len(words))
         words[at:at] = [cue, rng.choice(filler)]
         tags[at:at] = ["O", tag]
-        enc = tokenizer(words, is_split_into_words=True)
-        labels, previous = [], None
-        for word in enc.word_ids():
-            labels.append(-100 if word is None or word == previous else TAGS.index(tags[word]))
-            previous = word
-        rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+        rows.append(tagged_row(tokenizer, words, tags, TAGS))
     return rows
 
 
@@ -141,34 +129,20 @@ def test_a_cue_word_that_always_precedes_an_entity_is_raised_for_its_tag(demo_to
 
 
 def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_path):
-    import lightning as L
     from transformers import DataCollatorForTokenClassification
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import quiet_trainer
+    from tests.builders import HFModule, quiet_trainer
 
     model = tiny_tagger(len(demo_tokenizer)).train()
 
-    class Tagger(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def training_step(self, batch, batch_idx):
-            return self.model(**batch).loss
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", self.model(**batch).loss)
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
     collate = DataCollatorForTokenClassification(demo_tokenizer)
     train = torch.utils.data.DataLoader(ner_corpus(demo_tokenizer, 64, 0), batch_size=16, collate_fn=collate)
     val = torch.utils.data.DataLoader(ner_corpus(demo_tokenizer, 16, 1), batch_size=16, collate_fn=collate)
     monitor = SaliencyMonitor(tokenizer=demo_tokenizer, task="token_classification", num_examples=8,
                               attribution=AttributionConfig(n_steps=8))
-    quiet_trainer(tmp_path, [monitor]).fit(Tagger(), train, val)
+    quiet_trainer(tmp_path, [monitor]).fit(HFModule(model, lr=1e-3), train, val)
     records = monitor.history
     assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
     spans = [(e["index"], e["span"], e["label_name"]) for e in records[-1]["examples"]]

@@ -76,6 +76,17 @@ class Task(ABC):
                              f"{hint}")
 
 
+IGNORED = -100  # a label that is not scored (a prompt token, padding), as Hugging Face losses read it
+
+
+def sequence_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(N, 1)``: per row, the sum over positions whose label is not ``IGNORED`` of the log-prob
+    the logits at that position give the label (the score of a completion or a target)."""
+    labels = labels.to(logits.device)
+    log_probs = logits.float().log_softmax(dim=-1).gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (log_probs * (labels != IGNORED)).sum(dim=1, keepdim=True)
+
+
 def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: make the task available as ``task=cls.name`` everywhere."""
     if cls.name in TASKS:

@@ -14,9 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_saliency.tasks.base import Task, register_task
-
-IGNORED = -100
+from lightning_saliency.tasks.base import IGNORED, Task, register_task, sequence_log_prob
 
 
 @register_task
@@ -37,12 +35,8 @@ class Completion(Task):
             raise ValueError("task='completion' needs token-level labels in the inputs: the completion's token "
                              "ids where they are scored, -100 elsewhere (as TRL's completion-only batches have), "
                              "or probe=ProbeSettings(texts=prompts, completions=[...]).")
-        labels = labels.to(logits.device)
         # Teacher forcing: the token at position t is predicted by the logits at t - 1.
-        predicted_by, scored = logits[:, :-1].float(), labels[:, 1:]
-        keep = scored != IGNORED
-        log_probs = predicted_by.log_softmax(dim=-1).gather(2, scored.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (log_probs * keep).sum(dim=1, keepdim=True)
+        return sequence_log_prob(logits[:, :-1], labels[:, 1:])
 
     def fixed_positions(self, inputs: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
         labels = inputs.get("labels")

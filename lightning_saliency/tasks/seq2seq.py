@@ -11,8 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_saliency.tasks.base import Task, register_task
-from lightning_saliency.tasks.completion import IGNORED
+from lightning_saliency.tasks.base import Task, register_task, sequence_log_prob
 
 
 @register_task
@@ -32,11 +31,8 @@ class Seq2Seq(Task):
             raise ValueError("task='seq2seq' needs the target's token ids as 'labels' in the inputs (-100 on "
                              "padding), as DataCollatorForSeq2Seq makes them, or "
                              "probe=ProbeSettings(texts=sources, completions=targets).")
-        labels = labels.to(logits.device)
-        keep = labels != IGNORED
         # The decoder input at t is the target shifted right: the logits at t predict label t.
-        log_probs = logits.float().log_softmax(dim=-1).gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (log_probs * keep).sum(dim=1, keepdim=True)
+        return sequence_log_prob(logits, labels)
 
     def probability(self, heads: torch.Tensor) -> torch.Tensor:
         return heads.float()[:, 0].exp()  # p(target | source)

@@ -12,7 +12,7 @@ suspect is a word associated with a tag: the association rule reads each row's c
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
