@@ -7,13 +7,8 @@ from typing import Any, Optional, Sequence
 
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.probe import (
-    ProbeSet,
-    probe_from_dataloader,
-    probe_from_texts,
-    with_answer_classes,
-    with_chat_roles,
-)
+from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts
+from lightning_saliency.monitor.task_probes import with_answer_classes, with_chat_roles
 from lightning_saliency.monitor.runner import attributable_rows
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
