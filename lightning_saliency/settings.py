@@ -223,6 +223,9 @@ class MonitorSettings:
         if not (self.target in ("predicted", "label") or (isinstance(self.target, int) and self.target >= 0)):
             raise ValueError(f"target must be 'predicted', 'label' or a class index >= 0, got {self.target!r}.")
         task = get_task(self.task)
+        if task.one_score and self.target != "predicted":
+            raise ValueError(f"task={self.task!r} attributes one score per example (the sequence's log-probability): "
+                             f"target={self.target!r} has nothing to pick; use target='predicted'.")
         if task.probe_labels == "spans" and self.probe.texts is not None:
             raise ValueError(f"task={self.task!r} takes its rows (entity spans) from the validation data's tag labels: "
                              "leave probe.texts unset.")

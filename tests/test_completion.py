@@ -194,3 +194,11 @@ def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_token
     suspects = last["metrics"]["shortcut"]["integrated_gradients"]["suspects"]
     assert [s["token"] for s in suspects][:1] == ["zorbly"], suspects
     assert last["examples"][[e["label_name"] for e in last["examples"]].index("great")]["label"] == suspects[0]["label"]
+
+
+def test_a_one_score_task_takes_no_other_target():
+    from lightning_saliency.settings import MonitorSettings
+
+    for task in ("completion", "seq2seq"):
+        with pytest.raises(ValueError, match="use target='predicted'"):
+            MonitorSettings(task=task, target="label")

@@ -37,6 +37,8 @@ class Task(ABC):
             accepts ``logits_to_keep`` is asked for those alone.
         erasure_faithfulness: ERASER's comprehensiveness and sufficiency (class probabilities under
             token removal) mean something for this task.
+        one_score: the head gives one score per row (a sequence's log-probability), so the only
+            target is that score (``target="predicted"``).
     """
 
     name: ClassVar[str]
@@ -46,6 +48,7 @@ class Task(ABC):
     targets_aligned: ClassVar[bool] = True
     model_takes_targets: ClassVar[bool] = False
     erasure_faithfulness: ClassVar[bool] = True
+    one_score: ClassVar[bool] = False
     text_label_evidence: ClassVar[bool] = False
     last_logits_only: ClassVar[bool] = False
 

@@ -25,6 +25,7 @@ class Completion(Task):
     target_keys = ("labels",)
     # ERASER's scores are class probabilities under removal; a completion's log-probability has
     # no class to remove towards. Heatmaps, drift and per-prompt-word reliance carry the signal.
+    one_score = True
     erasure_faithfulness = False
 
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,

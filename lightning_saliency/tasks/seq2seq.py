@@ -21,6 +21,7 @@ class Seq2Seq(Task):
     target_keys = ("labels",)
     targets_aligned = False
     model_takes_targets = True
+    one_score = True
     erasure_faithfulness = False  # as for completions: a sequence's log-probability has no classes
 
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
