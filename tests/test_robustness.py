@@ -196,7 +196,7 @@ def test_causal_lm_probe_labels_are_next_tokens_named_by_their_text(tmp_path):
 def test_an_empty_validation_set_is_refused_at_setup_with_the_fix(tmp_path):
     module, data, tokenizer = setup_data()
     data.val.items = []  # a validation set with no examples
-    with pytest.raises(ValueError, match=r"validation dataset is empty.*examples=\[\.\.\.\]"):
+    with pytest.raises(ValueError, match=r"validation dataset is empty.*probe=ProbeSettings\(texts=\[\.\.\.\]\)"):
         fit(tmp_path, module, data, tokenizer=tokenizer, num_examples=8)
 
 

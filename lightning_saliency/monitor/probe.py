@@ -104,7 +104,7 @@ def choose_indices(
     size = len(dataset)
     if size == 0:
         raise ValueError("The validation dataset is empty, so SaliencyMonitor has no examples to probe. Give the "
-                         "validation set examples, or pass the probe texts with SaliencyMonitor(examples=[...]).")
+                         "validation set examples, or pass the probe texts with probe=ProbeSettings(texts=[...]).")
     rng = random.Random(seed)
     candidates = rng.sample(range(size), min(size, max(50 * num_examples, 1000)))
     by_label: dict[Optional[int], list[int]] = {}
@@ -136,16 +136,18 @@ def model_inputs(batch: Any, label_key: str = "labels") -> dict[str, torch.Tenso
     # DataCollatorWithPadding and the HF Trainer's default collator return) is a UserDict.
     if not isinstance(batch, Mapping):
         kind = type(batch).__name__
-        hint = (" Name the positions of tuple batches with input_keys=('input_ids', 'attention_mask', 'labels')."
+        hint = (" Name the positions of tuple batches with probe=ProbeSettings(input_keys=('input_ids', "
+                "'attention_mask', 'labels'))."
                 if isinstance(batch, (tuple, list)) else "")
         raise ValueError(
-            f"Validation batches are {kind}, not mappings with 'input_ids'.{hint} Or pass examples=[...texts] with "
-            "a tokenizer, or collate batches into dicts with input_ids / attention_mask."
+            f"Validation batches are {kind}, not mappings with 'input_ids'.{hint} Or pass the texts with "
+            "probe=ProbeSettings(texts=[...]) and a tokenizer, or collate batches into dicts with input_ids / "
+            "attention_mask."
         )
     if "input_ids" not in batch:
         raise ValueError(
             f"Validation batches have the keys {sorted(map(str, batch))} but no 'input_ids'. Collate the token ids "
-            "under 'input_ids', or pass examples=[...texts] with a tokenizer."
+            "under 'input_ids', or pass the texts with probe=ProbeSettings(texts=[...]) and a tokenizer."
         )
     ids = batch["input_ids"]
     return {
