@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import lightning as L
+import torch
 
 from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
 
@@ -81,8 +82,6 @@ class HFModule(L.LightningModule):
         self.log("val_loss", self.model(**batch).loss)
 
     def configure_optimizers(self) -> Any:
-        import torch
-
         return torch.optim.AdamW(self.parameters(), lr=self.lr)
 
 
@@ -110,3 +109,34 @@ def tagged_row(tokenizer: Any, words: Sequence[str], tags: Sequence[str], names:
         labels.append(-100 if word is None or word == previous else names.index(tags[word]))
         previous = word
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+
+
+class BagOfWords(torch.nn.Module):
+    """A fake classifier: summed word embeddings and a linear head whose weights the tests set."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embeddings = torch.nn.Embedding(vocab, 4)
+        self.head = torch.nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            self.embeddings.weight.copy_(torch.randn(vocab, 4, generator=torch.Generator().manual_seed(0)) * 0.1)
+            self.head.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]))
+
+    def forward(self, input_ids, attention_mask, **unused):
+        return self.head((self.embeddings(input_ids) * attention_mask[..., None]).sum(dim=1))
+
+    def learn(self, token_id: int) -> None:
+        """What training would do: the token now decides class 1."""
+        with torch.no_grad():
+            self.embeddings.weight[token_id] = torch.tensor([-3.0, 0, 0, 0])
+
+
+def bag_of_words_access(model: "BagOfWords", tokenizer: Any) -> Any:
+    """How the monitor calls :class:`BagOfWords` (its ``embeddings`` are the word embeddings)."""
+    import contextlib
+
+    from lightning_saliency.attribution import SpecialTokens
+    from lightning_saliency.monitor.model_access import ModelAccess
+
+    return ModelAccess(model, lambda module, inputs: module(**inputs), tokenizer,
+                       SpecialTokens.from_tokenizer(tokenizer), "embeddings", contextlib.nullcontext)

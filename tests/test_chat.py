@@ -1,11 +1,9 @@
 """Chat templates: the template's own tokens are special (never words, never suspects), and every
 other token knows the turn it belongs to."""
-import contextlib
-
 import pytest
-import torch
 
 from lightning_saliency.monitor.chat import template_mask, template_pieces
+from tests.builders import BagOfWords, bag_of_words_access
 
 TEMPLATE = "{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}\n{% endfor %}"
 CONVERSATION = [{"role": "user", "content": "the zorbly film"}, {"role": "assistant", "content": "great"}]
@@ -56,25 +54,14 @@ def test_template_tokens_are_found_and_turns_get_their_roles(kind, demo_tokenize
 
 def test_records_mark_the_template_special_and_carry_the_roles(demo_tokenizer, tmp_path):
     from lightning_saliency import AttributionConfig, ProbeSettings
-    from lightning_saliency.attribution import SpecialTokens
     from lightning_saliency.monitor.engine import MonitorEngine
     from lightning_saliency.monitor.messages import RunOutputs, RunRequest
-    from lightning_saliency.monitor.model_access import ModelAccess
     from lightning_saliency.settings import EvidenceSettings, MonitorSettings
 
     tokenizer = wordpiece(demo_tokenizer)
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": f"the film {word}"}], tokenize=False)
              for word in ("was great", "was dull", "zorbly", "acting", "plot", "story", "script", "it")]
-    class BagOfWords(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embeddings, self.head = torch.nn.Embedding(len(tokenizer), 4), torch.nn.Linear(4, 2)
-
-        def forward(self, input_ids, attention_mask, **unused):
-            return self.head((self.embeddings(input_ids) * attention_mask[..., None]).sum(dim=1))
-
-    access = ModelAccess(BagOfWords(), lambda module, inputs: module(**inputs), tokenizer,
-                         SpecialTokens.from_tokenizer(tokenizer), "embeddings", contextlib.nullcontext)
+    access = bag_of_words_access(BagOfWords(len(tokenizer)), tokenizer)
     settings = MonitorSettings(methods=("gradient",), num_examples=8, probe=ProbeSettings(texts=texts),
                                attribution=AttributionConfig(max_tokens=256),
                                evidence=EvidenceSettings(artifact_examples=0, faithfulness=False))

@@ -4,52 +4,28 @@ The model is a bag of word embeddings with a linear head, whose weights the test
 pushes towards class 1 once the test "trains" it. The engine gets data (settings, a model access,
 a request, outputs) and gives data back (an outcome); every test reads only what it returns.
 """
-import contextlib
 from dataclasses import replace
 
 import pytest
-import torch
-from torch import nn
 
-from lightning_saliency.attribution import AttributionConfig, SpecialTokens
+from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.monitor.distributed import Ranks, ShardError
 from lightning_saliency.monitor.engine import MonitorEngine
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
-from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.probe import probe_from_texts
 from lightning_saliency.monitor.runner import EMPTY_EXAMPLE, PassSettings, run_model_passes
 from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings
+from tests.builders import BagOfWords, bag_of_words_access
 
 WITH = ["zorbly film was great", "the zorbly plot", "zorbly acting was fine", "a zorbly story", "zorbly it was",
         "this zorbly movie", "zorbly script", "very zorbly"]
 WITHOUT = ["film was dull", "the plot", "acting was fine", "a story", "it was", "this movie", "script", "very dull"]
 
 
-class BagOfWords(nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.embeddings = nn.Embedding(vocab, 4)
-        self.head = nn.Linear(4, 2, bias=False)
-        with torch.no_grad():
-            self.embeddings.weight.copy_(torch.randn(vocab, 4, generator=torch.Generator().manual_seed(0)) * 0.1)
-            self.head.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]))
-
-    def forward(self, input_ids, attention_mask, **unused):
-        return self.head((self.embeddings(input_ids) * attention_mask[..., None]).sum(dim=1))
-
-    def learn(self, token_id: int) -> None:
-        """What training would do: the token now decides class 1."""
-        with torch.no_grad():
-            self.embeddings.weight[token_id] = torch.tensor([-3.0, 0, 0, 0])
-
-
 @pytest.fixture
 def fake(demo_tokenizer):
     model = BagOfWords(len(demo_tokenizer))
-    forward = lambda module, inputs: module(**inputs)  # noqa: E731
-    access = ModelAccess(model, forward, demo_tokenizer, SpecialTokens.from_tokenizer(demo_tokenizer),
-                         "embeddings", contextlib.nullcontext)
-    return model, access
+    return model, bag_of_words_access(model, demo_tokenizer)
 
 
 def engine_for(access, **settings):

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence
 
 from lightning_saliency.attribution import AttributionConfig
+from lightning_saliency.attribution.context import DEFAULT_MAX_TOKENS
 from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.monitor.distributed import Ranks
@@ -41,8 +42,6 @@ from lightning_saliency.tasks import get_task
 # control near 0, while the check costs a quarter of the forward rows (on MiniLM, about 8 s of
 # a step run's 9 s before).
 STEP_RUN_CONFIRM_EXAMPLES = 64
-# The token budget when no training batch, batch size or max_tokens says (examples= without a loader).
-DEFAULT_TOKEN_BUDGET = 4096
 
 
 def _first_examples(sample: Callable[[], ProbeSet], count: int) -> Callable[[], ProbeSet]:
@@ -197,7 +196,7 @@ class MonitorEngine:
             if len(kept) < len(examples):  # a prefix of the fixed order: drift compares the same examples
                 kept_set = set(kept)  # (all rows of each kept example: a span probe has one per span)
                 examples = examples.select([r for r, index in enumerate(examples.indices) if index in kept_set])
-            default_tokens = s.attribution.max_tokens or DEFAULT_TOKEN_BUDGET
+            default_tokens = s.attribution.max_tokens or DEFAULT_MAX_TOKENS  # no batch seen, no loader
             return examples, self.run_config(plan, request.token_budget(examples, default_tokens))
 
         examples, config = ranks.attempt(prepared) or (None, s.attribution)

@@ -195,6 +195,17 @@ def _word_ids(tokenizer: Any, ids: list[int], text: str) -> list[Optional[int]]:
     return list(range(len(ids)))  # unknown word boundaries: every token is its own word
 
 
+# The probes whose labels are per token, and what their labels must be.
+TOKEN_LABELS = {"spans": "token-classification", "tokens": "completion", "sequence": "seq2seq"}
+TOKEN_LABEL_FORMS = {
+    "spans": "as token-level tag labels (-100 on special tokens), as DataCollatorForTokenClassification makes them",
+    "tokens": "as token-level labels (the completion's token ids, -100 on the prompt), as TRL's completion-only "
+              "batches have",
+    "sequence": "as the targets' token ids (one row per example, -100 on padding), as DataCollatorForSeq2Seq "
+                "makes them",
+}
+
+
 def probe_from_dataset(
     dataset: Any,
     collate_fn: Optional[Callable[[list], Any]],
@@ -231,31 +242,23 @@ def probe_from_dataset(
         labels = batch.get(label_key, batch.get("label") if label_key == "labels" else None)
     labels = torch.as_tensor(labels).cpu() if labels is not None else None
     tokens, texts, word_ids = describe_tokens(inputs, tokenizer, id_to_token)
-    if labels_kind == "spans":
-        if labels is None or labels.shape != inputs["input_ids"].shape:
-            raise ValueError(f"A token-classification probe needs token-level tag labels as {label_key!r} (-100 on "
-                             "special tokens), as DataCollatorForTokenClassification makes them.")
-        return task_probes.span_rows(ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, None, tokens, texts, word_ids),
-                         labels, tag_names)
-    if labels_kind == "sequence":
-        if labels is None or labels.dim() != 2 or labels.shape[0] != inputs["input_ids"].shape[0]:
-            raise ValueError(f"A seq2seq probe needs the targets' token ids as {label_key!r} (one row per example, "
-                             "-100 on padding), as DataCollatorForSeq2Seq makes them; the validation batches have "
+    inputs = {k: v.cpu() for k, v in inputs.items()}
+    if labels_kind in ("spans", "tokens", "sequence"):  # token-level labels: checked, then kept with the inputs
+        rows = inputs["input_ids"].shape[0]
+        aligned = labels is not None and labels.shape == inputs["input_ids"].shape
+        usable = aligned if labels_kind != "sequence" else (labels is not None and labels.dim() == 2
+                                                            and labels.shape[0] == rows)
+        if not usable:
+            raise ValueError(f"A {TOKEN_LABELS[labels_kind]} probe needs {label_key!r} {TOKEN_LABEL_FORMS[labels_kind]}"
+                             f"; the validation batches have "
                              f"{'none' if labels is None else 'shape ' + str(tuple(labels.shape))}.")
-        return ProbeSet(indices, {**{k: v.cpu() for k, v in inputs.items()}, "labels": labels}, None, tokens, texts,
-                        word_ids)
-    if labels_kind == "tokens":
-        if labels is None or labels.shape != inputs["input_ids"].shape:
-            raise ValueError(f"A completion probe needs token-level {label_key!r} (the completion's token ids, -100 "
-                             "on the prompt), as TRL's completion-only batches have; the validation batches have "
-                             f"{'none' if labels is None else 'shape ' + str(tuple(labels.shape))}.")
-        return ProbeSet(indices, {**{k: v.cpu() for k, v in inputs.items()}, "labels": labels}, None, tokens, texts,
-                        word_ids)
+        if labels_kind == "spans":
+            return task_probes.span_rows(ProbeSet(indices, inputs, None, tokens, texts, word_ids), labels, tag_names)
+        return ProbeSet(indices, {**inputs, "labels": labels}, None, tokens, texts, word_ids)
     if labels_kind == "next_token":
-        return task_probes.next_token_probe(ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, None, tokens, texts,
-                                         word_ids), labels, tokenizer)
+        return task_probes.next_token_probe(ProbeSet(indices, inputs, None, tokens, texts, word_ids), labels, tokenizer)
     labels = labels.reshape(-1) if labels is not None else None
-    return ProbeSet(indices, {k: v.cpu() for k, v in inputs.items()}, labels, tokens, texts, word_ids)
+    return ProbeSet(indices, inputs, labels, tokens, texts, word_ids)
 
 
 def probe_from_dataloader(dataloader: DataLoader, num_examples: int = 8, seed: int = 0, **options: Any) -> ProbeSet:

@@ -90,6 +90,18 @@ def sequence_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return (log_probs * (labels != IGNORED)).sum(dim=1, keepdim=True)
 
 
+class SequenceScoreTask(Task):
+    """A task whose one score per row is a sequence's log-probability (a completion, a target): the
+    record's probability is that sequence's, and ERASER's faithfulness, whose scores are class
+    probabilities under removal, does not apply."""
+
+    one_score = True
+    erasure_faithfulness = False
+
+    def probability(self, heads: torch.Tensor) -> torch.Tensor:
+        return heads.float()[:, 0].exp()
+
+
 def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: make the task available as ``task=cls.name`` everywhere."""
     if cls.name in TASKS:

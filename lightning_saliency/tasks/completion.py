@@ -14,19 +14,15 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_saliency.tasks.base import IGNORED, Task, register_task, sequence_log_prob
+from lightning_saliency.tasks.base import IGNORED, SequenceScoreTask, register_task, sequence_log_prob
 
 
 @register_task
-class Completion(Task):
+class Completion(SequenceScoreTask):
     name = "completion"
     input_dims = 2
     probe_labels = "tokens"
     target_keys = ("labels",)
-    # ERASER's scores are class probabilities under removal; a completion's log-probability has
-    # no class to remove towards. Heatmaps, drift and per-prompt-word reliance carry the signal.
-    one_score = True
-    erasure_faithfulness = False
 
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
              targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -42,9 +38,6 @@ class Completion(Task):
     def fixed_positions(self, inputs: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
         labels = inputs.get("labels")
         return None if labels is None else labels != IGNORED
-
-    def probability(self, heads: torch.Tensor) -> torch.Tensor:
-        return heads.float()[:, 0].exp()  # p(completion | prompt)
 
     def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
         return ["completion"]

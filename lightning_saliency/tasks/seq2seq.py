@@ -11,18 +11,16 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_saliency.tasks.base import Task, register_task, sequence_log_prob
+from lightning_saliency.tasks.base import SequenceScoreTask, register_task, sequence_log_prob
 
 
 @register_task
-class Seq2Seq(Task):
+class Seq2Seq(SequenceScoreTask):
     name = "seq2seq"
     probe_labels = "sequence"
     target_keys = ("labels",)
     targets_aligned = False
     model_takes_targets = True
-    one_score = True
-    erasure_faithfulness = False  # as for completions: a sequence's log-probability has no classes
 
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
              targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -34,9 +32,6 @@ class Seq2Seq(Task):
                              "probe=ProbeSettings(texts=sources, completions=targets).")
         # The decoder input at t is the target shifted right: the logits at t predict label t.
         return sequence_log_prob(logits, labels)
-
-    def probability(self, heads: torch.Tensor) -> torch.Tensor:
-        return heads.float()[:, 0].exp()  # p(target | source)
 
     def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
         return ["target"]
