@@ -148,7 +148,7 @@ def main() -> None:
     print(f"{'seed':>4} {'val acc':>7} {'majority':>8} {'all runs':>8}  confirmed suspects")
     false = 0
     for seed in range(args.seeds):
-        r = run(seed, False, args.epochs, args.lr, args.max_length)
+        r = run(seed, False, args.epochs, args.lr, args.max_length, args.runs)
         false += len(r["confirmed_words"])
         print(f"{seed:>4} {r['val_acc']:>7.3f} {r['majority']:>8.3f} {r['all_share']:>8.1%}  {r['confirmed_words']}",
               flush=True)

@@ -264,7 +264,7 @@ def test_the_alert_and_the_report_state_the_evidence(planted_fit):
     alerts = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("saliency/shortcut_alert/text_summary")]
     # The verdict and its evidence, not a trained model's exact rate: the alert states the removal
     # flip rate with its interval, and that interval lies above the random control's.
-    match = re.search(r"'zorbly' \(confirmed\): removing it flips (\d+)% \((\d+)%-(\d+)%\) of \d+ examples.*"
+    match = re.search(r"'zorbly' \(confirmed by [^)]*\): removing it flips (\d+)% \((\d+)%-(\d+)%\) of \d+ examples.*"
                       r"random words flip (\d+)% \((\d+)%-(\d+)%\) of \d+ on removal", alerts[-1])
     assert match, alerts[-1]
     assert int(match.group(2)) > int(match.group(6))  # deletion's lower bound above the control's upper bound

@@ -42,6 +42,7 @@ SCALAR_LAYOUT = {
     "saliency: causal checks": {
         "removal flip rate": ["Multiline", [r"saliency/causal/.*/(control_)?deletion_flip_rate"]],
         "insertion flip rate": ["Multiline", [r"saliency/causal/.*/(control_)?insertion_flip_rate"]],
+        "class probability shift (rank z)": ["Multiline", [r"saliency/causal/.*_shift_z"]],
         "confirmed suspects": ["Multiline", [r"saliency/causal/confirmed"]],
     },
     "saliency: faithfulness": {

@@ -15,16 +15,31 @@ def _number(value: Optional[float], spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _verdict(check: Any) -> str:
+    if not check.confirmed:
+        return "not confirmed"
+    by = getattr(check, "confirmed_by", None)
+    return f"confirmed ({', '.join(by)})" if by else "confirmed"
+
+
+def _shift(test: Any) -> str:
+    if not test.trials or not test.control_trials:
+        return "–"
+    return f"{test.mean:+.3f} ({test.control_mean:+.3f}, z {test.z:.1f})"
+
+
 def causal_table(metrics: Any) -> Optional[Table]:
-    """One row per checked suspect: verdict, deletion and insertion flip rates with their 95%
-    intervals, and the random control's."""
+    """One row per checked suspect: verdict (and the tests that confirmed it), deletion and
+    insertion flip rates with their 95% intervals, the random control's, and the mean shifts of the
+    suspect's class probability against the control's."""
     if not metrics.causal:
         return None
     header = ["suspect", "verdict", "removal flips", "insertion flips (to class)", "random removal",
-              "random insertion", "p drop on removal"]
-    rows = [[c.token, "confirmed" if c.confirmed else "not confirmed", _rate(c.deletion),
+              "random insertion", "p drop on removal", "class p shift, removal / insertion (random)"]
+    rows = [[c.token, _verdict(c), _rate(c.deletion),
              f"{_rate(c.insertion)} ({c.label_name if c.label_name is not None else c.label})",
-             _rate(c.control_deletion), _rate(c.control_insertion), _number(c.probability_change)]
+             _rate(c.control_deletion), _rate(c.control_insertion), _number(c.probability_change),
+             f"{_shift(c.deletion_shift)} / {_shift(c.insertion_shift)}"]
             for c in metrics.causal]
     return header, rows
 

@@ -5,6 +5,7 @@ from lightning_saliency.schema.findings import (
     CausalCheck,
     CrossRow,
     FlipTest,
+    ShiftTest,
     Suspect,
     SuspectTimeline,
     TokenStat,
@@ -13,5 +14,5 @@ from lightning_saliency.schema.records import ExampleRecord, RecordError, RunMet
 
 __all__ = [
     "ArtifactCrossing", "CausalCheck", "CrossRow", "ExampleRecord", "FlipTest", "RecordError", "RunMetrics",
-    "RunRecord", "Suspect", "SuspectTimeline", "TokenStat", "read_record",
+    "RunRecord", "ShiftTest", "Suspect", "SuspectTimeline", "TokenStat", "read_record",
 ]

@@ -74,9 +74,33 @@ class FlipTest:
 
 
 @dataclass
+class ShiftTest:
+    """How far a test's edits move the probability of the suspect's class (down on deletion, up on
+    insertion), against the same edits with random words: the mean shifts, and the one-sided rank
+    test of the two (``auc``: the chance a suspect's shift beats a random word's; ``z``; ``significant``:
+    ``z`` reached the evidence the flip tests demand)."""
+
+    trials: int = 0
+    mean: Optional[float] = None
+    control_trials: int = 0
+    control_mean: Optional[float] = None
+    auc: float = 0.5
+    z: float = 0.0
+    significant: bool = False
+
+    def describe(self) -> str:
+        if not self.trials or not self.control_trials:
+            return "no examples to compare"
+        return (f"{self.mean:+.3f} against {self.control_mean:+.3f} for random words (larger in {self.auc:.0%} of "
+                f"pairs, z {self.z:.1f})")
+
+
+@dataclass
 class CausalCheck:
     """The causal evidence on one suspect in one run. ``probability_change``: mean drop of the
-    predicted class's probability when the suspect is deleted."""
+    predicted class's probability when the suspect is deleted. ``deletion_shift`` and
+    ``insertion_shift``: the suspect's class probability moved by its edits, against random words'
+    (these see a shortcut before any prediction flips). ``confirmed_by``: the tests that confirmed it."""
 
     token: str
     members: list[str]
@@ -90,14 +114,23 @@ class CausalCheck:
     probability_change: Optional[float] = None
     control_tokens: list[str] = field(default_factory=list)
     confirmed: bool = False
+    deletion_shift: ShiftTest = field(default_factory=ShiftTest)
+    insertion_shift: ShiftTest = field(default_factory=ShiftTest)
+    confirmed_by: list[str] = field(default_factory=list)
 
     def sentence(self) -> str:
         """The evidence in one sentence, as the alert states it."""
         cls = self.label_name if self.label_name is not None else str(self.label)
-        verdict = "confirmed" if self.confirmed else "not confirmed"
-        return (f"'{self.token}' ({verdict}): removing it flips {self.deletion.describe()} examples that contain it; "
+        verdict = f"confirmed by {', '.join(self.confirmed_by)}" if self.confirmed and self.confirmed_by else (
+            "confirmed" if self.confirmed else "not confirmed")
+        text = (f"'{self.token}' ({verdict}): removing it flips {self.deletion.describe()} examples that contain it; "
                 f"inserting it flips {self.insertion.describe()} other examples to {cls}; random words flip "
                 f"{self.control_deletion.describe()} on removal and {self.control_insertion.describe()} on insertion.")
+        if self.deletion_shift.trials:
+            text += f" Removal moves P({cls}) by {self.deletion_shift.describe()}."
+        if self.insertion_shift.trials:
+            text += f" Insertion moves P({cls}) by {self.insertion_shift.describe()}."
+        return text
 
 
 @dataclass

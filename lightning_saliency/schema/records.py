@@ -23,6 +23,7 @@ from lightning_saliency.schema.findings import (
     CausalCheck,
     CrossRow,
     FlipTest,
+    ShiftTest,
     Suspect,
     SuspectTimeline,
     TokenStat,
@@ -180,7 +181,8 @@ class ClassSummary:
 
 def _causal_check(data: dict[str, Any]) -> CausalCheck:
     tests = {kind: _lenient(FlipTest, data.get(kind) or {}) for kind in KINDS}
-    return _lenient(CausalCheck, {**data, **tests})
+    shifts = {key: _lenient(ShiftTest, data.get(key) or {}) for key in ("deletion_shift", "insertion_shift")}
+    return _lenient(CausalCheck, {**data, **tests, **shifts})
 
 
 def _crossing(data: dict[str, Any]) -> ArtifactCrossing:
