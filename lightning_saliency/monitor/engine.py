@@ -21,8 +21,8 @@ from lightning_saliency.attribution.context import DEFAULT_MAX_TOKENS
 from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.monitor.distributed import Ranks
-from lightning_saliency.monitor.evidence.artifacts import training_artifacts
-from lightning_saliency.monitor.evidence.causal import KINDS, CausalSettings
+from lightning_saliency.monitor.evidence.artifacts import training_artifacts, with_class_indices
+from lightning_saliency.monitor.evidence.causal import KINDS, AnswerClasses, CausalSettings
 from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
@@ -125,9 +125,12 @@ class MonitorEngine:
                              columns: Optional[Sequence[str]] = None) -> None:
         """The training set's artifact table (at fit start, on rank zero: no collective), when the
         task has one text and one class per example. ``columns``: the item keys the collate takes."""
-        s = self.settings
-        if s.evidence.artifact_examples and dataset is not None and get_task(s.task).text_label_evidence:
+        s, task = self.settings, get_task(self.settings.task)
+        if s.evidence.artifact_examples and dataset is not None and task.text_label_evidence:
             self.evidence.artifacts = training_artifacts(dataset, collate_fn, self.access, s, columns)
+        elif s.evidence.artifact_examples and dataset is not None and task.answer_classes:
+            self.evidence.artifacts = training_artifacts(dataset, collate_fn, self.access, s, columns,
+                                                         answers_aligned=task.targets_aligned)
 
     def needs_validation(self) -> bool:
         """Whether the next run may sample from the validation loader (the probe set or the causal
@@ -211,7 +214,7 @@ class MonitorEngine:
         record = ranks.attempt(self._analysed, request, passes, examples, config, plan) if passes is not None else None
         checked = time.perf_counter()
         confirmation = None
-        if s.evidence.confirm_examples and get_task(s.task).text_label_evidence:
+        if s.evidence.confirm_examples and self._text_label_evidence():
             confirmation = lambda: self._confirmation_set(request.validation, request.rank)  # noqa: E731
             if request.step_run:
                 confirmation = _first_examples(confirmation, STEP_RUN_CONFIRM_EXAMPLES)
@@ -262,11 +265,30 @@ class MonitorEngine:
         # Epoch runs compare with the previous epoch run; step runs with the run just before.
         previous = self.previous if request.step_run else self.previous_epoch
         metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
-                          passes.faithfulness, self.evidence.artifacts)
+                          passes.faithfulness, self._class_artifacts())
         return replace(record, metrics=metrics, timings={**passes.seconds, "analysis": time.perf_counter() - analysed})
 
+    def _class_artifacts(self) -> Optional[Any]:
+        """The artifact table with class indices as labels: a table of answer texts (a label-like
+        completion's) is read against the probe's answer classes; ``None`` when it has none."""
+        table = self.evidence.artifacts
+        if table is None or all(isinstance(r.label, int) or r.label is None for r in table.words.values()):
+            return table
+        if self.probe is None or self.probe.answers is None:
+            return None
+        return with_class_indices(table, self.probe.label_names)
+
+    def _text_label_evidence(self) -> bool:
+        """Whether the causal checks apply: one text and one class per example, or a completion's
+        or target's few answers as classes (the model's answer is the likeliest of them)."""
+        return get_task(self.settings.task).text_label_evidence or (self.probe is not None
+                                                                   and self.probe.answers is not None)
+
     def _causal_settings(self, config: AttributionConfig) -> CausalSettings:
-        s = self.settings
+        s, probe = self.settings, self.probe
+        if probe is not None and probe.answers is not None:
+            answers = AnswerClasses(tuple(probe.answers), get_task(s.task).targets_aligned)
+            return CausalSettings(config, s.task, s.probe.seed, self.max_length, probe.label_names, answers)
         return CausalSettings(config, s.task, s.probe.seed, self.max_length, self.label_names)
 
     def _observe_cost(self, record: RunRecord, attributions: Any, examples: int, step_run: bool) -> None:
@@ -360,11 +382,16 @@ class MonitorEngine:
 
 
 def causal_scalars(checks: list) -> dict[str, float]:
-    """Flip rates per checked suspect, and how many the run confirmed."""
+    """Flip rates and class-probability shifts (the rank test's z) per checked suspect, and how many
+    the run confirmed."""
     scalars = {"saliency/causal/confirmed": float(sum(c.confirmed for c in checks))} if checks else {}
     for check in checks:
         for kind in KINDS:
             test = getattr(check, kind)
             if test.rate is not None:
                 scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_flip_rate"] = test.rate
+        for kind in ("deletion", "insertion"):
+            shift = getattr(check, f"{kind}_shift")
+            if shift.trials and shift.control_trials:
+                scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_shift_z"] = shift.z
     return scalars

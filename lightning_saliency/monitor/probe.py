@@ -30,6 +30,8 @@ class ProbeSet:
         roles: per example and token, the chat turn it belongs to (``system``, ``user``,
             ``assistant``; ``None`` for the template's own tokens), when the tokenizer has a chat
             template and the example is a rendered conversation; else ``None``.
+        answers: with ``label_names`` from answers, each class's answer as token ids (what the
+            causal checks score after an edited prompt to find the model's answer).
     """
 
     indices: list[int]
@@ -42,6 +44,7 @@ class ProbeSet:
     roles: Optional[list[list[Optional[str]]]] = None
     spans: Optional[list[Optional[list[int]]]] = None
     label_names: Optional[list[str]] = None
+    answers: Optional[list[tuple[int, ...]]] = None
 
     def __post_init__(self) -> None:
         if not self.truncated:
@@ -63,7 +66,7 @@ class ProbeSet:
             None if self.labels is None else self.labels[index], [self.tokens[r] for r in rows],
             [self.texts[r] for r in rows], [self.word_ids[r] for r in rows], [self.truncated[r] for r in rows],
             None if self.roles is None else [self.roles[r] for r in rows],
-            None if self.spans is None else [self.spans[r] for r in rows], self.label_names,
+            None if self.spans is None else [self.spans[r] for r in rows], self.label_names, self.answers,
         )
 
 

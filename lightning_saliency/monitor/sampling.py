@@ -74,8 +74,10 @@ def sample_confirmation(settings: MonitorSettings, access: ModelAccess, loader: 
     if loader is None:
         raise ValueError(NO_LOADER.format(what="causal checks' examples"))
     s = settings.probe
+    # Answer classes: the examples keep their token-level answers (the checks score prompts alone).
+    labels_kind = get_task(settings.task).probe_labels if probe.answers is not None else "class"
     sample = probe_from_dataloader(loader, settings.evidence.confirm_examples, s.seed + 1, tokenizer=access.tokenizer,
-                                   label_key=s.label_key, input_keys=s.input_keys)
+                                   label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
     rows, skipped = attributable_rows(sample, access.special_tokens, range(len(sample)), max_length)
     if skipped and speak:
         named = "; ".join(f"dataset index {sample.indices[row]}: {reason}" for row, reason in skipped[:5])

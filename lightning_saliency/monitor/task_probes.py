@@ -3,6 +3,7 @@ next-token probe, a completion's or a seq2seq target's, a token classifier's ent
 passes over any probe (a chat template's tokens marked special; label-like answers as classes)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 import torch
@@ -63,13 +64,41 @@ def with_answer_classes(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
     targets = probe.inputs.get("labels")
     if targets is None or probe.labels is not None or tokenizer is None:
         return probe
-    answers = [tokenizer.decode([int(i) for i in row if i >= 0], skip_special_tokens=True).strip() for row in targets]
+    answer_ids = [tuple(int(i) for i in row if i >= 0) for row in targets]
+    answers = [answer_text(ids, tokenizer) for ids in answer_ids]
     distinct = sorted(set(answers))
     if not 2 <= len(distinct) <= min(MAX_ANSWER_CLASSES, len(answers) // 2):
         return probe
     labels = torch.tensor([distinct.index(a) for a in answers])
-    return ProbeSet(probe.indices, probe.inputs, labels, probe.tokens, probe.texts, probe.word_ids, probe.truncated,
-                    probe.roles, probe.spans, distinct)
+    # Each class's answer as the probe's first example with it tokenized it (its exact pieces).
+    ids_of = {a: answer_ids[answers.index(a)] for a in distinct}
+    return replace(probe, labels=labels, label_names=distinct, answers=[ids_of[a] for a in distinct])
+
+
+def answer_text(ids: Sequence[int], tokenizer: Any) -> str:
+    """An answer's text as its class name: decoded without special tokens, stripped."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+
+def prompt_part(probe: ProbeSet, aligned: bool) -> ProbeSet:
+    """``probe`` without its answers: a completion's scored positions leave the attention mask (and
+    its tokens), a seq2seq target leaves the inputs, so the causal checks edit prompts alone and
+    score each class's answer after them (``aligned``: the labels are on the input's positions)."""
+    inputs = {k: v for k, v in probe.inputs.items() if k != "labels"}
+    labels = probe.inputs.get("labels")
+    if labels is None or not aligned:
+        return replace(probe, inputs=inputs)
+    mask = inputs["attention_mask"].clone()
+    tokens, word_ids = [], []
+    for row in range(len(probe)):
+        scored = (labels[row] != -100).nonzero().flatten()
+        first = int(scored[0]) if len(scored) else mask.shape[1]
+        kept = int(mask[row, :first].sum())  # real tokens before the answer (padding may be on the left)
+        mask[row, first:] = 0
+        tokens.append(probe.tokens[row][:kept])
+        word_ids.append(probe.word_ids[row][:kept])
+    roles = None if probe.roles is None else [r[: len(t)] for r, t in zip(probe.roles, tokens)]
+    return replace(probe, inputs={**inputs, "attention_mask": mask}, tokens=tokens, word_ids=word_ids, roles=roles)
 
 def completion_probe(prompts: Sequence[str], completions: Sequence[str], tokenizer: Any,
                       max_length: int) -> ProbeSet:

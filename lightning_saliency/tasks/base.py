@@ -39,6 +39,9 @@ class Task(ABC):
             token removal) mean something for this task.
         one_score: the head gives one score per row (a sequence's log-probability), so the only
             target is that score (``target="predicted"``).
+        answer_classes: the scored sequences are answers; when the examples share a few of them
+            (classification by generation) each answer is a class, and the evidence of
+            ``text_label_evidence`` applies to prompts and answers.
     """
 
     name: ClassVar[str]
@@ -51,6 +54,7 @@ class Task(ABC):
     one_score: ClassVar[bool] = False
     text_label_evidence: ClassVar[bool] = False
     last_logits_only: ClassVar[bool] = False
+    answer_classes: ClassVar[bool] = False
 
     @abstractmethod
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
@@ -97,6 +101,7 @@ class SequenceScoreTask(Task):
 
     one_score = True
     erasure_faithfulness = False
+    answer_classes = True
 
     def probability(self, heads: torch.Tensor) -> torch.Tensor:
         return heads.float()[:, 0].exp()

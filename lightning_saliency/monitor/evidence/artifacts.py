@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -22,6 +22,7 @@ from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules, TokenStat, association_z
 from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import as_mapping, label_of
+from lightning_saliency.monitor.task_probes import MAX_ANSWER_CLASSES, answer_text
 from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow
 
 ALPHA = 0.01
@@ -80,6 +81,25 @@ def association_table(word_sets: Sequence[Iterable[str]], labels: Sequence[int])
     return ArtifactTable(total, threshold, artifacts, rows)
 
 
+@dataclass(frozen=True)
+class AnswerReading:
+    """How to read a label-like answer off token-level labels: ``text`` turns the answer's ids into
+    its class name; ``aligned``: the answer's labels sit on the input's positions after the prompt
+    (a causal LM's completion), else they are a separate target (an encoder-decoder's)."""
+
+    text: Callable[[list[int]], str]
+    aligned: bool
+
+    def prompt_and_answer(self, ids: Any, mask: Any, labels: Any) -> tuple[list[int], str]:
+        real = mask.bool() if mask is not None else ids == ids
+        scored = labels >= 0
+        if self.aligned:
+            first = int(scored.nonzero().flatten()[0]) if bool(scored.any()) else len(ids)
+            real = real.clone()
+            real[first:] = False
+        return ids[real].tolist(), self.text(labels[scored].tolist())
+
+
 def dataset_artifacts(
     dataset: Any,
     collate_fn: Optional[Callable[[list], Any]],
@@ -89,11 +109,14 @@ def dataset_artifacts(
     seed: int = 0,
     label_key: str = "labels",
     input_keys: Optional[Sequence[str]] = None,
+    answers: Optional[AnswerReading] = None,
 ) -> Optional[ArtifactTable]:
     """The artifact table of up to ``max_examples`` training examples, read by index (sampled with
     a private ``random.Random``) and collated with ``collate_fn``, the training loader's own. The
     loader is never iterated and no global RNG is drawn from. ``None`` for a dataset without
-    ``__len__``/``__getitem__`` or without labels."""
+    ``__len__``/``__getitem__`` or without labels. With ``answers``, token-level labels hold each
+    example's answer: its text is the label and the prompt's words are tested, when the answers
+    are a few (label-like, :data:`~..task_probes.MAX_ANSWER_CLASSES`); ``None`` for open-ended ones."""
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
         return None
     size = len(dataset)
@@ -109,12 +132,27 @@ def dataset_artifacts(
             batch_labels = [label_of(item, label_key, input_keys) for item in items]
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         for row, label in enumerate(batch_labels):
+            if answers is not None and label is not None and getattr(label, "dim", lambda: 0)() == 1:
+                prompt, answer = answers.prompt_and_answer(ids[row], None if mask is None else mask[row], label)
+                word_sets.append(joiner.words(prompt))
+                labels.append(answer)
+                continue
             if label is None or ids[row].dim() != 1 or getattr(label, "numel", lambda: 1)() != 1:
                 return None  # unlabelled, multiple-choice or token-level labels: no word-label association
             kept = ids[row][mask[row].bool()] if mask is not None else ids[row]
             word_sets.append(joiner.words(kept.tolist()))
             labels.append(int(label))
+    if answers is not None and not 2 <= len(set(labels)) <= MAX_ANSWER_CLASSES:
+        return None  # open-ended answers: no classes to associate words with
     return association_table(word_sets, labels)
+
+
+def with_class_indices(table: ArtifactTable, names: Sequence[str]) -> ArtifactTable:
+    """``table`` with answer texts as labels turned into the indices of ``names`` (the probe's
+    classes); a word whose answer is not among them keeps its z with no label."""
+    index = {name: i for i, name in enumerate(names)}
+    relabel = lambda row: replace(row, label=index.get(row.label))  # noqa: E731
+    return replace(table, rows=[relabel(r) for r in table.rows], words={w: relabel(r) for w, r in table.words.items()})
 
 
 def relied_on(stat: TokenStat, rules: ShortcutRules, min_count: int) -> bool:
@@ -147,10 +185,12 @@ def cross(table: ArtifactTable, stats: Mapping[str, TokenStat], rules: ShortcutR
 
 
 def training_artifacts(dataset: Any, collate_fn: Optional[Callable[[list], Any]], access: Any, settings: Any,
-                       columns: Optional[Sequence[str]] = None) -> Optional[ArtifactTable]:
+                       columns: Optional[Sequence[str]] = None,
+                       answers_aligned: Optional[bool] = None) -> Optional[ArtifactTable]:
     """The monitor's artifact table of ``dataset`` (the training set), or ``None`` when the data
     cannot be read by index with labels. ``columns``: the item keys ``collate_fn`` takes (a Hugging
-    Face dataset's rows hold text columns that a data collator rejects). Any failure is warned
+    Face dataset's rows hold text columns that a data collator rejects). ``answers_aligned``: the
+    labels are answers (see :class:`AnswerReading`), labelled by their text. Any failure is warned
     about and costs nothing else: runs go on without the table."""
     if columns is not None and collate_fn is not None:
         collate = collate_fn
@@ -161,14 +201,18 @@ def training_artifacts(dataset: Any, collate_fn: Optional[Callable[[list], Any]]
         tokenizer = access.tokenizer
         joiner = PieceJoiner(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
                              access.special_tokens.special_ids)
+        answers = None if answers_aligned is None else AnswerReading(lambda ids: answer_text(ids, tokenizer),
+                                                                     answers_aligned)
         with preserved_global_rng():
             table = dataset_artifacts(dataset, collate_fn, joiner, max_examples=settings.evidence.artifact_examples,
                                       seed=settings.probe.seed, label_key=settings.probe.label_key,
-                                      input_keys=settings.probe.input_keys)
+                                      input_keys=settings.probe.input_keys, answers=answers)
     except Exception as error:
         warn(f"SaliencyMonitor: the training set's token-label association could not be computed "
              f"({type(error).__name__}: {error}); runs go on without the artifact table.")
         return None
+    if table is None and answers_aligned is not None:
+        return None  # open-ended answers: the table does not apply, nothing to warn about
     if table is None:
         warn("SaliencyMonitor: the training set cannot be read by index with labels per example, so no artifact "
              "table is computed (set evidence=EvidenceSettings(artifact_examples=0) to silence this).")

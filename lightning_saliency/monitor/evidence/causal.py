@@ -27,8 +27,10 @@ from lightning_saliency.attribution.targets import TargetSpec
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
+from lightning_saliency.monitor.metrics.rank_test import SHIFT_Z, rank_comparison
 from lightning_saliency.monitor.probe import ProbeSet
-from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest
+from lightning_saliency.monitor.task_probes import prompt_part
+from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest, ShiftTest
 
 CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled
 # Trials per test at most: 128 bound a 95% Wilson interval to about +-9 points at any rate, and
@@ -54,10 +56,32 @@ def flip_test(outcomes: Sequence[bool]) -> FlipTest:
     return FlipTest(flips, trials, flips / trials if trials else None, low, high)
 
 
+def shift_test(shifts: Sequence[float], control: Sequence[float]) -> ShiftTest:
+    """The suspect's probability shifts against the control words' (one-sided rank test)."""
+    compared = rank_comparison(shifts, control)
+    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    return ShiftTest(len(shifts), mean(shifts), len(control), mean(control), compared.auc, compared.z,
+                     bool(shifts) and bool(control) and compared.z >= SHIFT_Z)
+
+
+def confirmations(check: CausalCheck) -> list[str]:
+    """The tests that confirm ``check``: a flip rate beyond its control's (both 95% intervals apart),
+    or a probability shift larger than the control's (rank test at the same strength of evidence)."""
+    found = []
+    if check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high:
+        found.append("removal flips")
+    if check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high:
+        found.append("insertion flips")
+    if check.deletion_shift.significant:
+        found.append("removal shift")
+    if check.insertion_shift.significant:
+        found.append("insertion shift")
+    return found
+
+
 def is_confirmed(check: CausalCheck) -> bool:
-    """Deletion or insertion beats its control beyond both 95% intervals."""
-    return ((check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high)
-            or (check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high))
+    """Any of :func:`confirmations`."""
+    return bool(confirmations(check))
 
 
 @dataclass
@@ -121,6 +145,24 @@ def plan_check(
     return _Plan(candidate, controls, edits)
 
 
+def _with_answers(sequences: Sequence[Sequence_], answers: Sequence[tuple[int, ...]], aligned: bool,
+                  pad_id: int) -> dict[str, torch.Tensor]:
+    """Each prompt once per answer: the answer after the prompt with ``labels`` on it (a completion,
+    ``aligned``), or the prompt alone with the answer as its ``labels`` (a seq2seq target)."""
+    rows = [(s, a) for s in sequences for a in answers]
+    if aligned:
+        inputs = _collate([Sequence_(s.ids + a) for s, a in rows], pad_id)
+        labels = torch.full_like(inputs["input_ids"], -100)
+        for row, (s, a) in enumerate(rows):
+            labels[row, len(s.ids): len(s.ids) + len(a)] = torch.tensor(a)
+    else:
+        inputs = _collate([s for s, _ in rows], pad_id)
+        labels = torch.full((len(rows), max(len(a) for a in answers)), -100, dtype=torch.long)
+        for row, (_, a) in enumerate(rows):
+            labels[row, : len(a)] = torch.tensor(a)
+    return {**inputs, "labels": labels}
+
+
 def _collate(sequences: Sequence[Sequence_], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(s.ids) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -137,18 +179,38 @@ def _collate(sequences: Sequence[Sequence_], pad_id: int) -> dict[str, torch.Ten
     return inputs
 
 
+@dataclass(frozen=True)
+class AnswerClasses:
+    """Classes that are answers (a label-like completion or seq2seq target): each class's answer
+    as token ids, scored after every prompt; ``aligned``: the answer follows the prompt in the same
+    row (a causal LM), else it is the row's separate target (an encoder-decoder)."""
+
+    answers: tuple[tuple[int, ...], ...]
+    aligned: bool
+
+    def longest(self) -> int:
+        return max(len(a) for a in self.answers)
+
+
 def predict(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str,
-            advance: Callable[[int], None], stand_in: Optional[Sequence_] = None) -> Optional[torch.Tensor]:
+            advance: Callable[[int], None], stand_in: Optional[Sequence_] = None,
+            answers: Optional[AnswerClasses] = None) -> Optional[torch.Tensor]:
     """Class probabilities ``(rows, classes)`` of ``sequences``: forward passes only, chunked by
     ``config.max_tokens`` in the model's precision context, on the model in isolated eval mode.
-    With sharded parameters (``access.lockstep``) the ranks agree on the number of groups, and a
-    rank with fewer predicts ``stand_in`` for the rest (kept nowhere); ``None`` for no sequences."""
-    groups = [sequences[start: start + PREDICT_GROUP] for start in range(0, len(sequences), PREDICT_GROUP)]
+    With ``answers``, a row's classes are its answers: each is scored as a sequence after the
+    prompt, and their log-probabilities' softmax is the answers' probability (the model's answer
+    is the likeliest of them). With sharded parameters (``access.lockstep``) the ranks agree on the
+    number of groups, and a rank with fewer predicts ``stand_in`` for the rest (kept nowhere);
+    ``None`` for no sequences."""
+    size = PREDICT_GROUP if answers is None else max(PREDICT_GROUP // len(answers.answers), 1)
+    groups = [sequences[start: start + size] for start in range(0, len(sequences), size)]
     total = len(groups) if access.lockstep is None else access.lockstep.agree(len(groups), False)[0]
     parts = []
     for k in range(total):
         group = groups[k] if k < len(groups) else [stand_in]
-        inputs = _collate(group, access.special_tokens.pad_id)
+        pad_id = access.special_tokens.pad_id
+        inputs = (_collate(group, pad_id) if answers is None
+                  else _with_answers(group, answers.answers, answers.aligned, pad_id))
         with isolated_eval(access.module):
             ctx = AttributionContext(
                 access.module, inputs, config=config, spec=TargetSpec(task=task), tokenizer=access.tokenizer,
@@ -158,17 +220,21 @@ def predict(access: Any, sequences: Sequence[Sequence_], config: AttributionConf
             )
             ctx.resolve(None, with_baseline=False)
             if k < len(groups):
-                parts.append(torch.stack(ctx.head_at_input).float().softmax(dim=-1).cpu())
+                scores = torch.stack(ctx.head_at_input).float()
+                if answers is not None:  # one log-prob per (prompt, answer): the answers are the classes
+                    scores = scores.reshape(len(group), len(answers.answers))
+                parts.append(scores.softmax(dim=-1).cpu())
     return torch.cat(parts) if parts else None
 
 
 def predict_sharded(access: Any, sequences: Sequence[Sequence_], config: AttributionConfig, task: str,
-                    ranks: Ranks, advance: Callable[[int], None]) -> torch.Tensor:
+                    ranks: Ranks, advance: Callable[[int], None],
+                    answers: Optional[AnswerClasses] = None) -> torch.Tensor:
     """:func:`predict` with the rows shared among the ranks (balanced by tokens) and gathered, so
     every rank holds every row's probabilities (:meth:`Ranks.sharded`: one gather on every rank)."""
     stand_in = sequences[0] if sequences else None
     parts = ranks.sharded(
-        lambda rows: predict(access, [sequences[r] for r in rows], config, task, advance, stand_in),
+        lambda rows: predict(access, [sequences[r] for r in rows], config, task, advance, stand_in, answers),
         [len(s.ids) for s in sequences])
     if not parts:
         return torch.zeros(len(sequences), 0)
@@ -185,6 +251,7 @@ class CausalSettings:
     seed: int
     max_length: int
     label_names: Optional[Sequence[str]] = None
+    answers: Optional[AnswerClasses] = None
 
 
 def confirm_suspects(
@@ -203,45 +270,59 @@ def confirm_suspects(
     if not candidates:
         return []
     ranks = ranks or Ranks()
+    answers = settings.answers
+    # With answer classes, prompts are edited and each answer scored after them (it must still fit).
+    prompts = (lambda p: p) if answers is None else (lambda p: prompt_part(p, answers.aligned))  # noqa: E731
+    max_length = settings.max_length - (answers.longest() if answers is not None and answers.aligned else 0)
     replacement = access.special_tokens.replacement_id(settings.config.baseline)
-    view = ranks.attempt(lambda: ConfirmationView(examples(), access.special_tokens))
-    originals = predict_sharded(access, view.sequences if view else [], settings.config, settings.task, ranks, advance)
+    view = ranks.attempt(lambda: ConfirmationView(prompts(examples()), access.special_tokens))
+    originals = predict_sharded(access, view.sequences if view else [], settings.config, settings.task, ranks, advance,
+                                answers)
     predicted = originals.argmax(dim=-1).tolist()
 
     def plans_of() -> list[_Plan]:
-        probe_view = ConfirmationView(probe, access.special_tokens)
+        probe_view = ConfirmationView(prompts(probe), access.special_tokens)
         lookup = lambda word: view.word_ids(word) or probe_view.word_ids(word)  # noqa: E731
-        return [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, settings.max_length)
+        return [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, max_length)
                 for c in candidates]
 
     plans: list[_Plan] = ranks.attempt(plans_of) or []  # a local failure still joins the second gather
     edits = [e for plan in plans for kind in KINDS for e in plan.edits[kind]]
-    edited = predict_sharded(access, [e.sequence for e in edits], settings.config, settings.task, ranks, advance)
+    edited = predict_sharded(access, [e.sequence for e in edits], settings.config, settings.task, ranks, advance,
+                             answers)
     checks, position = [], 0
     for plan in plans:
         outcomes: dict[str, list[bool]] = {}
+        shifts: dict[str, list[float]] = {}
         drops = []
+        label, names = plan.candidate.label, settings.label_names
         for kind in KINDS:
-            flags = []
+            flags, moved = [], []
             for edit in plan.edits[kind]:
                 after = edited[position]
                 position += 1
                 before = predicted[edit.row]
+                # The suspect's class probability: down on deletion, up on insertion, if it is relied on.
+                change = float(after[label] - originals[edit.row, label]) if 0 <= label < after.numel() else 0.0
                 if kind.endswith("deletion"):
                     flags.append(int(after.argmax()) != before)
+                    moved.append(-change)
                     if kind == "deletion":
                         drops.append(float(originals[edit.row, before] - after[before]))
                 else:
-                    flags.append(int(after.argmax()) == plan.candidate.label)
-            outcomes[kind] = flags
-        label, names = plan.candidate.label, settings.label_names
+                    flags.append(int(after.argmax()) == label)
+                    moved.append(change)
+            outcomes[kind], shifts[kind] = flags, moved
         check = CausalCheck(
             token=plan.candidate.token, members=list(plan.candidate.members), label=label,
             label_name=names[label] if names is not None and 0 <= label < len(names) else None, examples=len(view),
             probability_change=sum(drops) / len(drops) if drops else None,
             control_tokens=[" + ".join(unit) for unit in plan.controls],
+            deletion_shift=shift_test(shifts["deletion"], shifts["control_deletion"]),
+            insertion_shift=shift_test(shifts["insertion"], shifts["control_insertion"]),
             **{kind: flip_test(outcomes[kind]) for kind in KINDS},
         )
-        check.confirmed = is_confirmed(check)
+        check.confirmed_by = confirmations(check)
+        check.confirmed = bool(check.confirmed_by)
         checks.append(check)
     return checks
