@@ -141,6 +141,10 @@ class ProbeSettings:
         seed: probe sampling seed (private generators; the training RNG is untouched).
         label_key: the batch entry that holds the labels.
         input_keys: names of the positions of tuple batches, e.g. ``("input_ids", "attention_mask", "labels")``.
+        entity_spans: with ``task="token_classification"``, which spans are attributed:
+            ``"predicted"``, the entities the live model predicts at each run (its false entities
+            too: where a shortcut shows), or ``"labelled"``, the validation labels' entities (the
+            same rows every run).
     """
 
     texts: Optional[tuple[str, ...]] = None
@@ -149,8 +153,12 @@ class ProbeSettings:
     seed: int = 0
     label_key: str = "labels"
     input_keys: Optional[tuple[str, ...]] = None
+    entity_spans: Literal["predicted", "labelled"] = "predicted"
 
     def __post_init__(self) -> None:
+        if self.entity_spans not in ("predicted", "labelled"):
+            raise ValueError(f"probe.entity_spans is 'predicted' (the model's entities at each run) or 'labelled' "
+                             f"(the validation labels' entities), got {self.entity_spans!r}.")
         texts, labels = self.texts, self.labels
         if texts is None:
             if labels is not None:

@@ -52,7 +52,7 @@ def test_a_span_equals_captum_layer_ig_of_its_summed_tag_log_probs(demo_tokenize
 def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_path):
     from transformers import DataCollatorForTokenClassification
 
-    from lightning_saliency import AttributionConfig
+    from lightning_saliency import AttributionConfig, ProbeSettings
     from lightning_saliency.attribution import SpecialTokens
     from lightning_saliency.monitor.engine import MonitorEngine
     from lightning_saliency.monitor.messages import RunOutputs, RunRequest
@@ -63,7 +63,8 @@ def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_
     loader = torch.utils.data.DataLoader(encoded_rows(demo_tokenizer), batch_size=2,
                                          collate_fn=DataCollatorForTokenClassification(demo_tokenizer))
     settings = MonitorSettings(task="token_classification", num_examples=2, attribution=AttributionConfig(n_steps=8),
-                               evidence=EvidenceSettings(artifact_examples=0))
+                               evidence=EvidenceSettings(artifact_examples=0),
+                               probe=ProbeSettings(entity_spans="labelled"))
     engine = MonitorEngine(settings, run_id="ner")
     access = ModelAccess(model, hf_forward(model), demo_tokenizer, SpecialTokens.from_tokenizer(demo_tokenizer),
                          None, contextlib.nullcontext)
@@ -76,9 +77,48 @@ def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_
     assert all(e.predicted_name in TAGS for e in record.examples)
     assert len({e.key for e in record.examples}) == 3  # one row per span, told apart by the span
     with pytest.raises(ValueError, match="leave probe.texts unset"):
-        from lightning_saliency import ProbeSettings
-
         MonitorSettings(task="token_classification", probe=ProbeSettings(texts=("a b",)))
+    with pytest.raises(ValueError, match="'predicted'.*or 'labelled'"):
+        ProbeSettings(entity_spans="gold")
+
+
+def test_rows_are_the_entity_spans_the_model_predicts_labelled_with_their_true_tag(demo_tokenizer, tmp_path):
+    """By default a run attributes the spans the live model predicts (on each word's first piece),
+    false entities included: a row's label is the tag its first token truly has ("O" when the
+    model invents an entity), so a tag the model puts where none is can be traced to its cause."""
+    from transformers import DataCollatorForTokenClassification
+
+    from lightning_saliency import AttributionConfig
+    from lightning_saliency.attribution import SpecialTokens
+    from lightning_saliency.monitor.engine import MonitorEngine
+    from lightning_saliency.monitor.messages import RunOutputs, RunRequest
+    from lightning_saliency.monitor.model_access import ModelAccess, config_label_names, hf_forward
+    from lightning_saliency.settings import EvidenceSettings, MonitorSettings
+    from lightning_saliency.tasks.token_classification import entity_spans
+
+    model = tiny_tagger(len(demo_tokenizer))
+    collate = DataCollatorForTokenClassification(demo_tokenizer)
+    loader = torch.utils.data.DataLoader(encoded_rows(demo_tokenizer), batch_size=2, collate_fn=collate)
+    settings = MonitorSettings(task="token_classification", num_examples=2, attribution=AttributionConfig(n_steps=8),
+                               evidence=EvidenceSettings(artifact_examples=0))
+    engine = MonitorEngine(settings, run_id="ner")
+    access = ModelAccess(model, hf_forward(model), demo_tokenizer, SpecialTokens.from_tokenizer(demo_tokenizer),
+                         None, contextlib.nullcontext)
+    with pytest.warns(UserWarning, match="few"):
+        engine.connect(access, 64, config_label_names(model))
+    record = engine.attempt(RunRequest("start", "fit", None, 0, validation=loader), RunOutputs(tmp_path)).record
+    engine.flush()
+    batch = collate(encoded_rows(demo_tokenizer))
+    with torch.no_grad():
+        tags = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+    gold = batch["labels"]
+    expected = []
+    for i in range(len(gold)):
+        read = torch.where(gold[i] == -100, gold[i], tags[i]).tolist()
+        expected += [(i, first, TAGS[gold[i, first]]) for first, _, _ in entity_spans(read, TAGS)]
+    found = [(e.index, e.span[0], e.label_name) for e in record.examples]
+    assert expected and sorted(found) == sorted(expected)
+    assert "O" in {tag for *_, tag in found}  # the random model invents entities: rows labelled "O"
 
 
 def ner_corpus(tokenizer, count, seed):
@@ -145,5 +185,8 @@ def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_p
     quiet_trainer(tmp_path, [monitor]).fit(HFModule(model, lr=1e-3), train, val)
     records = monitor.history
     assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
-    spans = [(e["index"], e["span"], e["label_name"]) for e in records[-1]["examples"]]
-    assert len(spans) == 8 and {tag for _, _, tag in spans} <= {"B-PER", "B-LOC"}
+    # After one short epoch the model's entities are far from the labels: the rows are its
+    # predicted spans (several per example, false ones labelled "O"), each told apart by its span.
+    rows = records[-1]["examples"]
+    assert rows and all(e["span"] is not None and e["label_name"] in TAGS for e in rows)
+    assert len({(e["index"], tuple(e["span"])) for e in rows}) == len(rows)

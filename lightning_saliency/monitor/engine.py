@@ -29,9 +29,12 @@ from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.publishing import Publisher
 from lightning_saliency.monitor.recording import RunRecord, SkippedExample, build_record
-from lightning_saliency.monitor.runner import ModelDiverged, PassSettings, no_progress, row_progress, run_model_passes
+from lightning_saliency.monitor.runner import (
+    ModelDiverged, PassSettings, no_progress, predicted_tags, row_progress, run_model_passes,
+)
 from lightning_saliency.monitor.sampling import sample_confirmation, sample_probe, warn_small_probe
 from lightning_saliency.monitor.messages import RunOutcome, RunOutputs, RunRequest
+from lightning_saliency.monitor.task_probes import TAG_LABELS, NoEntities, entity_rows
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
 
@@ -200,7 +203,10 @@ class MonitorEngine:
                 kept_set = set(kept)  # (all rows of each kept example: a span probe has one per span)
                 examples = examples.select([r for r, index in enumerate(examples.indices) if index in kept_set])
             default_tokens = s.attribution.max_tokens or DEFAULT_MAX_TOKENS  # no batch seen, no loader
-            return examples, self.run_config(plan, request.token_budget(examples, default_tokens))
+            config = self.run_config(plan, request.token_budget(examples, default_tokens))
+            if TAG_LABELS in examples.inputs:  # a token classifier's rows: this run's entity spans
+                examples = self._entity_rows(examples, config, request.label, request.rank)
+            return examples, config
 
         examples, config = ranks.attempt(prepared) or (None, s.attribution)
         progress = row_progress if request.show_progress and not request.step_run else no_progress
@@ -240,6 +246,20 @@ class MonitorEngine:
         self._remember(data)
         self._observe_cost(record, passes.attributions, len(examples), request.step_run)
         return record
+
+    def _entity_rows(self, examples: ProbeSet, config: AttributionConfig, label: str, rank: int) -> ProbeSet:
+        """The spans a token classifier's run attributes (``probe.entity_spans``). When the model
+        predicts no entity at all (early in training), the labelled ones, said once per run."""
+        if self.settings.probe.entity_spans == "labelled":
+            return entity_rows(examples, self.label_names)
+        predicted = predicted_tags(self.access, examples, config.max_tokens or DEFAULT_MAX_TOKENS, (TAG_LABELS,))
+        try:
+            return entity_rows(examples, self.label_names, predicted)
+        except NoEntities:
+            if rank == 0:
+                warn(f"SaliencyMonitor: at run {label!r} the model predicts no entity in the probe examples; their "
+                     "labelled entities are attributed instead.")
+            return entity_rows(examples, self.label_names)
 
     def _publisher(self, outputs: Optional[RunOutputs]) -> Publisher:
         if outputs is None:

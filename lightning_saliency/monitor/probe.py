@@ -255,8 +255,9 @@ def probe_from_dataset(
             raise ValueError(f"A {TOKEN_LABELS[labels_kind]} probe needs {label_key!r} {TOKEN_LABEL_FORMS[labels_kind]}"
                              f"; the validation batches have "
                              f"{'none' if labels is None else 'shape ' + str(tuple(labels.shape))}.")
-        if labels_kind == "spans":
-            return task_probes.span_rows(ProbeSet(indices, inputs, None, tokens, texts, word_ids), labels, tag_names)
+        if labels_kind == "spans":  # one example per row here; each run makes its span rows
+            return task_probes.tagged_examples(ProbeSet(indices, inputs, None, tokens, texts, word_ids), labels,
+                                               tag_names)
         return ProbeSet(indices, {**inputs, "labels": labels}, None, tokens, texts, word_ids)
     if labels_kind == "next_token":
         return task_probes.next_token_probe(ProbeSet(indices, inputs, None, tokens, texts, word_ids), labels, tokenizer)

@@ -284,3 +284,24 @@ def run_model_passes(
     # Shards run at the same time: a run's model time is its slowest shard's.
     seconds = {kind: max(s.seconds.get(kind, 0.0) for s in parts) for kind in ("attribution", "faithfulness")}
     return ModelPasses(attributions, faithfulness, sorted(order), skipped, seconds)
+
+
+def predicted_tags(access: ModelAccess, probe: ProbeSet, max_tokens: int, skip: Sequence[str] = ()) -> torch.Tensor:
+    """The model's tag per token of each probe example (``(examples, seq)``): forward passes only,
+    on the model in isolated eval mode, in the run's precision context, ``max_tokens`` padded
+    tokens at a time. Every rank calls it alike (same examples, same chunks), so sharded parameters
+    are gathered in step. ``skip``: probe entries the model does not take."""
+    from lightning_saliency.attribution.isolation import isolated_eval
+    from lightning_saliency.attribution.targets import extract_logits
+
+    inputs = {k: v for k, v in probe.inputs.items() if k not in skip}
+    width = inputs["input_ids"].shape[1]
+    per_chunk = max(1, max_tokens // max(width, 1))
+    device = next(access.module.parameters()).device
+    tags = []
+    with isolated_eval(access.module), torch.no_grad(), access.forward_context():
+        for start in range(0, len(probe), per_chunk):
+            chunk = {k: v[start: start + per_chunk].to(device) for k, v in inputs.items()}
+            tags.append(extract_logits(access.forward_fn(access.module, chunk)).argmax(dim=-1).cpu())
+    return torch.cat(tags)
+

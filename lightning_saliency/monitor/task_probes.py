@@ -142,10 +142,38 @@ def sequence_probe(sources: Sequence[str], targets: Sequence[str], tokenizer: An
     return ProbeSet(probe.indices, {**probe.inputs, "labels": labels}, None, probe.tokens, texts, probe.word_ids,
                     probe.truncated)
 
-def span_rows(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+# A token-classification probe keeps each example's tag labels here until a run makes its span rows.
+TAG_LABELS = "tag_labels"
+
+
+class NoEntities(ValueError):
+    """No probe example holds an entity (every tag is ``O`` or ``-100``)."""
+
+
+def tagged_examples(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+    """The examples of a token-classification probe with their tag ``labels`` kept (``-100`` on
+    special tokens and further pieces); it must label at least one entity."""
+    span_rows(probe, labels, tag_names)  # raises NoEntities now, at setup, rather than at the first run
+    return replace(probe, inputs={**probe.inputs, TAG_LABELS: labels})
+
+
+def entity_rows(probe: ProbeSet, tag_names: Optional[Sequence[str]],
+                predicted: Optional[torch.Tensor] = None) -> ProbeSet:
+    """One row per entity span of :func:`tagged_examples`: of the labels, or of ``predicted`` (the
+    model's tag per token), read on the labelled positions (a word's first piece); a predicted
+    span's row is labelled with the tag its first token truly has (``O`` for a false entity)."""
+    labels = probe.inputs[TAG_LABELS]
+    if predicted is None:
+        return span_rows(probe, labels, tag_names)
+    return span_rows(probe, torch.where(labels == -100, labels, predicted.to(labels.dtype)), tag_names, labels)
+
+
+def span_rows(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequence[str]],
+              truths: Optional[torch.Tensor] = None) -> ProbeSet:
     """One row per entity span of each example's tag ``labels``: the example's inputs with a
     ``span_mask`` (1 on the span's tokens, every piece of its words included) and the span's tag as
-    the row's label. Rows keep their example's dataset index; ``spans`` tells them apart."""
+    the row's label (``truths``' tag at the span's first token, when given). Rows keep their
+    example's dataset index; ``spans`` tells them apart."""
     from lightning_saliency.tasks.token_classification import entity_spans
 
     rows, masks, tags, spans = [], [], [], []
@@ -153,6 +181,8 @@ def span_rows(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequenc
         real = probe.inputs["attention_mask"][i].bool().nonzero().flatten().tolist()
         words = probe.word_ids[i]
         for first, last, tag in entity_spans(labels[i, real].tolist(), tag_names):
+            if truths is not None:
+                tag = int(truths[i, real[first]])
             covered = {words[p] for p in range(first, last + 1) if words[p] is not None}
             members = [p for p in range(len(real)) if words[p] in covered] if covered else list(range(first, last + 1))
             mask = torch.zeros_like(probe.inputs["input_ids"][i])
@@ -162,8 +192,7 @@ def span_rows(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequenc
             tags.append(tag)
             spans.append([min(members), max(members)])
     if not rows:
-        raise ValueError("The token-classification probe examples hold no entity (every tag is O or -100).")
+        raise NoEntities("The token-classification probe examples hold no entity (every tag is O or -100).")
     picked = probe.select(rows)
-    inputs = {**picked.inputs, "span_mask": torch.stack(masks)}
-    return ProbeSet(picked.indices, inputs, torch.tensor(tags), picked.tokens, picked.texts, picked.word_ids,
-                    picked.truncated, picked.roles, spans)
+    inputs = {k: v for k, v in picked.inputs.items() if k != TAG_LABELS}
+    return replace(picked, inputs={**inputs, "span_mask": torch.stack(masks)}, labels=torch.tensor(tags), spans=spans)

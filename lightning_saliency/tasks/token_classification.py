@@ -5,10 +5,14 @@ attributed scalar for a tag is the sum of its log-probs over the span's tokens, 
 predicted tag is the best of them. Rows of all spans of all examples are batched through the
 chunker like any other rows; transformers-interpret runs one IG per token instead.
 
-The spans come from the validation labels (B-/I- tags, ``-100`` on special tokens and subword
-continuations, as ``DataCollatorForTokenClassification`` makes them), not from the model's
-predictions: the rows then stay the same from run to run, so drift compares the same spans. A
-suspect is a word associated with a tag: the association rule reads each row's class as its tag.
+By default the spans are those the live model predicts at each run (``probe.entity_spans=
+"predicted"``), read on the positions the validation labels score (a word's first piece: B-/I-
+tags, ``-100`` on special tokens and subword continuations, as ``DataCollatorForTokenClassification``
+makes them). A false entity is a row too, labelled with its true tag ``O``: a shortcut often shows
+as an entity the model puts after a cue word where there is none. ``"labelled"`` attributes the
+labels' spans instead, the same rows every run. A suspect is a word associated with a tag: the
+association rule reads each row's class as its tag (its true tag as the label, its predicted
+tag as the prediction).
 """
 from __future__ import annotations
 
