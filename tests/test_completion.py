@@ -159,6 +159,12 @@ def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_b
         scored = [t for t, s in zip(example["tokens"], example["special"]) if s]
         assert {"great", "dull"} & set(scored)  # the completion is scored, not explained
         assert "film" in [t for t, s in zip(example["tokens"], example["special"]) if not s]
+        # Prompt and completion stay apart in the record, and the report shows them in two panes.
+        assert example["completion"] in ("great", "dull") and example["text"].endswith("the film was long")
+    from lightning_saliency.report import build_report, read_runs
+
+    page = build_report(read_runs(tmp_path))
+    assert page.count('<span class="pane-name">completion (scored)</span>') >= 8 and "prompt (explained)" in page
 
 
 def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_tokenizer, tmp_path):

@@ -32,6 +32,8 @@ class ProbeSet:
             template and the example is a rendered conversation; else ``None``.
         answers: with ``label_names`` from answers, each class's answer as token ids (what the
             causal checks score after an edited prompt to find the model's answer).
+        completions: per example, the scored completion or target as text (then ``texts`` hold
+            the prompts alone); ``None`` for tasks that score no sequence.
     """
 
     indices: list[int]
@@ -45,6 +47,7 @@ class ProbeSet:
     spans: Optional[list[Optional[list[int]]]] = None
     label_names: Optional[list[str]] = None
     answers: Optional[list[tuple[int, ...]]] = None
+    completions: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         if not self.truncated:
@@ -67,6 +70,7 @@ class ProbeSet:
             [self.texts[r] for r in rows], [self.word_ids[r] for r in rows], [self.truncated[r] for r in rows],
             None if self.roles is None else [self.roles[r] for r in rows],
             None if self.spans is None else [self.spans[r] for r in rows], self.label_names, self.answers,
+            None if self.completions is None else [self.completions[r] for r in rows],
         )
 
 

@@ -59,6 +59,7 @@ def build_record(
             steps={m: int(r.steps[i]) for m, r in result.methods.items() if r.steps is not None},
             truncated=bool(probe.truncated[i]), roles=probe.roles[i] if probe.roles is not None else None,
             span=probe.spans[i] if probe.spans is not None else None,
+            completion=probe.completions[i] if probe.completions is not None else None,
         ))
     return RunRecord(label=label, stage=stage, epoch=epoch, global_step=global_step, settings=settings,
                      methods=list(result.methods), examples=examples, skipped=list(skipped), run_id=run_id,

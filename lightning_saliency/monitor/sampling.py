@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts
-from lightning_saliency.monitor.task_probes import with_answer_classes, with_chat_roles
+from lightning_saliency.monitor.task_probes import with_answer_classes, with_chat_roles, with_completion_texts
 from lightning_saliency.monitor.runner import attributable_rows
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
@@ -33,8 +33,12 @@ def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, ma
                  class_names: Optional[Sequence[str]] = None) -> ProbeSet:
     """The probe set: ``probe.texts``, else sampled from ``loader``'s dataset through its own
     collate function (``indices``: the stored ones after a resume). ``speak``: warn (rank zero).
-    A completion's or target's few distinct answers become its classes (:func:`with_answer_classes`)."""
+    A completion's or target's prompt and scored text are kept apart (:func:`with_completion_texts`),
+    and its few distinct answers become its classes (:func:`with_answer_classes`)."""
     probe = _sample(settings, access, loader, max_length, indices, speak, class_names)
+    task = get_task(settings.task)
+    if task.answer_classes:
+        probe = with_completion_texts(probe, access.tokenizer, task.targets_aligned)
     return with_answer_classes(probe, access.tokenizer)
 
 

@@ -75,6 +75,25 @@ def with_answer_classes(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
     return replace(probe, labels=labels, label_names=distinct, answers=[ids_of[a] for a in distinct])
 
 
+def with_completion_texts(probe: ProbeSet, tokenizer: Any, aligned: bool) -> ProbeSet:
+    """A completion or seq2seq probe with its prompts and its scored completions as separate texts
+    (records, the report and the tab show them apart); unchanged without token-level labels."""
+    targets = probe.inputs.get("labels")
+    if targets is None or probe.labels is not None or tokenizer is None or probe.completions is not None:
+        return probe
+    completions = [answer_text([int(i) for i in row if i >= 0], tokenizer) for row in targets]
+    prompts = list(probe.texts)
+    if aligned:
+        ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"].bool()
+        for row in range(len(probe)):
+            scored = (targets[row] != -100).nonzero().flatten()
+            first = int(scored[0]) if len(scored) else ids.shape[1]
+            prompts[row] = tokenizer.decode(ids[row, :first][mask[row, :first]].tolist(), skip_special_tokens=True).strip()
+    else:
+        prompts = [text.split(" ⟶ ")[0] for text in prompts]  # given texts were joined for display
+    return replace(probe, texts=prompts, completions=completions)
+
+
 def answer_text(ids: Sequence[int], tokenizer: Any) -> str:
     """An answer's text as its class name: decoded without special tokens, stripped."""
     return tokenizer.decode(list(ids), skip_special_tokens=True).strip()

@@ -169,9 +169,15 @@ def drift_charts(run: Run) -> str:
 def _example_header(example: ExampleRecord, number: int) -> str:
     truth = example.label_name if example.label_name is not None else example.label
     span = "" if not example.span else f" · span {esc(' '.join(example.tokens[example.span[0]: example.span[1] + 1]))}"
-    return (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.index)}{span} · '
-            f'true: <b>{esc("?" if truth is None else truth)}</b></div>'
-            f'<div class="example-text">{esc(example.text)}</div>')
+    head = (f'<div class="example-head"><b>#{number}</b> dataset index {esc(example.index)}{span} · '
+            f'true: <b>{esc("?" if truth is None else truth)}</b></div>')
+    if example.completion is None:
+        return head + f'<div class="example-text">{esc(example.text)}</div>'
+    # A completion: the prompt (explained) and the completion (scored) in two panes.
+    return (head + '<div class="panes">'
+            f'<div class="example-text pane"><span class="pane-name">prompt (explained)</span>{esc(example.text)}</div>'
+            f'<div class="example-text pane completion"><span class="pane-name">completion (scored)</span>'
+            f'{esc(example.completion)}</div></div>')
 
 
 def _absence(record: RunRecord, index: Any) -> str:

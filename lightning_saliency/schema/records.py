@@ -94,6 +94,9 @@ class ExampleRecord:
     # For a row that explains one span of its example (token classification): the span's first and
     # last token positions; None when the row is the whole example.
     span: Optional[list[int]] = None
+    # The scored completion or target as text (task="completion" or "seq2seq"); ``text`` is then
+    # the prompt alone, the part that is explained.
+    completion: Optional[str] = None
 
     @property
     def key(self) -> tuple:
