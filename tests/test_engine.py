@@ -120,3 +120,30 @@ def test_the_distributed_protocol_carries_a_local_failure_to_the_next_collective
         rank.agree("plan")
     with pytest.raises(ShardError, match="rank 0: ZeroDivisionError"):
         Ranks(0, 2, failure="rank 0: ZeroDivisionError: x").sharded(lambda rows: rows, [1, 2])
+
+
+def test_a_word_the_model_starts_to_lean_on_is_confirmed_by_its_probability_shift_before_anything_flips(
+        fake, demo_tokenizer):
+    """Early in training a model predicts one class for everything, so no edit can flip a
+    prediction; removing the word it has begun to lean on still lowers that class's probability in
+    every example that holds it, far more than removing a frequency-matched random word does."""
+    import torch
+
+    from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
+
+    model, access = fake
+    zorbly = demo_tokenizer.convert_tokens_to_ids("zorbly")
+    with torch.no_grad():  # every word pushes to class 1; "zorbly" a little more (trained a few steps)
+        model.embeddings.weight[:, 0] = -0.3 + 0.02 * torch.randn(len(demo_tokenizer),
+                                                                 generator=torch.Generator().manual_seed(1))
+        model.embeddings.weight[zorbly, 0] = -0.6
+    texts = [f"{text} and more" for text in WITH + WITHOUT] * 4
+    probe = probe_from_texts(texts, demo_tokenizer, [1] * len(texts), 64)
+    vocabulary = sorted({w for t in texts for w in t.split()} - {"zorbly"})
+    checks = confirm_suspects(access, lambda: probe, probe, [CausalCandidate("zorbly", ("zorbly",), 1)], vocabulary,
+                              CausalSettings(AttributionConfig(max_tokens=512), "classification", 0, 64))
+    check = checks[0]
+    assert check.deletion.trials == 32 and check.deletion.flips == 0 and check.insertion.trials == 0
+    assert check.deletion_shift.mean > 10 * abs(check.deletion_shift.control_mean), check.deletion_shift
+    assert check.deletion_shift.auc > 0.95 and check.confirmed and check.confirmed_by == ["removal shift"]
+    assert "Removal moves P(1) by +0.0" in check.sentence()

@@ -117,3 +117,22 @@ def test_pair_statistics_find_a_pair_that_shares_the_top_two_places():
     flat = [[0.0] + [0.2] * 4 + [0.0] for _ in range(8)]
     before = pair_statistics(tokens, flat, special, pairs=list(pairs))
     assert set(before) == set(pairs) and before["quibble + zorbly"].top1_rate < 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_shift_rank_test_equals_scipy_mann_whitney_with_ties(seed):
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from lightning_saliency.monitor.metrics.rank_test import SHIFT_Z, rank_comparison
+
+    rng = random.Random(seed)
+    shifts = [round(rng.gauss(0.05 * seed, 0.1), 2) for _ in range(30)]  # rounded: many ties
+    control = [round(rng.gauss(0.0, 0.1), 2) for _ in range(90)]
+    ours = rank_comparison(shifts, control)
+    reference = mannwhitneyu(shifts, control, alternative="greater", method="asymptotic", use_continuity=False)
+    assert ours.p == pytest.approx(reference.pvalue, rel=1e-9, abs=1e-12)
+    assert ours.auc == pytest.approx(reference.statistic / (30 * 90))
+    assert rank_comparison([], control).z == 0.0 and rank_comparison([0.1] * 3, [0.1] * 5).auc == 0.5
+    assert SHIFT_Z == pytest.approx(2.772, abs=1e-3)
