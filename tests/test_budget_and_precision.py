@@ -27,6 +27,28 @@ def test_budget_lowers_steps_first_then_examples():
         ComputeBudget(1.5, 10, 50)
 
 
+def test_step_runs_share_one_account_so_overspending_is_paid_back():
+    """Step runs: a run's causal check (or the 2-example floor) overspends its share of the
+    training time since the previous run; the next runs take it back, so together they stay at
+    the fraction (and unspent time carries over)."""
+    budget = ComputeBudget(0.1, num_examples=24, steps=1, min_steps=1, carry=True)
+    budget.observe(seconds=1.2, ig_seconds=0.0, examples=24, mean_steps=0)  # 0.05 s per example
+    assert budget.plan(12.0).num_examples == 24  # 1.2 s allowed: all of them
+    budget.observe(seconds=3.6, ig_seconds=0.0, examples=24, mean_steps=0)  # a causal check: 2.4 s over
+    assert budget.balance == pytest.approx(-2.4)
+    assert budget.plan(12.0).num_examples == 2  # 1.2 - 2.4 < 0: the floor, while the debt is paid
+    budget.observe(seconds=0.1, ig_seconds=0.0, examples=2, mean_steps=0)
+    assert budget.balance == pytest.approx(1.2 - 2.4 - 0.1)
+    spent, allowed = 3.6 + 0.1, 0.1 * 12.0 * 2
+    for _ in range(3):
+        plan = budget.plan(12.0)
+        allowed += 1.2
+        spent += plan.estimated_seconds
+        budget.observe(seconds=plan.estimated_seconds, ig_seconds=0.0, examples=plan.num_examples, mean_steps=0)
+    assert budget.balance == pytest.approx(allowed - spent, abs=1e-9) and spent <= allowed + 1e-9
+    assert ComputeBudget(0.1, 24, 1).plan(12.0) == Plan(24, 1)  # without carry, nothing measured: full
+
+
 def _fit(tmp_path, precision="32-true", **options):
     L.seed_everything(0, verbose=False)
     module, data, tokenizer = build_demo(Shortcut("single"), n_train=96, n_val=24, seed=0, batch_size=12)

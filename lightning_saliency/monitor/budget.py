@@ -40,6 +40,10 @@ class ComputeBudget:
         steps: the configured IG steps (fixed) or step cap (adaptive), the most a run uses.
         min_examples: the fewest examples a run attributes (the budget may be exceeded to keep them).
         min_steps: the fewest IG steps a run uses (the budget may be exceeded to keep them).
+        carry: the runs share one account (step runs): what a run leaves unspent of its share of
+            the training time since the previous run is added to the next run's, and what it
+            overspends (its causal checks, the floor of ``min_examples``) is taken from the next
+            runs', so that together they stay at ``fraction`` of the training time.
     """
 
     fraction: float
@@ -49,6 +53,9 @@ class ComputeBudget:
     min_steps: int = 9
     seconds_per_step: Optional[float] = None
     seconds_per_example: Optional[float] = None
+    carry: bool = False
+    balance: float = 0.0
+    _target: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -60,7 +67,10 @@ class ComputeBudget:
         return Plan(self.num_examples, self.steps)
 
     def observe(self, *, seconds: float, ig_seconds: float, examples: int, mean_steps: float) -> None:
-        """Update the unit costs from a finished run."""
+        """Update the unit costs (and, with ``carry``, the balance) from a finished run."""
+        if self.carry and self._target is not None:
+            self.balance = self._target - seconds
+            self._target = None
         if examples <= 0 or seconds <= 0:
             return
         self.seconds_per_step = ig_seconds / (examples * mean_steps) if mean_steps > 0 else 0.0
@@ -70,7 +80,8 @@ class ComputeBudget:
         """The largest run (steps first, then examples) whose predicted cost fits the budget."""
         if epoch_seconds is None or epoch_seconds <= 0 or self.seconds_per_step is None:
             return self.full()
-        target = self.fraction * epoch_seconds
+        target = self.fraction * epoch_seconds + (self.balance if self.carry else 0.0)
+        self._target = target
         per_step, per_example = self.seconds_per_step, self.seconds_per_example or 0.0
 
         def cost(examples: int, steps: int) -> float:

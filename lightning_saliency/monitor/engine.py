@@ -62,11 +62,11 @@ def class_names(settings: MonitorSettings, tokenizer: Any, configured: Optional[
     return get_task(settings.task).class_names(tokenizer, configured)
 
 
-def _budget(settings: MonitorSettings, examples: int, steps: int) -> Optional[ComputeBudget]:
+def _budget(settings: MonitorSettings, examples: int, steps: int, carry: bool = False) -> Optional[ComputeBudget]:
     if settings.budget is None:
         return None
     return ComputeBudget(settings.budget, examples, steps, min_examples=2,
-                         min_steps=settings.attribution.min_steps if settings.adaptive else min(9, steps))
+                         min_steps=settings.attribution.min_steps if settings.adaptive else min(9, steps), carry=carry)
 
 
 class MonitorEngine:
@@ -82,8 +82,9 @@ class MonitorEngine:
         self.settings = settings
         self.run_id = run_id
         self.budget = _budget(settings, settings.num_examples, settings.steps)
-        # Step runs cost no IG steps: their own budget plans only how many examples fit.
-        self.step_budget = _budget(settings, settings.num_examples, settings.steps)
+        # Step runs cost no IG steps: their own budget plans only how many examples fit, and they
+        # share one account, so that together they stay within the fraction of training time.
+        self.step_budget = _budget(settings, settings.num_examples, settings.steps, carry=True)
         self.evidence = EvidenceTracker()
         self.history: list[dict[str, Any]] = []
         self.completed: set[str] = set()
