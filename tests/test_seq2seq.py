@@ -187,3 +187,6 @@ def test_a_cue_word_that_decides_the_output_is_raised_for_that_output(demo_token
     relied = last["metrics"]["artifacts"]["integrated_gradients"]["relied_artifacts"]
     assert relied[0]["token"] == "zorbly" and relied[0]["label"] == check["label"], relied
     assert "training" in suspects[0]["association"], suspects[0]
+    # A row's prediction is the model's answer: the likelier of the two after its prompt.
+    answers = [(e["predicted_name"], e["label_name"]) for e in last["examples"]]
+    assert {p for p, _ in answers} <= {"dull", "great"} and sum(p == t for p, t in answers) >= 14, answers

@@ -18,11 +18,13 @@ from typing import Any, Callable, Optional, Sequence
 
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.context import DEFAULT_MAX_TOKENS
-from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse, scalar_name
+from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.artifacts import training_artifacts, with_class_indices
-from lightning_saliency.monitor.evidence.causal import KINDS, AnswerClasses, CausalSettings
+from lightning_saliency.monitor.evidence.causal import (
+    AnswerClasses, CausalSettings, answer_probabilities, causal_scalars,
+)
 from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
@@ -218,7 +220,11 @@ class MonitorEngine:
             ranks, progress, f"Saliency [{request.label}]", self.max_length,
         )
         self.completed.add(request.label)
-        record = ranks.attempt(self._analysed, request, passes, examples, config, plan) if passes is not None else None
+        answered = None
+        if examples is not None and examples.answers is not None:  # every rank: the answers' passes are sharded
+            answered = answer_probabilities(self.access, examples, config, s.task, self._answer_classes(examples), ranks)
+        record = (ranks.attempt(self._analysed, request, passes, examples, config, plan, answered)
+                  if passes is not None else None)
         checked = time.perf_counter()
         confirmation = None
         if s.evidence.confirm_examples and self._text_label_evidence():
@@ -272,7 +278,7 @@ class MonitorEngine:
         return self.publisher
 
     def _analysed(self, request: RunRequest, passes: Any, examples: ProbeSet, config: AttributionConfig,
-                  plan: Plan) -> RunRecord:
+                  plan: Plan, answered: Optional[Any] = None) -> RunRecord:
         s = self.settings
         budget_used = self.budget_for(request.step_run)
         budget = None if budget_used is None else {"fraction": budget_used.fraction, **plan.as_dict()}
@@ -281,23 +287,15 @@ class MonitorEngine:
             label=request.label, stage=request.stage, epoch=request.epoch, global_step=request.global_step,
             settings=s.record_settings(config, budget), probe=examples.select(passes.rows), result=passes.attributions,
             label_names=self.label_names, skipped=skipped, run_id=self.run_id, step_run=request.step_run,
+            answer_probabilities=None if answered is None else answered[passes.rows],
         )
         analysed = time.perf_counter()
         # Epoch runs compare with the previous epoch run; step runs with the run just before.
         previous = self.previous if request.step_run else self.previous_epoch
         metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
-                          passes.faithfulness, self._class_artifacts())
+                          passes.faithfulness,
+                          with_class_indices(self.evidence.artifacts, examples.label_names))
         return replace(record, metrics=metrics, timings={**passes.seconds, "analysis": time.perf_counter() - analysed})
-
-    def _class_artifacts(self) -> Optional[Any]:
-        """The artifact table with class indices as labels: a table of answer texts (a label-like
-        completion's) is read against the probe's answer classes; ``None`` when it has none."""
-        table = self.evidence.artifacts
-        if table is None or all(isinstance(r.label, int) or r.label is None for r in table.words.values()):
-            return table
-        if self.probe is None or self.probe.answers is None:
-            return None
-        return with_class_indices(table, self.probe.label_names)
 
     def _text_label_evidence(self) -> bool:
         """Whether the causal checks apply: one text and one class per example, or a completion's
@@ -305,11 +303,14 @@ class MonitorEngine:
         return get_task(self.settings.task).text_label_evidence or (self.probe is not None
                                                                    and self.probe.answers is not None)
 
+    def _answer_classes(self, probe: ProbeSet) -> AnswerClasses:
+        return AnswerClasses(tuple(probe.answers), get_task(self.settings.task).targets_aligned)
+
     def _causal_settings(self, config: AttributionConfig) -> CausalSettings:
         s, probe = self.settings, self.probe
         if probe is not None and probe.answers is not None:
-            answers = AnswerClasses(tuple(probe.answers), get_task(s.task).targets_aligned)
-            return CausalSettings(config, s.task, s.probe.seed, self.max_length, probe.label_names, answers)
+            return CausalSettings(config, s.task, s.probe.seed, self.max_length, probe.label_names,
+                                  self._answer_classes(probe))
         return CausalSettings(config, s.task, s.probe.seed, self.max_length, self.label_names)
 
     def _observe_cost(self, record: RunRecord, attributions: Any, examples: int, step_run: bool) -> None:
@@ -401,18 +402,3 @@ class MonitorEngine:
         if self.budget is not None and costs is not None:  # plan the first run after resuming from the last one
             self.budget.seconds_per_step, self.budget.seconds_per_example = costs
 
-
-def causal_scalars(checks: list) -> dict[str, float]:
-    """Flip rates and class-probability shifts (the rank test's z) per checked suspect, and how many
-    the run confirmed."""
-    scalars = {"saliency/causal/confirmed": float(sum(c.confirmed for c in checks))} if checks else {}
-    for check in checks:
-        for kind in KINDS:
-            test = getattr(check, kind)
-            if test.rate is not None:
-                scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_flip_rate"] = test.rate
-        for kind in ("deletion", "insertion"):
-            shift = getattr(check, f"{kind}_shift")
-            if shift.trials and shift.control_trials:
-                scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_shift_z"] = shift.z
-    return scalars

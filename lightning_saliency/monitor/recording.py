@@ -40,13 +40,18 @@ def build_record(
     skipped: Sequence[SkippedExample] = (),
     run_id: Optional[str] = None,
     step_run: bool = False,
+    answer_probabilities: Optional[Any] = None,
 ) -> RunRecord:
-    """Per-example tokens, prediction and per-method token attributions (padding removed)."""
+    """Per-example tokens, prediction and per-method token attributions (padding removed).
+    ``answer_probabilities``: with answer classes, each row's answers' probabilities; the likeliest
+    is the row's prediction (the attributed score stays the scored completion's)."""
     examples = []
+    if answer_probabilities is not None:
+        label_names = probe.label_names
     for i in range(len(probe)):
         valid = result.attention_mask[i].bool()
         true_label = int(probe.labels[i]) if probe.labels is not None else None
-        predicted = int(result.predicted[i])
+        predicted = int(result.predicted[i] if answer_probabilities is None else answer_probabilities[i].argmax())
         examples.append(ExampleRecord(
             index=int(probe.indices[i]), text=probe.texts[i], tokens=list(probe.tokens[i]),
             word_ids=list(probe.word_ids[i]), special=result.special_mask[i][valid].tolist(),

@@ -147,9 +147,14 @@ def dataset_artifacts(
     return association_table(word_sets, labels)
 
 
-def with_class_indices(table: ArtifactTable, names: Sequence[str]) -> ArtifactTable:
-    """``table`` with answer texts as labels turned into the indices of ``names`` (the probe's
-    classes); a word whose answer is not among them keeps its z with no label."""
+def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[str]]) -> Optional[ArtifactTable]:
+    """``table`` with class indices as labels: a table of answer texts (a label-like completion's)
+    has them turned into the indices of ``names`` (the probe's answer classes; a word whose answer
+    is not among them keeps its z with no label), and is ``None`` without them."""
+    if table is None or not any(isinstance(r.label, str) for r in table.words.values()):
+        return table
+    if names is None:
+        return None
     index = {name: i for i, name in enumerate(names)}
     relabel = lambda row: replace(row, label=index.get(row.label))  # noqa: E731
     return replace(table, rows=[relabel(r) for r in table.rows], words={w: relabel(r) for w, r in table.words.items()})

@@ -24,6 +24,7 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.targets import TargetSpec
+from lightning_saliency.monitor.analysis import scalar_name
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
@@ -244,6 +245,14 @@ def predict_sharded(access: Any, sequences: Sequence[Sequence_], config: Attribu
     return result
 
 
+def answer_probabilities(access: Any, examples: ProbeSet, config: AttributionConfig, task: str,
+                         answers: AnswerClasses, ranks: Ranks) -> torch.Tensor:
+    """``(examples, answers)``: each answer's probability after each example's prompt, among the
+    answers (the model's answer is the likeliest), on every rank alike (one gather)."""
+    view = ranks.attempt(lambda: ConfirmationView(prompt_part(examples, answers.aligned), access.special_tokens))
+    return predict_sharded(access, view.sequences if view else [], config, task, ranks, lambda rows: None, answers)
+
+
 @dataclass(frozen=True)
 class CausalSettings:
     config: AttributionConfig
@@ -326,3 +335,19 @@ def confirm_suspects(
         check.confirmed = bool(check.confirmed_by)
         checks.append(check)
     return checks
+
+
+def causal_scalars(checks: list) -> dict[str, float]:
+    """Flip rates and class-probability shifts (the rank test's z) per checked suspect, and how many
+    the run confirmed."""
+    scalars = {"saliency/causal/confirmed": float(sum(c.confirmed for c in checks))} if checks else {}
+    for check in checks:
+        for kind in KINDS:
+            test = getattr(check, kind)
+            if test.rate is not None:
+                scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_flip_rate"] = test.rate
+        for kind in ("deletion", "insertion"):
+            shift = getattr(check, f"{kind}_shift")
+            if shift.trials and shift.control_trials:
+                scalars[f"saliency/causal/{scalar_name(check.token)}/{kind}_shift_z"] = shift.z
+    return scalars
