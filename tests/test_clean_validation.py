@@ -51,6 +51,8 @@ def test_a_shortcut_planted_in_training_only_is_raised_confirmed_and_early(tmp_p
     timeline = {t["token"]: t for t in last["metrics"]["timeline"]}[PLANTED]
     assert timeline["confirmed_step"] is not None
     assert timeline["first_suspected_step"] <= taken_over, (timeline, taken_over)
+    # Confirmed in time too: the removal shift needs no prediction to flip (step 16; truth 20).
+    assert timeline["confirmed_step"] <= taken_over, (timeline, taken_over)
     # Once confirmed, step runs do not pay for the check again; epoch runs re-check it for their record.
     after = [r for r in monitor.history if r["global_step"] > timeline["confirmed_step"]]
     assert all(PLANTED not in {c["token"] for c in r["metrics"]["causal"]} for r in after if r["step_run"])
