@@ -41,10 +41,10 @@ def main(argv=None) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(offline.minilm_folder())
+    L.seed_everything(0, verbose=False)  # before the model: its classifier head is initialised at random
     model = AutoModelForSequenceClassification.from_pretrained(
         offline.minilm_folder(), num_labels=2, id2label=dict(enumerate(LABELS)),
         label2id={n: i for i, n in enumerate(LABELS)})
-    L.seed_everything(0, verbose=False)
     validation = offline.drug_reviews("Test", LABELS)
     data = TextDataModule(offline.drug_reviews("Train", LABELS), validation, tokenizer, batch_size=16,
                           max_length=args.max_length)

@@ -48,8 +48,7 @@ def with_chat_roles(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
         return probe
     special = special_token_mask(ids, SpecialTokens.from_tokenizer(tokenizer)) | template
     inputs = {**probe.inputs, "special_tokens_mask": special.long()}
-    return ProbeSet(probe.indices, inputs, probe.labels, probe.tokens, probe.texts, probe.word_ids, probe.truncated,
-                    roles)
+    return replace(probe, inputs=inputs, roles=roles)
 
 # A completion is label-like (classification by generation) when its examples share a few answers.
 MAX_ANSWER_CLASSES = 10
@@ -82,15 +81,13 @@ def with_completion_texts(probe: ProbeSet, tokenizer: Any, aligned: bool) -> Pro
     if targets is None or probe.labels is not None or tokenizer is None or probe.completions is not None:
         return probe
     completions = [answer_text([int(i) for i in row if i >= 0], tokenizer) for row in targets]
-    prompts = list(probe.texts)
+    prompts = list(probe.texts)  # a seq2seq input is the prompt already
     if aligned:
         ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"].bool()
         for row in range(len(probe)):
             scored = (targets[row] != -100).nonzero().flatten()
             first = int(scored[0]) if len(scored) else ids.shape[1]
             prompts[row] = tokenizer.decode(ids[row, :first][mask[row, :first]].tolist(), skip_special_tokens=True).strip()
-    else:
-        prompts = [text.split(" ⟶ ")[0] for text in prompts]  # given texts were joined for display
     return replace(probe, texts=prompts, completions=completions)
 
 
@@ -143,8 +140,8 @@ def completion_probe(prompts: Sequence[str], completions: Sequence[str], tokeniz
         truncated.append(len(prompt_ids) + len(completion_ids) > width)
     inputs = {"input_ids": ids, "attention_mask": mask}
     tokens, _, word_ids = describe_tokens(inputs, tokenizer, None)
-    texts = [f"{prompt} ⟶ {completion}" for prompt, completion in zip(prompts, completions)]
-    return ProbeSet(list(range(len(rows))), {**inputs, "labels": labels}, None, tokens, texts, word_ids, truncated)
+    return ProbeSet(list(range(len(rows))), {**inputs, "labels": labels}, None, tokens, list(prompts), word_ids,
+                    truncated, completions=list(completions))
 
 def sequence_probe(sources: Sequence[str], targets: Sequence[str], tokenizer: Any, max_length: int) -> ProbeSet:
     """Sources as the encoder's input, targets as ``labels`` (their own length, -100 on padding),
@@ -157,9 +154,7 @@ def sequence_probe(sources: Sequence[str], targets: Sequence[str], tokenizer: An
     labels = torch.full((len(encoded), max(len(ids) for ids in encoded)), -100, dtype=torch.long)
     for row, ids in enumerate(encoded):
         labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    texts = [f"{source} ⟶ {target}" for source, target in zip(sources, targets)]
-    return ProbeSet(probe.indices, {**probe.inputs, "labels": labels}, None, probe.tokens, texts, probe.word_ids,
-                    probe.truncated)
+    return replace(probe, inputs={**probe.inputs, "labels": labels}, texts=list(sources), completions=list(targets))
 
 # A token-classification probe keeps each example's tag labels here until a run makes its span rows.
 TAG_LABELS = "tag_labels"
