@@ -128,15 +128,15 @@ def test_trl_sft_trainer_with_lora_and_completion_only_loss_is_monitored_and_unt
     assert [r["label"] for r in records] == ["start", "000", "001"] and {r["status"] for r in records} == {"ok"}
     example = records[-1]["examples"][0]
     explained = [t for t, s in zip(example["tokens"], example["special"]) if not s]
-    # Two answers ("great"/"dull", ending the prompt's last word: "##dull"): they are the classes,
+    # Two answers ("great"/"dull", each decoded as it continues the prompt: "##dull"): the classes,
     # and a row's prediction is the likelier one after its prompt.
     answers = {e["label_name"] for e in records[-1]["examples"]}
     assert len(answers) == 2 and example["predicted_name"] in answers and 0 < example["probability"] <= 1
     # The training set's artifact table reads TRL's own rows and collator: each answer is a label,
-    # so 'zorbly' (in the prompts of every "great" answer, 12 of 24) is an artifact of "great".
+    # so 'zorbly' (in the prompts of every "great" answer, 12 of 24) is an artifact of "##great".
     crossing = records[-1]["metrics"]["artifacts"]["integrated_gradients"]
     found = {r["token"]: r for key in ("relied_artifacts", "ignored_artifacts") for r in crossing[key]}
-    great = next(e["label"] for e in records[-1]["examples"] if e["label_name"] == "great")
+    great = next(e["label"] for e in records[-1]["examples"] if e["label_name"] == "##great")
     assert crossing["examples"] == 24 and found["zorbly"]["label"] == great and found["zorbly"]["p_label"] == 1.0
     # The prompt is explained; the completion (and [CLS]/[SEP]) is what is scored: never a word.
     assert explained and not {"great", "dull"} & set(explained)
