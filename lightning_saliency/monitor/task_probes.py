@@ -85,10 +85,16 @@ def with_completion_texts(probe: ProbeSet, tokenizer: Any, aligned: bool) -> Pro
     if aligned:
         ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"].bool()
         for row in range(len(probe)):
-            scored = (targets[row] != -100).nonzero().flatten()
-            first = int(scored[0]) if len(scored) else ids.shape[1]
+            first = first_scored(targets[row])
             prompts[row] = tokenizer.decode(ids[row, :first][mask[row, :first]].tolist(), skip_special_tokens=True).strip()
     return replace(probe, texts=prompts, completions=completions)
+
+
+def first_scored(labels: torch.Tensor) -> int:
+    """The first position of a row's aligned labels that is scored (where its answer starts), or
+    the row's length when none is."""
+    scored = (labels != -100).nonzero().flatten()
+    return int(scored[0]) if len(scored) else labels.shape[-1]
 
 
 def answer_text(ids: Sequence[int], tokenizer: Any) -> str:
@@ -107,8 +113,7 @@ def prompt_part(probe: ProbeSet, aligned: bool) -> ProbeSet:
     mask = inputs["attention_mask"].clone()
     tokens, word_ids = [], []
     for row in range(len(probe)):
-        scored = (labels[row] != -100).nonzero().flatten()
-        first = int(scored[0]) if len(scored) else mask.shape[1]
+        first = first_scored(labels[row])
         kept = int(mask[row, :first].sum())  # real tokens before the answer (padding may be on the left)
         mask[row, first:] = 0
         tokens.append(probe.tokens[row][:kept])

@@ -22,7 +22,7 @@ from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules, TokenStat, association_z
 from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import as_mapping, label_of
-from lightning_saliency.monitor.task_probes import MAX_ANSWER_CLASSES, answer_text
+from lightning_saliency.monitor.task_probes import MAX_ANSWER_CLASSES, answer_text, first_scored
 from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow
 
 ALPHA = 0.01
@@ -92,12 +92,10 @@ class AnswerReading:
 
     def prompt_and_answer(self, ids: Any, mask: Any, labels: Any) -> tuple[list[int], str]:
         real = mask.bool() if mask is not None else ids == ids
-        scored = labels >= 0
         if self.aligned:
-            first = int(scored.nonzero().flatten()[0]) if bool(scored.any()) else len(ids)
             real = real.clone()
-            real[first:] = False
-        return ids[real].tolist(), self.text(labels[scored].tolist())
+            real[first_scored(labels):] = False
+        return ids[real].tolist(), self.text(labels[labels >= 0].tolist())
 
 
 def dataset_artifacts(
