@@ -10,8 +10,12 @@ For each suspect (a word, or a pair of words) on a validation slice larger than 
 * **control**: both again with words drawn from the probe vocabulary and matched in frequency.
 
 Rates come with 95% Wilson intervals; a suspect is *confirmed* when the lower bound of its deletion
-or insertion rate is above the upper bound of the same test on the control. Forward passes only,
-under the run's token budget and precision context, sharded across DDP ranks like attribution.
+or insertion rate is above the upper bound of the same test on the control, or when its edits move
+its class's probability further than the control's do (a rank test at the same strength of
+evidence, :mod:`~lightning_saliency.monitor.metrics.rank_test`: it sees a shortcut being learned
+before any prediction depends on it). With answer classes (a label-like completion or target) the
+prompt is edited and every answer scored after it; the likeliest is the prediction. Forward passes
+only, under the run's token budget and precision context, sharded across DDP ranks like attribution.
 """
 from __future__ import annotations
 
