@@ -82,6 +82,13 @@ class Task(ABC):
             raise ValueError(f"task={name!r} expects logits of {dims} dimensions, got shape {tuple(logits.shape)}; "
                              f"{hint}")
 
+    def required_target(self, targets: Mapping[str, torch.Tensor], key: str, hint: str) -> torch.Tensor:
+        """The rows' target entry ``key``; a ``ValueError`` saying what it must hold (``hint``) without it."""
+        found = targets.get(key)
+        if found is None:
+            raise ValueError(f"task={self.name!r} needs {hint}")
+        return found
+
 
 IGNORED = -100  # a label that is not scored (a prompt token, padding), as Hugging Face losses read it
 
@@ -95,13 +102,31 @@ def sequence_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 class SequenceScoreTask(Task):
-    """A task whose one score per row is a sequence's log-probability (a completion, a target): the
-    record's probability is that sequence's, and ERASER's faithfulness, whose scores are class
-    probabilities under removal, does not apply."""
+    """A task whose one score per row is a sequence's log-probability (a completion, a target),
+    read from ``labels`` under teacher forcing: the record's probability is that sequence's, and
+    ERASER's faithfulness, whose scores are class probabilities under removal, does not apply.
+
+    Class attributes:
+        logits_form: what the model's logits are, for the error on logits of another shape.
+        labels_form: what ``labels`` must hold, for the error when they are missing.
+    """
 
     one_score = True
     erasure_faithfulness = False
     answer_classes = True
+    target_keys = ("labels",)
+    logits_form: ClassVar[str]
+    labels_form: ClassVar[str]
+
+    def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
+             targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        self.expect_dims(logits, 3, self.name, self.logits_form)
+        labels = self.required_target(targets, "labels", self.labels_form)
+        return sequence_log_prob(*self.scored(logits, labels))
+
+    def scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the labels they predict, position by position (default: the same positions)."""
+        return logits, labels
 
     def probability(self, heads: torch.Tensor) -> torch.Tensor:
         return heads.float()[:, 0].exp()

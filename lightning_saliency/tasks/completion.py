@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_saliency.tasks.base import IGNORED, SequenceScoreTask, register_task, sequence_log_prob
+from lightning_saliency.tasks.base import IGNORED, SequenceScoreTask, register_task
 
 
 @register_task
@@ -22,18 +22,14 @@ class Completion(SequenceScoreTask):
     name = "completion"
     input_dims = 2
     probe_labels = "tokens"
-    target_keys = ("labels",)
+    logits_form = "a causal LM's logits are (batch, seq, vocab)."
+    labels_form = ("token-level labels in the inputs: the completion's token ids where they are scored, -100 "
+                   "elsewhere (as TRL's completion-only batches have), or probe=ProbeSettings(texts=prompts, "
+                   "completions=[...]).")
 
-    def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
-             targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        self.expect_dims(logits, 3, self.name, "a causal LM's logits are (batch, seq, vocab).")
-        labels = targets.get("labels")
-        if labels is None:
-            raise ValueError("task='completion' needs token-level labels in the inputs: the completion's token "
-                             "ids where they are scored, -100 elsewhere (as TRL's completion-only batches have), "
-                             "or probe=ProbeSettings(texts=prompts, completions=[...]).")
+    def scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Teacher forcing: the token at position t is predicted by the logits at t - 1.
-        return sequence_log_prob(logits[:, :-1], labels[:, 1:])
+        return logits[:, :-1], labels[:, 1:]
 
     def fixed_positions(self, inputs: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
         labels = inputs.get("labels")

@@ -7,31 +7,22 @@ attributing the decoder prefix).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-import torch
-
-from lightning_saliency.tasks.base import SequenceScoreTask, register_task, sequence_log_prob
+from lightning_saliency.tasks.base import SequenceScoreTask, register_task
 
 
 @register_task
 class Seq2Seq(SequenceScoreTask):
     name = "seq2seq"
     probe_labels = "sequence"
-    target_keys = ("labels",)
     targets_aligned = False
     model_takes_targets = True
-
-    def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
-             targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        self.expect_dims(logits, 3, self.name, "an encoder-decoder's logits are (batch, target length, vocab).")
-        labels = targets.get("labels")
-        if labels is None:
-            raise ValueError("task='seq2seq' needs the target's token ids as 'labels' in the inputs (-100 on "
-                             "padding), as DataCollatorForSeq2Seq makes them, or "
-                             "probe=ProbeSettings(texts=sources, completions=targets).")
-        # The decoder input at t is the target shifted right: the logits at t predict label t.
-        return sequence_log_prob(logits, labels)
+    # The decoder input at t is the target shifted right: the logits at t predict label t, as
+    # scored() pairs them by default.
+    logits_form = "an encoder-decoder's logits are (batch, target length, vocab)."
+    labels_form = ("the target's token ids as 'labels' in the inputs (-100 on padding), as DataCollatorForSeq2Seq "
+                   "makes them, or probe=ProbeSettings(texts=sources, completions=targets).")
 
     def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
         return ["target"]

@@ -35,10 +35,8 @@ class TokenClassification(Task):
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
              targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         self.expect_dims(logits, 3, self.name, "a token classifier's logits are (batch, seq, tags).")
-        span = targets.get("span_mask")
-        if span is None:
-            raise ValueError("task='token_classification' needs each row's span as 'span_mask' (1 on the span's "
-                             "tokens); the monitor builds the rows from token-level tag labels.")
+        span = self.required_target(targets, "span_mask", "each row's span as 'span_mask' (1 on the span's tokens); "
+                                    "the monitor builds the rows from token-level tag labels.")
         inside = (span.to(logits.device) == 1).unsqueeze(-1)
         return (logits.float().log_softmax(dim=-1) * inside).sum(dim=1)
 
