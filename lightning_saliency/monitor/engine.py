@@ -117,8 +117,8 @@ class MonitorEngine:
         if self.probe is None:
             self.probe = sample_probe(self.settings, self.access, validation, self.max_length, self.probe_indices,
                                       speak=rank == 0, class_names=self.label_names)
-            # The examples, once each: a token-classification probe has a row per span.
             self.probe_indices = list(dict.fromkeys(self.probe.indices))
+            self._index_artifacts()
         return self.probe
 
     def _confirmation_set(self, validation: Any, rank: int) -> ProbeSet:
@@ -137,6 +137,14 @@ class MonitorEngine:
         elif s.evidence.artifact_examples and dataset is not None and task.answer_classes:
             self.evidence.artifacts = training_artifacts(dataset, collate_fn, self.access, s, columns,
                                                          answers_aligned=task.targets_aligned)
+        self._index_artifacts()
+
+    def _index_artifacts(self) -> None:
+        """Once the artifact table and the probe are both there (in either order): a table of
+        answer texts (a label-like completion's) is read against the probe's answer classes, once,
+        so that every run's analysis reads class indices as for any table."""
+        if self.probe is not None:
+            self.evidence.artifacts = with_class_indices(self.evidence.artifacts, self.probe.label_names)
 
     def needs_validation(self) -> bool:
         """Whether the next run may sample from the validation loader (the probe set or the causal
@@ -293,8 +301,7 @@ class MonitorEngine:
         # Epoch runs compare with the previous epoch run; step runs with the run just before.
         previous = self.previous if request.step_run else self.previous_epoch
         metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
-                          passes.faithfulness,
-                          with_class_indices(self.evidence.artifacts, examples.label_names))
+                          passes.faithfulness, self.evidence.artifacts)
         return replace(record, metrics=metrics, timings={**passes.seconds, "analysis": time.perf_counter() - analysed})
 
     def _text_label_evidence(self) -> bool:

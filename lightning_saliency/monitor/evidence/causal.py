@@ -30,7 +30,9 @@ from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.targets import TargetSpec
 from lightning_saliency.monitor.analysis import scalar_name
 from lightning_saliency.monitor.distributed import Ranks
-from lightning_saliency.monitor.evidence.edits import ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched
+from lightning_saliency.monitor.evidence.edits import (
+    ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched, sequences_of,
+)
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.metrics.rank_test import SHIFT_Z, rank_comparison
 from lightning_saliency.monitor.probe import ProbeSet
@@ -253,8 +255,8 @@ def answer_probabilities(access: Any, examples: ProbeSet, config: AttributionCon
                          answers: AnswerClasses, ranks: Ranks) -> torch.Tensor:
     """``(examples, answers)``: each answer's probability after each example's prompt, among the
     answers (the model's answer is the likeliest), on every rank alike (one gather)."""
-    view = ranks.attempt(lambda: ConfirmationView(prompt_part(examples, answers.aligned), access.special_tokens))
-    return predict_sharded(access, view.sequences if view else [], config, task, ranks, lambda rows: None, answers)
+    sequences = ranks.attempt(lambda: sequences_of(prompt_part(examples, answers.aligned)))
+    return predict_sharded(access, sequences or [], config, task, ranks, lambda rows: None, answers)
 
 
 @dataclass(frozen=True)

@@ -32,17 +32,20 @@ class Edit:
     sequence: Sequence_
 
 
+def sequences_of(examples: ProbeSet) -> list[Sequence_]:
+    """Each example's input as token ids without padding (and its token types, if it has them)."""
+    ids, mask = examples.inputs["input_ids"], examples.inputs["attention_mask"].bool()
+    types = examples.inputs.get("token_type_ids")
+    return [Sequence_(tuple(ids[i][mask[i]].tolist()), None if types is None else tuple(types[i][mask[i]].tolist()))
+            for i in range(len(examples))]
+
+
 class ConfirmationView:
     """The confirmation examples as token-id lists with their words and the words' positions."""
 
     def __init__(self, examples: ProbeSet, special: SpecialTokens) -> None:
-        ids, mask = examples.inputs["input_ids"], examples.inputs["attention_mask"].bool()
-        types = examples.inputs.get("token_type_ids")
         self.indices = list(examples.indices)
-        self.sequences = [
-            Sequence_(tuple(ids[i][mask[i]].tolist()), None if types is None else tuple(types[i][mask[i]].tolist()))
-            for i in range(len(examples))
-        ]
+        self.sequences = sequences_of(examples)
         self.spans: list[list[tuple[str, list[int]]]] = []
         for i, sequence in enumerate(self.sequences):
             flags = [t in special.special_ids for t in sequence.ids]
