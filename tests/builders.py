@@ -100,6 +100,21 @@ def cue_answer_pairs(count: int, rng: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+def check_cue_evidence(last: dict, suspects: list) -> None:
+    """The evidence on the cue of :func:`cue_answer_pairs` in a monitored fit's last record, where
+    the answers are the classes: the causal checks confirm it for "great", the training set's
+    table holds it as an artifact of "great" that is relied on, and each row's prediction is the
+    model's answer (the likelier of the two after its prompt)."""
+    check = next(c for c in last["metrics"]["causal"] if c["token"] == "zorbly")
+    assert check["confirmed"] and check["label_name"] == "great", check
+    assert check["insertion"]["rate"] > 0.5, check  # sufficient: inserting the cue turns "dull" into "great"
+    relied = last["metrics"]["artifacts"]["integrated_gradients"]["relied_artifacts"]
+    assert relied[0]["token"] == "zorbly" and relied[0]["label"] == check["label"], relied
+    assert "training" in suspects[0]["association"], suspects[0]
+    answers = [(e["predicted_name"], e["label_name"]) for e in last["examples"]]
+    assert {p for p, _ in answers} <= {"dull", "great"} and sum(p == t for p, t in answers) >= 14, answers
+
+
 def tagged_row(tokenizer: Any, words: Sequence[str], tags: Sequence[str], names: Sequence[str]) -> dict:
     """One token-classification row: the words' ids and each word's tag on its first piece
     (``-100`` on special tokens and further pieces), as ``DataCollatorForTokenClassification`` expects."""

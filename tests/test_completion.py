@@ -182,7 +182,7 @@ def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_token
     import random
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import HFModule, cue_answer_pairs, quiet_trainer
+    from tests.builders import HFModule, check_cue_evidence, cue_answer_pairs, quiet_trainer
 
     rng = random.Random(0)
 
@@ -211,16 +211,7 @@ def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_token
     assert last["examples"][[e["label_name"] for e in last["examples"]].index("great")]["label"] == suspects[0]["label"]
     # The causal checks score both answers after each edited prompt: the model's answer is the
     # likelier one, so inserting the cue into a "dull" prompt turns the answer into "great".
-    check = next(c for c in last["metrics"]["causal"] if c["token"] == "zorbly")
-    assert check["confirmed"] and check["label_name"] == "great", check
-    assert check["insertion"]["rate"] > 0.5, check  # sufficient: inserting the cue turns "dull" into "great"
-    # The training set's answers are classes too: the cue is an artifact of "great", relied on.
-    relied = last["metrics"]["artifacts"]["integrated_gradients"]["relied_artifacts"]
-    assert relied[0]["token"] == "zorbly" and relied[0]["label"] == check["label"], relied
-    assert "training" in suspects[0]["association"], suspects[0]
-    # A row's prediction is the model's answer: the likelier of the two after its prompt.
-    answers = [(e["predicted_name"], e["label_name"]) for e in last["examples"]]
-    assert {p for p, _ in answers} <= {"dull", "great"} and sum(p == t for p, t in answers) >= 14, answers
+    check_cue_evidence(last, suspects)
     assert monitor.engine.evidence.timeline["zorbly"].confirmed_step is not None
 
 

@@ -49,29 +49,38 @@ def test_a_span_equals_captum_layer_ig_of_its_summed_tag_log_probs(demo_tokenize
     torch.testing.assert_close(ours.scores, reference.float(), rtol=1e-4, atol=1e-6)
 
 
-def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_path):
+def start_run(model, tokenizer, tmp_path, probe):
+    """The engine's ``start`` run of ``model`` on :data:`SENTENCES`, read from batches of Hugging
+    Face's ``DataCollatorForTokenClassification``: its record."""
     from transformers import DataCollatorForTokenClassification
 
-    from lightning_saliency import AttributionConfig, ProbeSettings
+    from lightning_saliency import AttributionConfig
     from lightning_saliency.attribution import SpecialTokens
     from lightning_saliency.monitor.engine import MonitorEngine
     from lightning_saliency.monitor.messages import RunOutputs, RunRequest
     from lightning_saliency.monitor.model_access import ModelAccess, config_label_names, hf_forward
     from lightning_saliency.settings import EvidenceSettings, MonitorSettings
 
-    model = tiny_tagger(len(demo_tokenizer))
-    loader = torch.utils.data.DataLoader(encoded_rows(demo_tokenizer), batch_size=2,
-                                         collate_fn=DataCollatorForTokenClassification(demo_tokenizer))
+    loader = torch.utils.data.DataLoader(encoded_rows(tokenizer), batch_size=2,
+                                         collate_fn=DataCollatorForTokenClassification(tokenizer))
     settings = MonitorSettings(task="token_classification", num_examples=2, attribution=AttributionConfig(n_steps=8),
-                               evidence=EvidenceSettings(artifact_examples=0),
-                               probe=ProbeSettings(entity_spans="labelled"))
+                               evidence=EvidenceSettings(artifact_examples=0), probe=probe)
     engine = MonitorEngine(settings, run_id="ner")
-    access = ModelAccess(model, hf_forward(model), demo_tokenizer, SpecialTokens.from_tokenizer(demo_tokenizer),
+    access = ModelAccess(model, hf_forward(model), tokenizer, SpecialTokens.from_tokenizer(tokenizer),
                          None, contextlib.nullcontext)
     with pytest.warns(UserWarning, match="few"):
         engine.connect(access, 64, config_label_names(model))
     record = engine.attempt(RunRequest("start", "fit", None, 0, validation=loader), RunOutputs(tmp_path)).record
     engine.flush()
+    return record
+
+
+def test_rows_are_the_entity_spans_of_the_validation_labels(demo_tokenizer, tmp_path):
+    from lightning_saliency import ProbeSettings
+    from lightning_saliency.settings import MonitorSettings
+
+    model = tiny_tagger(len(demo_tokenizer))
+    record = start_run(model, demo_tokenizer, tmp_path, ProbeSettings(entity_spans="labelled"))
     found = sorted((e.index, " ".join(e.tokens[e.span[0]: e.span[1] + 1]), e.label_name) for e in record.examples)
     assert found == [(0, "acting story", "B-LOC"), (0, "zorbly", "B-PER"), (1, "zorbly director", "B-PER")]
     assert all(e.predicted_name in TAGS for e in record.examples)
@@ -88,26 +97,12 @@ def test_rows_are_the_entity_spans_the_model_predicts_labelled_with_their_true_t
     model invents an entity), so a tag the model puts where none is can be traced to its cause."""
     from transformers import DataCollatorForTokenClassification
 
-    from lightning_saliency import AttributionConfig
-    from lightning_saliency.attribution import SpecialTokens
-    from lightning_saliency.monitor.engine import MonitorEngine
-    from lightning_saliency.monitor.messages import RunOutputs, RunRequest
-    from lightning_saliency.monitor.model_access import ModelAccess, config_label_names, hf_forward
-    from lightning_saliency.settings import EvidenceSettings, MonitorSettings
+    from lightning_saliency import ProbeSettings
     from lightning_saliency.tasks.token_classification import entity_spans
 
     model = tiny_tagger(len(demo_tokenizer))
+    record = start_run(model, demo_tokenizer, tmp_path, ProbeSettings())
     collate = DataCollatorForTokenClassification(demo_tokenizer)
-    loader = torch.utils.data.DataLoader(encoded_rows(demo_tokenizer), batch_size=2, collate_fn=collate)
-    settings = MonitorSettings(task="token_classification", num_examples=2, attribution=AttributionConfig(n_steps=8),
-                               evidence=EvidenceSettings(artifact_examples=0))
-    engine = MonitorEngine(settings, run_id="ner")
-    access = ModelAccess(model, hf_forward(model), demo_tokenizer, SpecialTokens.from_tokenizer(demo_tokenizer),
-                         None, contextlib.nullcontext)
-    with pytest.warns(UserWarning, match="few"):
-        engine.connect(access, 64, config_label_names(model))
-    record = engine.attempt(RunRequest("start", "fit", None, 0, validation=loader), RunOutputs(tmp_path)).record
-    engine.flush()
     batch = collate(encoded_rows(demo_tokenizer))
     with torch.no_grad():
         tags = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
