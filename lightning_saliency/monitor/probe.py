@@ -231,8 +231,8 @@ def probe_from_dataset(
     positions of tuple batches; labels are read from ``label_key``. ``labels_kind``: the task's
     (``"class"``; ``"next_token"``: a causal-LM probe, see :func:`~.task_probes.next_token_probe`; ``"tokens"``:
     token-level labels stay with the inputs, as ``labels``, for a completion task; ``"sequence"``:
-    a seq2seq target; ``"spans"``: one row per entity span of the tag labels, ``tag_names``
-    naming the tags)."""
+    a seq2seq target; ``"spans"``: the tag labels stay with the inputs, ``tag_names`` naming the
+    tags, and each run makes one row per entity span, see :func:`~.task_probes.entity_rows`)."""
     from lightning_saliency.monitor import task_probes  # builds on ProbeSet: imported here, not at the top
 
     indices = (list(indices) if indices is not None
