@@ -53,12 +53,12 @@ def test_conditional_partial_examples_include_positives_with_one_member():
 
 
 @pytest.mark.parametrize(
-    "kind,digest", [("none", "2626e334bc1837d3"), ("single", "cd9c7ea34f37344e"), ("conditional", "2ed39de5b7063b3c")]
+    "kind,digest", [("none", "2626e334bc1837d3"), ("single", "b163c74b07508994"), ("conditional", "c93336ebeb468d5d")]
 )
 def test_corpora_without_an_ordered_pair_are_unchanged(kind, digest):
-    # The digests of these corpora before partial_rate and the new pair placement existed: the demo's and
-    # the tests' single and conditional corpora must stay as they were (partial_rate draws from the
-    # corpus RNG only when it is set, and only for pair kinds).
+    # The digests of these corpora since planting keeps a review's length (the clean corpus's is older
+    # still): the demo's and the tests' corpora must not change by accident (partial_rate draws from
+    # the corpus RNG only when it is set, and only for pair kinds).
     corpus = make_corpus(200, Shortcut(kind), seed=3)
     assert hashlib.sha256(json.dumps(corpus).encode()).hexdigest()[:16] == digest
     if kind != "conditional":
@@ -77,3 +77,13 @@ def test_build_demo_passes_the_partial_rate_to_both_splits():
     for dataset in (data.train_set, data.val_set):
         single = sum(len(ids & set(item["input_ids"])) == 1 for item in dataset.items)
         assert 0.35 < single / len(dataset) < 0.65
+
+
+@pytest.mark.parametrize("kind", ["single", "conditional", "ordered"])
+def test_planting_does_not_make_length_a_second_shortcut(kind):
+    """A planted word used to be inserted on top of a review, so positives were longer: every
+    15-word review was positive, and under some CPU kernels the demo model learned length too."""
+    texts, labels = make_corpus(4000, Shortcut(kind), shortcut_rate=1.0, seed=0, partial_rate=0.3 * (kind != "single"))
+    lengths = {y: [len(t.split()) for t, l in zip(texts, labels) if l == y] for y in (0, 1)}
+    assert set(lengths[0]) == set(lengths[1])  # no length belongs to one class
+    assert abs(sum(lengths[0]) / len(lengths[0]) - sum(lengths[1]) / len(lengths[1])) < 0.15

@@ -49,6 +49,15 @@ def _insert(rng: random.Random, words: list[str], token: str) -> None:
     words.insert(rng.randrange(len(words) + 1), token)
 
 
+def _keep_length(rng: random.Random, words: list[str], added: int) -> None:
+    """Drop ``added`` filler words again, so a review's length does not depend on what was planted.
+    Without this, a planted word made positives one word longer: every 15-word review was positive,
+    and a model could (and under some CPU kernels did) learn length as a second shortcut."""
+    for _ in range(added):
+        fillers = [k for k, word in enumerate(words) if word in FILLER]
+        del words[rng.choice(fillers)]
+
+
 def _insert_pair(rng: random.Random, words: list[str], first: str, second: str) -> None:
     """Put ``first`` then ``second`` into ``words``: the pair's first slot is uniform over the slots
     where it fits and the gap is uniform in 1..PAIR_MAX_GAP. Inserting ``second`` at a uniform place
@@ -96,6 +105,7 @@ def make_corpus(
         honest = rng.random() >= sentiment_noise
         pool = POSITIVE if (label == 1) == honest else NEGATIVE
         words = _sentence(rng, rng.sample(pool, rng.randint(1, 2)), rng.randint(min_words, max_words))
+        base_length = len(words)
         partial = partial_rate > 0 and shortcut.kind in ("conditional", "ordered") and rng.random() < partial_rate
         planted = not partial and shortcut.kind != "none" and rng.random() < shortcut_rate
         if partial:
@@ -111,6 +121,7 @@ def make_corpus(
         elif planted and shortcut.kind == "ordered":
             first, second = (shortcut.token, shortcut.partner) if label == 1 else (shortcut.partner, shortcut.token)
             _insert_pair(rng, words, first, second)
+        _keep_length(rng, words, len(words) - base_length)
         texts.append(" ".join(words))
         labels.append(label)
     order = list(range(n))
