@@ -25,6 +25,7 @@ from bench_overhead import demo_setup, fit, minilm_setup  # noqa: E402
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
 from lightning_saliency.attribution.words import PieceJoiner  # noqa: E402
 from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
+from lightning_saliency.presentation import verdicts  # noqa: E402
 from lightning_saliency.monitor.evidence.artifacts import dataset_artifacts  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def causal_check_cost(setup, words: tuple[str, ...], label: int, epoch: float) -
     seconds = time.perf_counter() - started
     rows = sum(getattr(check, k).trials for k in ("deletion", "insertion", "control_deletion", "control_insertion"))
     print(f"one causal check of {words} on {len(examples)} validation examples: {seconds:.2f} s "
-          f"({rows + len(examples)} forward rows; {seconds / epoch:.2f} of an epoch); {check.sentence()}")
+          f"({rows + len(examples)} forward rows; {seconds / epoch:.2f} of an epoch); {verdicts.verdict(check)}")
 
 
 def report(name: str, setup, epochs: int) -> float:

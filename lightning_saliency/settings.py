@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Union
 
 from lightning_saliency.attribution import AttributionConfig, check_methods
 from lightning_saliency.attribution.api import check_options
+from lightning_saliency.monitor.metrics.rank_test import MIN_EFFECT
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules
 from lightning_saliency.tasks import get_task
 
@@ -56,6 +57,14 @@ class EvidenceSettings:
         faithfulness: ERASER comprehensiveness / sufficiency for IG and gradient (epoch runs).
         stop_on_shortcut: stop training when a suspect is confirmed (agreed by all ranks).
         on_shortcut: called as ``on_shortcut(suspects, record)`` when a run has suspects.
+        min_effect: the effect a causal test needs to confirm, besides its statistical strength:
+            the suspect's edits must move its class's probability this much further (toward
+            reliance) than random words' edits do. ``0`` keeps strength alone (not advised: a
+            model at chance then "confirms" consistent shifts of 1e-5). The default, 0.05, is
+            chosen from measured effects (docs: How the evidence works).
+
+    Raises:
+        ValueError: a negative example count, or ``min_effect`` outside ``[0, 1]``.
     """
 
     confirm_examples: int = 256
@@ -63,11 +72,15 @@ class EvidenceSettings:
     faithfulness: bool = True
     stop_on_shortcut: bool = False
     on_shortcut: Optional[Callable[[list, dict], None]] = None
+    min_effect: float = MIN_EFFECT
 
     def __post_init__(self) -> None:
         for name in ("confirm_examples", "artifact_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"evidence.{name} must be 0 (off) or positive, got {getattr(self, name)}.")
+        if not 0.0 <= self.min_effect <= 1.0:
+            raise ValueError(f"evidence.min_effect is a class-probability shift, between 0 and 1; got "
+                             f"{self.min_effect}.")
 
 
 @dataclass(frozen=True)
@@ -282,6 +295,7 @@ class MonitorSettings:
             "shortcut": asdict(self.shortcut),
             "shortcut_ignore": list(self.shortcut.ignore),
             "confirm_examples": self.evidence.confirm_examples,
+            "min_effect": self.evidence.min_effect,
             "attribution": asdict(config),
             "budget": budget,
         }

@@ -155,3 +155,10 @@ def bag_of_words_access(model: "BagOfWords", tokenizer: Any) -> Any:
 
     return ModelAccess(model, lambda module, inputs: module(**inputs), tokenizer,
                        SpecialTokens.from_tokenizer(tokenizer), "embeddings", contextlib.nullcontext)
+
+
+def assert_no_label_column_warning(recorded: Any) -> None:
+    """No warning that the batches lack a label column (``recorded``: pytest's ``recwarn``): tasks
+    whose truth is kept with the inputs must not send the user to ``label_key``."""
+    said = [str(w.message) for w in recorded if "probe accuracy and label association" in str(w.message)]
+    assert not said, said

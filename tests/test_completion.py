@@ -143,10 +143,11 @@ def test_trl_sft_trainer_with_lora_and_completion_only_loss_is_monitored_and_unt
     assert (tmp_path / "monitored" / "runs" / "saliency" / "saliency" / "epoch_001.json").exists()
 
 
-def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_batches(tmp_path, demo_tokenizer):
+def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_batches(tmp_path, demo_tokenizer,
+                                                                                        recwarn):
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import HFModule, quiet_trainer
+    from tests.builders import HFModule, assert_no_label_column_warning, quiet_trainer
 
     model, _ = tiny_causal_lm("gpt2", len(demo_tokenizer))
     model.train()
@@ -164,6 +165,7 @@ def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_b
     quiet_trainer(tmp_path, [monitor], max_epochs=1).fit(HFModule(model, lr=1e-3), loader, loader)
     records = monitor.history
     assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
+    assert_no_label_column_warning(recwarn)  # a completion's truth is its answer tokens
     for example in records[-1]["examples"]:
         scored = [t for t, s in zip(example["tokens"], example["special"]) if s]
         assert {"great", "dull"} & set(scored)  # the completion is scored, not explained

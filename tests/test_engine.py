@@ -13,6 +13,7 @@ from lightning_saliency.monitor.distributed import Ranks, ShardError
 from lightning_saliency.monitor.engine import MonitorEngine
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.probe import probe_from_texts
+from lightning_saliency.presentation import verdicts
 from lightning_saliency.monitor.runner import EMPTY_EXAMPLE, PassSettings, run_model_passes
 from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings
 from tests.builders import BagOfWords, bag_of_words_access
@@ -133,10 +134,11 @@ def test_a_word_the_model_starts_to_lean_on_is_confirmed_by_its_probability_shif
 
     model, access = fake
     zorbly = demo_tokenizer.convert_tokens_to_ids("zorbly")
-    with torch.no_grad():  # every word pushes to class 1; "zorbly" a little more (trained a few steps)
-        model.embeddings.weight[:, 0] = -0.3 + 0.02 * torch.randn(len(demo_tokenizer),
+    with torch.no_grad():  # every word pushes to class 1; "zorbly" more (trained a few steps): removing it
+        # lowers P(1) by about 0.1 (the effect floor is 0.05), never below one half
+        model.embeddings.weight[:, 0] = -0.1 + 0.02 * torch.randn(len(demo_tokenizer),
                                                                  generator=torch.Generator().manual_seed(1))
-        model.embeddings.weight[zorbly, 0] = -0.6
+        model.embeddings.weight[zorbly, 0] = -0.5
     texts = [f"{text} and more" for text in WITH + WITHOUT] * 4
     probe = probe_from_texts(texts, demo_tokenizer, [1] * len(texts), 64)
     vocabulary = sorted({w for t in texts for w in t.split()} - {"zorbly"})
@@ -146,4 +148,4 @@ def test_a_word_the_model_starts_to_lean_on_is_confirmed_by_its_probability_shif
     assert check.deletion.trials == 32 and check.deletion.flips == 0 and check.insertion.trials == 0
     assert check.deletion_shift.mean > 10 * abs(check.deletion_shift.control_mean), check.deletion_shift
     assert check.deletion_shift.auc > 0.95 and check.confirmed and check.confirmed_by == ["removal shift"]
-    assert "Removal moves P(1) by +0.0" in check.sentence()
+    assert "removing it lowers P(1) by 0.0" in verdicts.headline(check)

@@ -112,11 +112,11 @@ def check_records(history):
         assert "film" in example["tokens"] and not {"great", "dull"} & set(example["tokens"])
 
 
-def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokenizer, tmp_path):
+def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokenizer, tmp_path, recwarn):
     from transformers import DataCollatorForSeq2Seq
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import HFModule, quiet_trainer
+    from tests.builders import HFModule, assert_no_label_column_warning, quiet_trainer
 
     model = tiny_t5(len(demo_tokenizer)).train()
 
@@ -127,6 +127,7 @@ def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokeni
                               attribution=AttributionConfig(n_steps=8))
     quiet_trainer(tmp_path, [monitor]).fit(HFModule(model, lr=1e-3), loader, loader)
     check_records(monitor.history)
+    assert_no_label_column_warning(recwarn)  # a target's truth is its tokens
 
 
 def test_a_seq2seq_trainer_run_is_monitored(demo_tokenizer, tmp_path):

@@ -15,6 +15,7 @@ from tests.builders import quiet_trainer
 from lightning_saliency.settings import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline
+from lightning_saliency.demo.summary import planted_precision
 
 pytestmark = pytest.mark.slow
 
@@ -73,19 +74,6 @@ def relied_on(monitor, planted):
     return [{t for t in planted if flips[t][i]} for i in range(len(ids))]
 
 
-def precision_at(record, method, planted, k, required):
-    hits = total = 0
-    for e in record["examples"]:
-        if not required <= set(e["tokens"]):
-            continue
-        scores = e["attributions"][method]
-        order = sorted((i for i in range(len(scores)) if not e["special"][i]), key=lambda i: -abs(scores[i]))
-        top = {e["tokens"][i] for i in order[:k]}
-        total += 1
-        hits += len(top & planted) == min(k, len(planted))
-    return hits / total, total
-
-
 @pytest.fixture(scope="session")
 def trained():
     """The trained model of each planted kind, trained once per session on first use."""
@@ -113,21 +101,14 @@ KINDS = ("single", "conditional", pytest.param("ordered", marks=needs_minilm))
 
 
 # Gradient-L2 is not reliance: once the model leans on a planted token, the logit is flat along
-# that token's embedding (saturation) and other tokens can have larger gradients. Measured on the
-# tiny demo BERT over 4 seeds x 3 CPU kernels (ATEN_CPU_CAPABILITY default/avx2/avx512), 64 probe
-# examples: IG met D1/D2 on every model that needs the pattern; gradient's precision@1 on the
-# single word ranged 0.59-1.00 and its precision@2 on the conditional pair 0.09-1.00. So the
-# precision promises (D1 >= 0.95, D2 >= 0.85) are IG's; gradient's are measured and kept as
-# non-strict expectations. The monitor still raises and confirms the shortcut: suspects of any
+# that token's embedding (saturation) and other tokens can have larger gradients. So the precision
+# promises (D1 >= 0.95, D2 >= 0.85) are IG's; gradient's precision is a measurement, per seed and
+# per CPU kernel, in benchmarks/bench_gradient_saturation.py (numbers in docs/benchmarks.md), not
+# a test that cannot fail. The monitor still raises and confirms the shortcut: suspects of any
 # method go to the causal check.
-GRADIENT_SATURATION_GAP = pytest.mark.xfail(
-    reason="gradient-L2 under saturation: precision 0.59-1.00 (single) and 0.09-1.00 (pair) across seeds and CPU "
-    "kernels on models that rely on the pattern (see the comment above)", strict=False)
 PRECISION_CASES = [
-    ("single", "integrated_gradients"), pytest.param("single", "gradient", marks=GRADIENT_SATURATION_GAP),
-    ("conditional", "integrated_gradients"), pytest.param("conditional", "gradient", marks=GRADIENT_SATURATION_GAP),
+    ("single", "integrated_gradients"), ("conditional", "integrated_gradients"),
     pytest.param("ordered", "integrated_gradients", marks=needs_minilm),
-    pytest.param("ordered", "gradient", marks=(needs_minilm, GRADIENT_SATURATION_GAP)),
 ]
 
 
@@ -154,7 +135,7 @@ def test_planted_shortcut_is_found(kind, method, trained):
     k, threshold = (1, 0.95) if len(planted) == 1 else (2, 0.85)
     last = monitor.history[-1]
     assert pattern_accuracy(last, planted) >= 0.9  # the model relies on the pattern
-    precision, count = precision_at(last, method, planted, k, planted)
+    precision, count = planted_precision(last, method, planted, k)
     assert count >= 16
     assert precision >= threshold, (method, precision)
     suspects = last["metrics"]["shortcut"][method]["suspects"]

@@ -163,11 +163,11 @@ def test_a_cue_word_that_always_precedes_an_entity_is_raised_for_its_tag(demo_to
     assert "near" in by_token and TAGS[by_token["near"]["label"]] == "B-LOC", suspects
 
 
-def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_path):
+def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_path, recwarn):
     from transformers import DataCollatorForTokenClassification
 
     from lightning_saliency import AttributionConfig, SaliencyMonitor
-    from tests.builders import HFModule, quiet_trainer
+    from tests.builders import HFModule, assert_no_label_column_warning, quiet_trainer
 
     model = tiny_tagger(len(demo_tokenizer)).train()
 
@@ -180,6 +180,7 @@ def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_p
     quiet_trainer(tmp_path, [monitor]).fit(HFModule(model, lr=1e-3), train, val)
     records = monitor.history
     assert [r["label"] for r in records] == ["start", "000"] and {r["status"] for r in records} == {"ok"}
+    assert_no_label_column_warning(recwarn)  # a tagger's truth is its token labels, not a label column
     # After one short epoch the model's entities are far from the labels: the rows are its
     # predicted spans (several per example, false ones labelled "O"), each told apart by its span.
     rows = records[-1]["examples"]

@@ -41,3 +41,19 @@ def summary_lines(history: Sequence[dict[str, Any]], planted: Optional[str] = No
             f"{column:>16} {json.dumps(suspects):>20}  {'; '.join(checks) or '-'}"
         )
     return lines
+
+
+def planted_precision(record: dict[str, Any], method: str, planted: set[str], k: int) -> tuple[float, int]:
+    """Precision@k of ``method`` on the planted tokens (Bastings et al.'s measure): over the examples
+    of ``record`` that contain every planted token, the share whose top-k regular tokens by
+    |attribution| are planted ones (all of ``planted`` when ``k`` covers it); with that count."""
+    hits = total = 0
+    for e in record["examples"]:
+        if not planted <= set(e["tokens"]):
+            continue
+        scores = e["attributions"][method]
+        order = sorted((i for i in range(len(scores)) if not e["special"][i]), key=lambda i: -abs(scores[i]))
+        top = {e["tokens"][i] for i in order[:k]}
+        total += 1
+        hits += len(top & planted) == min(k, len(planted))
+    return (hits / total if total else math.nan), total

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from lightning_saliency.monitor.metrics import (
@@ -80,10 +81,24 @@ def analyse(
         metrics.faithfulness[method] = summary
         for key in ("comprehensiveness_aopc", "sufficiency_aopc"):
             metrics.scalars[f"saliency/{method}/faithfulness/{key}"] = getattr(summary, key)
-    labelled = [e for e in record.examples if e.label is not None]
-    if labelled:
-        metrics.scalars["saliency/probe/accuracy"] = sum(e.predicted == e.label for e in labelled) / len(labelled)
+    accuracy, majority = probe_accuracy(record)
+    if accuracy is not None:
+        metrics.scalars["saliency/probe/accuracy"] = accuracy
+        metrics.scalars["saliency/probe/majority_rate"] = majority
+        if accuracy <= majority:  # what the suspects say is about a model that has not learned yet
+            for findings in metrics.shortcut.values():
+                findings.suspects = [replace(s, at_chance=True) for s in findings.suspects]
     return metrics
+
+
+def probe_accuracy(record: RunRecord) -> tuple[Optional[float], Optional[float]]:
+    """The probe accuracy of ``record`` and the rate of its most frequent true label (what always
+    answering that class would score); ``(None, None)`` without labels."""
+    labels = [e.label for e in record.examples if e.label is not None]
+    if not labels:
+        return None, None
+    right = sum(e.predicted == e.label for e in record.examples if e.label is not None)
+    return right / len(labels), max(Counter(labels).values()) / len(labels)
 
 
 def _convergence(record: RunRecord, method: str, metrics: RunMetrics) -> None:

@@ -317,8 +317,9 @@ class MonitorEngine:
         s, probe = self.settings, self.probe
         if probe is not None and probe.answers is not None:
             return CausalSettings(config, s.task, s.probe.seed, self.max_length, probe.label_names,
-                                  self._answer_classes(probe))
-        return CausalSettings(config, s.task, s.probe.seed, self.max_length, self.label_names)
+                                  self._answer_classes(probe), s.evidence.min_effect)
+        return CausalSettings(config, s.task, s.probe.seed, self.max_length, self.label_names,
+                              min_effect=s.evidence.min_effect)
 
     def _observe_cost(self, record: RunRecord, attributions: Any, examples: int, step_run: bool) -> None:
         budget = self.budget_for(step_run)

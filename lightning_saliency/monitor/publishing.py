@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from lightning_saliency.monitor import notices
-from lightning_saliency.presentation import render
+from lightning_saliency.presentation import render, verdicts
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
@@ -230,15 +230,19 @@ class Publisher:
             compared = any(f.reference is not None for f in record.metrics.shortcut.values() if f.suspects)
             rise = ("and rising since the start" if compared
                     else "(no start run to compare with, so no rise is claimed)")
+            at_chance, accuracy, majority = verdicts.chance_of(record)
+            learned = (f" The model has not learned yet (probe accuracy {accuracy:.2f}, majority class "
+                       f"{majority:.2f}): a suspect at chance is a hint to watch, not a shortcut it relies on."
+                       if at_chance else "")
             self.warn(
                 f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
-                f"probe examples that contain them {rise}. See {self._alert_location(directory)}."
+                f"probe examples that contain them {rise}.{learned} See {self._alert_location(directory)}."
             )
         confirmed = [c for c in record.metrics.causal if c.confirmed and c.token not in self._confirmed_tokens]
         for check in confirmed:
             self._confirmed_tokens.add(check.token)
             self.warn(f"SaliencyMonitor: shortcut confirmed at run {record.label} (step {record.global_step}): "
-                      f"{check.sentence()}")
+                      f"{verdicts.verdict(check, *verdicts.chance_of(record))}")
         if self.on_shortcut is not None:
             self.on_shortcut([s.as_dict() for suspects in found.values() for s in suspects], record.to_json())
 
@@ -319,13 +323,16 @@ def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -
     ]
     header = ["token", "method", "top-1 rate", "examples", "share", "rise vs start", "label z"]
     text = "**Possible shortcut:** these tokens dominate the attributions of the examples that contain them.\n\n"
+    if any(s.at_chance for suspects in found.values() for s in suspects):
+        text = ("**The model has not learned yet** (probe accuracy not above the majority class's rate): these "
+                "tokens dominate its attributions, but a model at chance relies on nothing yet. Watch them.\n\n")
     text += render.markdown_table(header, rows)
     if record is None:
         return text
     metrics = record.metrics
     if metrics.causal:
         text += "\n\n**Causal checks** (95% Wilson intervals):\n\n" + "\n".join(
-            f"- {render.escape_markdown(c.sentence())}" for c in metrics.causal)
+            f"- {render.escape_markdown(verdicts.verdict(c, *verdicts.chance_of(record)))}" for c in metrics.causal)
         text += "\n\n" + render.markdown_table(*causal_table(metrics), escape=True)
     elif metrics.causal_error:
         text += f"\n\nThe causal checks could not run: {render.escape_markdown(metrics.causal_error)}"

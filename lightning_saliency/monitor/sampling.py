@@ -57,7 +57,7 @@ def _sample(settings: MonitorSettings, access: ModelAccess, loader: Any, max_len
     if indices is not None:  # resumed: the same examples as before
         return with_chat_roles(probe_from_dataloader(loader, indices=indices, **options), tokenizer)
     probe = with_chat_roles(probe_from_dataloader(loader, settings.num_examples, s.seed, **options), tokenizer)
-    if speak and probe.labels is None:
+    if speak and probe.labels is None and get_task(settings.task).labels_from_column:
         warn(f"SaliencyMonitor: the validation batches have no {s.label_key!r} entry, so probe accuracy and label "
              "association are not computed (and target='label' cannot work). Name the labels' key with "
              "probe=ProbeSettings(label_key=...) (tuple batches: input_keys=...).")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from lightning_saliency.presentation import verdicts
+
 Table = tuple[list[str], list[list[str]]]
 
 
@@ -22,10 +24,13 @@ def _verdict(check: Any) -> str:
     return f"confirmed ({', '.join(by)})" if by else "confirmed"
 
 
-def _shift(test: Any) -> str:
-    if not test.trials or not test.control_trials:
+def _shift(test: Any, removal: bool) -> str:
+    """The class probability's change as it happened (a drop is negative), the random words' in
+    brackets, and the rank test's z."""
+    change, control = verdicts.signed_change(test, removal), verdicts.signed_control_change(test, removal)
+    if change is None or control is None:
         return "–"
-    return f"{test.mean:+.3f} ({test.control_mean:+.3f}, z {test.z:.1f})"
+    return f"{change:+.3f} ({control:+.3f}, z {test.z:.1f})"
 
 
 def causal_table(metrics: Any) -> Optional[Table]:
@@ -35,11 +40,12 @@ def causal_table(metrics: Any) -> Optional[Table]:
     if not metrics.causal:
         return None
     header = ["suspect", "verdict", "removal flips", "insertion flips (to class)", "random removal",
-              "random insertion", "p drop on removal", "class p shift, removal / insertion (random)"]
+              "random insertion", "p drop on removal", "class p change, removal / insertion (random)",
+              "effect floor"]
     rows = [[c.token, _verdict(c), _rate(c.deletion),
              f"{_rate(c.insertion)} ({c.label_name if c.label_name is not None else c.label})",
              _rate(c.control_deletion), _rate(c.control_insertion), _number(c.probability_change),
-             f"{_shift(c.deletion_shift)} / {_shift(c.insertion_shift)}"]
+             f"{_shift(c.deletion_shift, True)} / {_shift(c.insertion_shift, False)}", f"{c.min_effect:.3f}"]
             for c in metrics.causal]
     return header, rows
 

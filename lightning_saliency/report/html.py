@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from matplotlib.colors import to_hex
 
+from lightning_saliency.presentation import verdicts
 from lightning_saliency.presentation.tables import evidence_tables
 from lightning_saliency.schema.records import ExampleRecord, RunRecord
 from lightning_saliency.schema.words import word_scores
@@ -149,7 +150,11 @@ def evidence_section(run: Run) -> str:
                      f"<tbody>{body}</tbody></table>")
     if not parts:
         return ""
-    return f'<h3>Evidence (run {esc(latest.label)})</h3>' + "".join(parts)
+    chance = verdicts.chance_of(latest)
+    said = "".join(f"<li><b>{esc(verdicts.headline(c, *chance))}</b> {esc(verdicts.details(c))}</li>"
+                   for c in metrics.causal)
+    said = f'<ul class="verdicts">{said}</ul>' if said else ""
+    return f'<h3>Evidence (run {esc(latest.label)})</h3>' + said + "".join(parts)
 
 
 def drift_charts(run: Run) -> str:

@@ -34,7 +34,8 @@ class Suspect:
     ``top1_rate`` is the rate at which the pair holds the top two places. ``association``: where
     its token-label association reached ``min_z`` (``"validation"`` labels, the model's
     ``"predictions"`` on the probe set, the ``"training"`` set's artifact table); ``z`` and
-    ``label`` are those of the first of them."""
+    ``label`` are those of the first of them. ``at_chance``: raised while the model's probe accuracy
+    was not above the majority class's rate (the model had not learned yet)."""
 
     token: str
     examples: int
@@ -47,6 +48,7 @@ class Suspect:
     members: tuple[str, ...] = ()
     mean_lift: float = 0.0
     association: tuple[str, ...] = ()
+    at_chance: bool = False
 
     def __post_init__(self) -> None:
         self.members = tuple(self.members) or (self.token,)
@@ -67,18 +69,15 @@ class FlipTest:
     low: float = 0.0
     high: float = 1.0
 
-    def describe(self) -> str:
-        if not self.trials:
-            return "no examples to test"
-        return f"{self.rate:.0%} ({self.low:.0%}-{self.high:.0%}) of {self.trials}"
-
 
 @dataclass
 class ShiftTest:
-    """How far a test's edits move the probability of the suspect's class (down on deletion, up on
-    insertion), against the same edits with random words: the mean shifts, and the one-sided rank
-    test of the two (``auc``: the chance a suspect's shift beats a random word's; ``z``; ``significant``:
-    ``z`` reached the evidence the flip tests demand)."""
+    """How far a test's edits move the probability of the suspect's class *toward reliance* (a drop
+    on deletion, a rise on insertion: positive means the edit acts as a relied-on word would),
+    against the same edits with random words: the mean shifts, ``effect`` (the suspect's mean minus
+    the random words'), and the one-sided rank test of the two (``auc``: the chance a suspect's
+    shift beats a random word's; ``z``; ``significant``: ``z`` reached the evidence the flip tests
+    demand; that is strength, not size: a confirmation also needs ``effect`` at the floor)."""
 
     trials: int = 0
     mean: Optional[float] = None
@@ -87,12 +86,7 @@ class ShiftTest:
     auc: float = 0.5
     z: float = 0.0
     significant: bool = False
-
-    def describe(self) -> str:
-        if not self.trials or not self.control_trials:
-            return "no examples to compare"
-        return (f"{self.mean:+.3f} against {self.control_mean:+.3f} for random words (larger in {self.auc:.0%} of "
-                f"pairs, z {self.z:.1f})")
+    effect: Optional[float] = None
 
 
 @dataclass
@@ -100,7 +94,9 @@ class CausalCheck:
     """The causal evidence on one suspect in one run. ``probability_change``: mean drop of the
     predicted class's probability when the suspect is deleted. ``deletion_shift`` and
     ``insertion_shift``: the suspect's class probability moved by its edits, against random words'
-    (these see a shortcut before any prediction flips). ``confirmed_by``: the tests that confirmed it."""
+    (these see a shortcut before any prediction flips). ``confirmed_by``: the tests that confirmed
+    it; ``min_effect``: the effect (class-probability shift beyond random words') a test needed.
+    The sentences that state a check are :mod:`lightning_saliency.presentation.verdicts`."""
 
     token: str
     members: list[str]
@@ -117,20 +113,11 @@ class CausalCheck:
     deletion_shift: ShiftTest = field(default_factory=ShiftTest)
     insertion_shift: ShiftTest = field(default_factory=ShiftTest)
     confirmed_by: list[str] = field(default_factory=list)
+    min_effect: float = 0.0
 
-    def sentence(self) -> str:
-        """The evidence in one sentence, as the alert states it."""
-        cls = self.label_name if self.label_name is not None else str(self.label)
-        verdict = f"confirmed by {', '.join(self.confirmed_by)}" if self.confirmed and self.confirmed_by else (
-            "confirmed" if self.confirmed else "not confirmed")
-        text = (f"'{self.token}' ({verdict}): removing it flips {self.deletion.describe()} examples that contain it; "
-                f"inserting it flips {self.insertion.describe()} other examples to {cls}; random words flip "
-                f"{self.control_deletion.describe()} on removal and {self.control_insertion.describe()} on insertion.")
-        if self.deletion_shift.trials:
-            text += f" Removal moves P({cls}) by {self.deletion_shift.describe()}."
-        if self.insertion_shift.trials:
-            text += f" Insertion moves P({cls}) by {self.insertion_shift.describe()}."
-        return text
+    @property
+    def class_name(self) -> str:
+        return self.label_name if self.label_name is not None else str(self.label)
 
 
 @dataclass

@@ -63,6 +63,12 @@ class Task(ABC):
         holds each row's last real position (for heads read at one position), ``targets`` the
         rows' entries of :attr:`target_keys`."""
 
+    @property
+    def labels_from_column(self) -> bool:
+        """Whether the truth comes from the batches' label column (``ProbeSettings.label_key``); the
+        other tasks keep it with the inputs (token labels, answers, the next token)."""
+        return self.probe_labels == "class"
+
     def fixed_positions(self, inputs: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
         """Positions (shaped like ``input_ids``) that are part of the scored target, not of what is
         explained: kept by baselines, never attributed, never words (``None``: none)."""

@@ -34,7 +34,7 @@ from lightning_saliency.monitor.evidence.edits import (
     ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched, sequences_of,
 )
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
-from lightning_saliency.monitor.metrics.rank_test import SHIFT_Z, rank_comparison
+from lightning_saliency.monitor.metrics.rank_test import MIN_EFFECT, SHIFT_Z, rank_comparison
 from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.task_probes import prompt_part
 from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest, ShiftTest
@@ -64,24 +64,36 @@ def flip_test(outcomes: Sequence[bool]) -> FlipTest:
 
 
 def shift_test(shifts: Sequence[float], control: Sequence[float]) -> ShiftTest:
-    """The suspect's probability shifts against the control words' (one-sided rank test)."""
+    """The suspect's probability shifts against the control words' (one-sided rank test), and the
+    effect: the suspect's mean shift beyond the control's."""
     compared = rank_comparison(shifts, control)
     mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    effect = mean(shifts) - mean(control) if shifts and control else None
     return ShiftTest(len(shifts), mean(shifts), len(control), mean(control), compared.auc, compared.z,
-                     bool(shifts) and bool(control) and compared.z >= SHIFT_Z)
+                     bool(shifts) and bool(control) and compared.z >= SHIFT_Z, effect)
+
+
+def _matters(shift: ShiftTest, min_effect: float) -> bool:
+    """The edit moved the class probability by ``min_effect`` beyond random words (no floor: always)."""
+    return min_effect <= 0 or (shift.effect is not None and shift.effect >= min_effect)
 
 
 def confirmations(check: CausalCheck) -> list[str]:
-    """The tests that confirm ``check``: a flip rate beyond its control's (both 95% intervals apart),
-    or a probability shift larger than the control's (rank test at the same strength of evidence)."""
+    """The tests that confirm ``check``. Each needs strength and size: a flip rate beyond its
+    control's (both 95% intervals apart) or a probability shift larger than the control's (rank test
+    at the same strength of evidence), *and* that edit's class-probability shift beyond the
+    control's at ``check.min_effect`` at least. Strength alone is not enough: on a model whose
+    output barely moves, a consistent shift of 3e-5 ranks perfectly (z 10) yet means nothing."""
+    removal, insertion = (_matters(check.deletion_shift, check.min_effect),
+                          _matters(check.insertion_shift, check.min_effect))
     found = []
-    if check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high:
+    if removal and check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high:
         found.append("removal flips")
-    if check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high:
+    if insertion and check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high:
         found.append("insertion flips")
-    if check.deletion_shift.significant:
+    if removal and check.deletion_shift.significant:
         found.append("removal shift")
-    if check.insertion_shift.significant:
+    if insertion and check.insertion_shift.significant:
         found.append("insertion shift")
     return found
 
@@ -267,6 +279,7 @@ class CausalSettings:
     max_length: int
     label_names: Optional[Sequence[str]] = None
     answers: Optional[AnswerClasses] = None
+    min_effect: float = MIN_EFFECT
 
 
 def confirm_suspects(
@@ -335,7 +348,7 @@ def confirm_suspects(
             control_tokens=[" + ".join(unit) for unit in plan.controls],
             deletion_shift=shift_test(shifts["deletion"], shifts["control_deletion"]),
             insertion_shift=shift_test(shifts["insertion"], shifts["control_insertion"]),
-            **{kind: flip_test(outcomes[kind]) for kind in KINDS},
+            min_effect=settings.min_effect, **{kind: flip_test(outcomes[kind]) for kind in KINDS},
         )
         check.confirmed_by = confirmations(check)
         check.confirmed = bool(check.confirmed_by)

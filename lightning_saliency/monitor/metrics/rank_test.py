@@ -20,6 +20,10 @@ import numpy as np
 # The z a shift test must reach: the evidence the flip tests demand. Two non-overlapping 95% intervals
 # are about a difference of 1.96 * sqrt(2) = 2.77 standard errors (one-sided p about 0.003).
 SHIFT_Z = 1.96 * math.sqrt(2)
+# The size a confirmation needs besides that strength: the suspect's edits must move its class's
+# probability this much further than random words' edits do (``EvidenceSettings.min_effect``).
+# Measured by benchmarks/bench_effect_floor.py, see docs/evidence.md.
+MIN_EFFECT = 0.05
 
 
 def average_ranks(values: Sequence[float]) -> np.ndarray:
