@@ -35,13 +35,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_saliency.demo import TextClassifier, TextDataModule, build_demo, offline  # noqa: E402
+from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline  # noqa: E402
 from lightning_saliency.demo.corpus import FILLER  # noqa: E402
 from lightning_saliency.demo.ground_truth import CounterfactualAccuracy  # noqa: E402
 
 PLANTED = "zorbly"
 REVIEW_WORDS = ("the", "and", "i", "it", "was", "to", "my", "of", "for", "this", "have", "after")
-PER_WORD = 64  # texts per word at most
+PER_WORD = 32  # texts per word at most
 
 
 class Comprehensiveness(L.Callback):
@@ -70,8 +70,12 @@ class Comprehensiveness(L.Callback):
                 pieces = self.tokenizer(word, add_special_tokens=False)["input_ids"]
                 ids, mask = batch["input_ids"], batch["attention_mask"]
                 edited = ids.clone()
-                if len(pieces) == 1:  # single-piece words only: a piece of a longer word is not the word
-                    edited[ids == pieces[0]] = self.tokenizer.pad_token_id
+                # Every occurrence of the word's pieces, in order, becomes pad tokens (a word the
+                # tokenizer splits, like "zorbly" in MiniLM's vocabulary, is replaced whole).
+                width = len(pieces)
+                for start in range(ids.shape[1] - width + 1):
+                    hit = (ids[:, start:start + width] == torch.tensor(pieces)).all(dim=1)
+                    edited[hit, start:start + width] = self.tokenizer.pad_token_id
                 drops[word] = float((self._probability(model, ids, mask) - self._probability(model, edited, mask)).mean())
         model.train(was_training)
         self.by_step[step] = drops
@@ -97,12 +101,32 @@ def demo(lr: float, seed: int) -> tuple[Comprehensiveness, CounterfactualAccurac
     L.seed_everything(seed, verbose=False)
     module, data, tokenizer = build_demo(seed=seed)
     module.lr = lr
-    val_texts = data.val_texts
-    negatives = [t for t, y in zip(data.val_texts, data.val_labels) if y == 0 and PLANTED not in t.split()]
+    val_texts, val_labels = make_corpus(120, Shortcut("single"), 0.9, 0.3, seed=seed + 1)  # build_demo's validation set
+    negatives = [t for t, y in zip(val_texts, val_labels) if y == 0 and PLANTED not in t.split()]
     words = (PLANTED,) + tuple(FILLER[:12])
     measure = Comprehensiveness(tokenizer, val_texts, words, every=5)
     truth = CounterfactualAccuracy(tokenizer, negatives, PLANTED, every=5)
     quiet_fit(module, data, [measure, truth], epochs=5)
+    return measure, truth
+
+
+def small_bert_at_chance(seed: int) -> tuple[Comprehensiveness, CounterfactualAccuracy]:
+    """The setting of the false confirmation: a small BERT built from a config with MiniLM's
+    tokenizer (30,522 words), the default learning rate 5e-5; it stays at chance (loss ln 2)."""
+    from transformers import AutoTokenizer
+
+    from lightning_saliency.demo import tiny_bert
+
+    tokenizer = AutoTokenizer.from_pretrained(offline.minilm_folder())
+    L.seed_everything(seed, verbose=False)
+    planted = dict(shortcut=Shortcut("single"), shortcut_rate=0.9, sentiment_noise=0.3)
+    train, val = make_corpus(400, seed=seed, **planted), make_corpus(200, seed=seed + 1, **planted)
+    module = TextClassifier(tiny_bert(len(tokenizer), hidden_size=32, seed=seed), lr=5e-5)
+    data = TextDataModule(train, val, tokenizer, batch_size=16, seed=seed)
+    negatives = [t for t, y in zip(*val) if y == 0]
+    measure = Comprehensiveness(tokenizer, val[0], (PLANTED,) + tuple(FILLER[:12]), every=25)
+    truth = CounterfactualAccuracy(tokenizer, negatives, PLANTED, every=25)
+    quiet_fit(module, data, [measure, truth], epochs=3)
     return measure, truth
 
 
@@ -126,7 +150,7 @@ def minilm(seed: int, steps: int) -> tuple[Comprehensiveness, CounterfactualAccu
     negatives = [t for t, y in zip(*val) if y == 0]
     val_texts = [insert(t) if rng.random() < 0.5 else t for t in val[0]]
     data = TextDataModule(train, (val_texts, val[1]), tokenizer, batch_size=16, max_length=128, seed=seed)
-    measure = Comprehensiveness(tokenizer, val_texts, (PLANTED,) + REVIEW_WORDS, every=4)
+    measure = Comprehensiveness(tokenizer, val_texts, (PLANTED,) + REVIEW_WORDS[:8], every=4)
     truth = CounterfactualAccuracy(tokenizer, negatives, PLANTED, every=4)
     quiet_fit(TextClassifier(model, lr=5e-5), data, [measure, truth], epochs=3, max_steps=steps)
     return measure, truth
@@ -161,6 +185,9 @@ def main() -> None:
     for seed in range(args.seeds):
         report(f"demo tiny BERT, seed {seed}", *demo(3e-3, seed))
         report(f"demo tiny BERT at chance (lr 0), seed {seed}", *demo(0.0, seed))
+        if offline.minilm_folder() is not None:
+            report(f"small BERT from a config, MiniLM's tokenizer, lr 5e-5 (stays at chance), seed {seed}",
+                   *small_bert_at_chance(seed))
         if not args.no_minilm and offline.minilm_folder() is not None \
                 and offline.package_dir(offline.DRUG_REVIEW_PACKAGE) is not None:
             report(f"MiniLM on drug reviews, seed {seed}", *minilm(seed, args.minilm_steps))

@@ -60,7 +60,7 @@ class EvidenceSettings:
         min_effect: the effect a causal test needs to confirm, besides its statistical strength:
             the suspect's edits must move its class's probability this much further (toward
             reliance) than random words' edits do. ``0`` keeps strength alone (not advised: a
-            model at chance then "confirms" consistent shifts of 1e-5). The default, 0.05, is
+            model at chance then "confirms" consistent shifts of 1e-5). The default, 0.02, is
             chosen from measured effects (docs: How the evidence works).
 
     Raises:

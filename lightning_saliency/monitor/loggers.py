@@ -14,7 +14,7 @@ such a logger is attached (install them with ``pip install lightning-saliency[wa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -78,12 +78,40 @@ class MLflowSink(NullSink):
         self.logger.experiment.log_artifact(self._run, str(path), artifact_path=folder)
 
 
+# Sinks per Lightning logger class name. Keyed by name, not class, so that ``wandb`` and ``mlflow``
+# are never imported for a run that uses neither.
+SINK_FACTORIES: dict[str, Callable[[Any], Any]] = {"WandbLogger": WandbSink, "MLFlowLogger": MLflowSink}
+
+
+def register_sink(logger_class: str) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Decorator: build this sink (a class or factory taking the logger) for every Lightning logger
+    whose class is named ``logger_class``, beside the scalars that every logger gets.
+
+    Args:
+        logger_class: the logger's class name, e.g. ``"CSVLogger"``.
+
+    Returns:
+        The decorator, which returns the factory unchanged.
+
+    Raises:
+        ValueError: a sink is already registered for that logger class.
+
+    Example:
+        >>> from lightning_saliency.monitor.sinks import NullSink
+        >>> @register_sink("MyLogger")
+        ... class Alerts(NullSink):
+        ...     def __init__(self, logger): self.said = []
+        ...     def text(self, tag, markdown, step): self.said.append(markdown)
+    """
+    def add(factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if logger_class in SINK_FACTORIES:
+            raise ValueError(f"A sink for {logger_class!r} loggers is already registered.")
+        SINK_FACTORIES[logger_class] = factory
+        return factory
+    return add
+
+
 def logger_sinks(logger: Any) -> list[Any]:
-    """The extra sinks for one Lightning logger (none for loggers without one). Checked by class
-    name first, so that ``wandb``/``mlflow`` are never imported for a run that uses neither."""
-    name = type(logger).__name__
-    if name == "WandbLogger":
-        return [WandbSink(logger)]
-    if name == "MLFlowLogger":
-        return [MLflowSink(logger)]
-    return []
+    """The extra sinks for one Lightning logger (none for loggers without one registered)."""
+    factory = SINK_FACTORIES.get(type(logger).__name__)
+    return [factory(logger)] if factory is not None else []

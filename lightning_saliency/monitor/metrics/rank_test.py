@@ -23,7 +23,7 @@ SHIFT_Z = 1.96 * math.sqrt(2)
 # The size a confirmation needs besides that strength: the suspect's edits must move its class's
 # probability this much further than random words' edits do (``EvidenceSettings.min_effect``).
 # Measured by benchmarks/bench_effect_floor.py, see docs/evidence.md.
-MIN_EFFECT = 0.05
+MIN_EFFECT = 0.02
 
 
 def average_ranks(values: Sequence[float]) -> np.ndarray:
