@@ -14,14 +14,12 @@ The callbacks take the common choices flat (``tokenizer``, ``methods``, ``num_ex
 
 ``None`` for a group means "not given": its defaults. Groups are passed down unchanged, so what a
 user wrote is what the engine reads. Names are validated against the registries (methods, tasks),
-so a registered method or task is accepted from YAML (LightningCLI) like a built-in one. The flat
-arguments of 0.1 still work for one release: :data:`MIGRATION` maps each to its group.
+so a registered method or task is accepted from YAML (LightningCLI) like a built-in one.
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Literal, Mapping, Optional, Union
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal, Optional, Union
 
 from lightning_saliency.attribution import AttributionConfig, check_methods
 from lightning_saliency.attribution.api import check_options
@@ -57,9 +55,10 @@ class EvidenceSettings:
         faithfulness: ERASER comprehensiveness / sufficiency for IG and gradient (epoch runs).
         stop_on_shortcut: stop training when a suspect is confirmed (agreed by all ranks).
         on_shortcut: called as ``on_shortcut(suspects, record)`` when a run has suspects.
-        min_effect: the effect a causal test needs to confirm, besides its statistical strength:
+        min_effect: the effect a shift test needs to confirm, besides its statistical strength:
             the suspect's edits must move its class's probability this much further (toward
-            reliance) than random words' edits do. ``0`` keeps strength alone (not advised: a
+            reliance) than random words' edits do (a flip test needs none: a changed prediction
+            is an effect of its own). ``0`` keeps strength alone (not advised: a
             model at chance then "confirms" consistent shifts of 1e-5). The default, 0.02, is
             chosen from measured effects (docs: How the evidence works).
 
@@ -149,7 +148,8 @@ class ProbeSettings:
     Args:
         texts: texts to probe instead of sampling the validation set (with ``task="completion"``:
             the prompts).
-        labels: the true labels of ``texts``.
+        labels: the true labels of ``texts``: class indices, or class names (``"positive"``) when the
+            classes have names (``output.label_names`` or the model config's ``id2label``).
         completions: with ``task="completion"``, each prompt's completion (what is scored).
         seed: probe sampling seed (private generators; the training RNG is untouched).
         label_key: the batch entry that holds the labels.
@@ -161,7 +161,7 @@ class ProbeSettings:
     """
 
     texts: Optional[tuple[str, ...]] = None
-    labels: Optional[tuple[int, ...]] = None
+    labels: Optional[tuple[Union[int, str], ...]] = None
     completions: Optional[tuple[str, ...]] = None
     seed: int = 0
     label_key: str = "labels"
@@ -187,8 +187,9 @@ class ProbeSettings:
                 raise ValueError(f"probe.texts has {len(texts)} texts but probe.labels has {len(labels)} labels: "
                                  "give one label per text.")
             object.__setattr__(self, "texts", tuple(texts))
-        if labels is not None:
-            object.__setattr__(self, "labels", tuple(int(label) for label in labels))
+        if labels is not None:  # class indices, or class names (read against the model's class names)
+            object.__setattr__(self, "labels", tuple(label if isinstance(label, str) else int(label)
+                                                     for label in labels))
         if self.completions is not None:
             if texts is None or len(self.completions) != len(texts):
                 raise ValueError("probe.completions gives one completion per prompt of probe.texts: "
@@ -262,15 +263,11 @@ class MonitorSettings:
         return self.schedule.step_methods if self.schedule.every_n_train_steps is not None else ()
 
     @classmethod
-    def build(cls, *, deprecated: Optional[Mapping[str, Any]] = None, **given: Any) -> "MonitorSettings":
-        """Settings from the callbacks' arguments: a group left ``None`` takes its defaults, and
-        the flat arguments of 0.1 in ``deprecated`` are moved into their groups (with a
-        ``FutureWarning`` that names the new spelling)."""
+    def build(cls, **given: Any) -> "MonitorSettings":
+        """Settings from the callbacks' arguments: a group left ``None`` takes its defaults."""
         values = {k: v for k, v in given.items() if v is not None}
         if "methods" in values and not isinstance(values["methods"], str):
             values["methods"] = tuple(values["methods"])
-        if deprecated:
-            values = _migrate(values, dict(deprecated))
         return cls(**values)
 
     @property
@@ -299,82 +296,3 @@ class MonitorSettings:
             "attribution": asdict(config),
             "budget": budget,
         }
-
-
-# The flat arguments of 0.1 and where they live now ("group.field"); README's migration table.
-MIGRATION = {
-    "n_steps": "attribution.n_steps",
-    "tolerance": "attribution.tolerance",
-    "baseline": "attribution.baseline",
-    "max_tokens": "attribution.max_tokens",
-    "attribution_config": "attribution",
-    "attribution_options": "attribution.<field>",
-    "shortcut_ignore": "shortcut.ignore",
-    "confirm_examples": "evidence.confirm_examples",
-    "artifact_examples": "evidence.artifact_examples",
-    "faithfulness": "evidence.faithfulness",
-    "stop_on_shortcut": "evidence.stop_on_shortcut",
-    "on_shortcut": "evidence.on_shortcut",
-    "reference_pass": "schedule.start_run",
-    "every_n_train_steps": "schedule.every_n_train_steps",
-    "step_schedule": "schedule.step_schedule",
-    "step_methods": "schedule.step_methods",
-    "dirpath": "output.dirpath",
-    "top_k": "output.top_k",
-    "color_scale": "output.color_scale",
-    "history_size": "output.history_size",
-    "log_example_images": "output.example_images",
-    "label_names": "output.label_names",
-    "examples": "probe.texts",
-    "example_labels": "probe.labels",
-    "seed": "probe.seed (and attribution.seed)",
-    "label_key": "probe.label_key",
-    "input_keys": "probe.input_keys",
-    "embedding_layer": "model_io.embedding_layer",
-    "forward_fn": "model_io.forward_fn",
-}
-_GROUPS = {"attribution": AttributionConfig, "shortcut": ShortcutRules, "evidence": EvidenceSettings,
-           "schedule": RunSchedule, "output": OutputSettings, "probe": ProbeSettings, "model_io": ModelIO}
-
-
-def grouped(values: Optional[dict[str, Any]] = None, **flat: Any) -> dict[str, Any]:
-    """The callbacks' arguments with the flat ones of 0.1 moved into their settings groups (merged
-    into the groups already in ``values``; current arguments pass through), without a warning: a
-    migration aid, e.g. ``SaliencyMonitor(**grouped(tokenizer=t, n_steps=16, confirm_examples=64))``."""
-    values = dict(values or {})
-    current = {f.name for f in fields(MonitorSettings)} | {"tokenizer"}
-    values.update({name: flat.pop(name) for name in list(flat) if name in current})
-    unknown = sorted(set(flat) - set(MIGRATION))
-    if unknown:
-        raise TypeError(f"Unknown argument(s) {unknown}. The callbacks take {sorted(f.name for f in fields(MonitorSettings))} "
-                        f"and tokenizer; the settings groups are {sorted(_GROUPS)}.")
-    changes: dict[str, dict[str, Any]] = {group: {} for group in _GROUPS}
-    base = flat.pop("attribution_config", None)
-    if base is not None:
-        values.setdefault("attribution", base)
-    changes["attribution"].update(flat.pop("attribution_options", None) or {})
-    seed = flat.pop("seed", None)
-    if seed is not None:
-        changes["probe"]["seed"] = changes["attribution"]["seed"] = seed
-    renamed = {"reference_pass": "start_run", "log_example_images": "example_images", "examples": "texts",
-               "example_labels": "labels", "shortcut_ignore": "ignore"}
-    for name, value in flat.items():
-        if value is None:
-            continue
-        group = MIGRATION[name].split(".")[0]
-        changes[group][renamed.get(name, name)] = value
-    for group, change in changes.items():
-        if change:
-            values[group] = replace(values.get(group) or _default_group(group), **change)
-    return values
-
-
-def _migrate(values: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    migrated = grouped(values, **old)  # raises on unknown names before warning about the known ones
-    warnings.warn("Flat monitor arguments are deprecated and go in 0.3; use the settings groups: "
-                  + ", ".join(f"{k} -> {MIGRATION[k]}" for k in old), FutureWarning, stacklevel=4)
-    return migrated
-
-
-def _default_group(group: str) -> Any:
-    return DEFAULT_ATTRIBUTION if group == "attribution" else _GROUPS[group]()

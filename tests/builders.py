@@ -7,7 +7,14 @@ from typing import Any, Sequence
 import lightning as L
 import torch
 
+from dataclasses import fields, replace
+from typing import Optional
+
+from lightning_saliency.attribution import AttributionConfig
+from lightning_saliency.monitor.metrics.shortcut import ShortcutRules
 from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
+from lightning_saliency.settings import (DEFAULT_ATTRIBUTION, EvidenceSettings, ModelIO, MonitorSettings,
+                                         OutputSettings, ProbeSettings, RunSchedule)
 
 # A Lightning trainer that prints nothing and writes nothing unless asked: CPU, one device, one
 # epoch, no logger, no checkpoints, no bars, no model summary.
@@ -162,3 +169,75 @@ def assert_no_label_column_warning(recorded: Any) -> None:
     whose truth is kept with the inputs must not send the user to ``label_key``."""
     said = [str(w.message) for w in recorded if "probe accuracy and label association" in str(w.message)]
     assert not said, said
+
+
+# The tests' short keywords and the settings group each belongs to ("group.field"): a helper for
+# brevity in tests only; the callbacks take the groups.
+FLAT = {
+    "n_steps": "attribution.n_steps",
+    "tolerance": "attribution.tolerance",
+    "baseline": "attribution.baseline",
+    "max_tokens": "attribution.max_tokens",
+    "attribution_config": "attribution",
+    "attribution_options": "attribution.<field>",
+    "shortcut_ignore": "shortcut.ignore",
+    "confirm_examples": "evidence.confirm_examples",
+    "artifact_examples": "evidence.artifact_examples",
+    "faithfulness": "evidence.faithfulness",
+    "stop_on_shortcut": "evidence.stop_on_shortcut",
+    "on_shortcut": "evidence.on_shortcut",
+    "reference_pass": "schedule.start_run",
+    "every_n_train_steps": "schedule.every_n_train_steps",
+    "step_schedule": "schedule.step_schedule",
+    "step_methods": "schedule.step_methods",
+    "dirpath": "output.dirpath",
+    "top_k": "output.top_k",
+    "color_scale": "output.color_scale",
+    "history_size": "output.history_size",
+    "log_example_images": "output.example_images",
+    "label_names": "output.label_names",
+    "examples": "probe.texts",
+    "example_labels": "probe.labels",
+    "seed": "probe.seed (and attribution.seed)",
+    "label_key": "probe.label_key",
+    "input_keys": "probe.input_keys",
+    "embedding_layer": "model_io.embedding_layer",
+    "forward_fn": "model_io.forward_fn",
+}
+_GROUPS = {"attribution": AttributionConfig, "shortcut": ShortcutRules, "evidence": EvidenceSettings,
+           "schedule": RunSchedule, "output": OutputSettings, "probe": ProbeSettings, "model_io": ModelIO}
+
+
+def grouped(values: Optional[dict[str, Any]] = None, **flat: Any) -> dict[str, Any]:
+    """The callbacks' arguments from short keywords (:data:`FLAT`), each moved into its settings
+    group, e.g. ``SaliencyMonitor(**grouped(tokenizer=t, n_steps=16, confirm_examples=64))``."""
+    values = dict(values or {})
+    current = {f.name for f in fields(MonitorSettings)} | {"tokenizer"}
+    values.update({name: flat.pop(name) for name in list(flat) if name in current})
+    unknown = sorted(set(flat) - set(FLAT))
+    if unknown:
+        raise TypeError(f"Unknown argument(s) {unknown}. The callbacks take {sorted(f.name for f in fields(MonitorSettings))} "
+                        f"and tokenizer; the settings groups are {sorted(_GROUPS)}.")
+    changes: dict[str, dict[str, Any]] = {group: {} for group in _GROUPS}
+    base = flat.pop("attribution_config", None)
+    if base is not None:
+        values.setdefault("attribution", base)
+    changes["attribution"].update(flat.pop("attribution_options", None) or {})
+    seed = flat.pop("seed", None)
+    if seed is not None:
+        changes["probe"]["seed"] = changes["attribution"]["seed"] = seed
+    renamed = {"reference_pass": "start_run", "log_example_images": "example_images", "examples": "texts",
+               "example_labels": "labels", "shortcut_ignore": "ignore"}
+    for name, value in flat.items():
+        if value is None:
+            continue
+        group = FLAT[name].split(".")[0]
+        changes[group][renamed.get(name, name)] = value
+    for group, change in changes.items():
+        if change:
+            values[group] = replace(values.get(group) or _default_group(group), **change)
+    return values
+
+
+def _default_group(group: str) -> Any:
+    return DEFAULT_ATTRIBUTION if group == "attribution" else _GROUPS[group]()

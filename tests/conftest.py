@@ -7,7 +7,7 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
 from lightning_saliency.demo import Shortcut, make_corpus, train_tokenizer  # noqa: E402
 

@@ -1,4 +1,5 @@
 """The pure parts of a run, on hand-made records: analysis, typed records, settings, discovery."""
+import importlib.util
 import json
 import math
 from dataclasses import replace
@@ -112,16 +113,14 @@ def test_settings_are_validated_in_one_place():
     assert built.evidence == EvidenceSettings() and built.methods == ("gradient", "integrated_gradients")
 
 
-def test_the_flat_arguments_of_0_1_still_work_with_a_warning_naming_their_group():
-    with pytest.warns(FutureWarning, match="n_steps -> attribution.n_steps"):
-        built = MonitorSettings.build(deprecated=dict(n_steps=8, baseline="mask", max_tokens=256, seed=3,
-                                                      shortcut_ignore=["great"], every_n_train_steps=4,
-                                                      log_example_images=False, examples=["a b"]))
-    assert built.attribution.n_steps == 8 and built.attribution.max_tokens == 256 and built.attribution.seed == 3
-    assert built.probe.seed == 3 and built.probe.texts == ("a b",) and built.shortcut.ignore == ("great",)
-    assert built.schedule.every_n_train_steps == 4 and built.output.example_images is False
-    with pytest.raises(TypeError, match="Unknown argument"):
-        MonitorSettings.build(deprecated=dict(n_step=8))
+def test_the_callbacks_take_the_groups_and_refuse_flat_settings():
+    """No release shipped the flat arguments of an earlier draft: a flat group field is an error
+    that names the argument, not a silent no-op."""
+    from lightning_saliency import SaliencyMonitor
+
+    with pytest.raises(TypeError, match="n_steps"):
+        SaliencyMonitor(tokenizer=None, n_steps=8)
+    assert not importlib.util.find_spec("lightning_saliency.integrations")
 
 
 def test_model_discovery_agrees_at_any_depth(model):
@@ -178,3 +177,16 @@ def test_no_alarm_without_label_association():
         e.label = None
     (suspect,) = analyse(later, start, start, AnalysisSettings()).shortcut["gradient"].suspects
     assert suspect.token == "zorbly" and suspect.z >= 2.0
+
+
+def test_probe_labels_may_be_class_names():
+    from lightning_saliency import ProbeSettings
+    from lightning_saliency.monitor.sampling import label_indices
+
+    assert ProbeSettings(texts=["a", "b"], labels=["positive", 0]).labels == ("positive", 0)
+    assert label_indices(["positive", "negative", 1], ["negative", "positive"]) == [1, 0, 1]
+    assert label_indices([1, 0], None) == [1, 0]
+    with pytest.raises(ValueError, match="no names: set output=OutputSettings"):
+        label_indices(["positive"], None)
+    with pytest.raises(ValueError, match=r"\['great'\], which are not among the classes"):
+        label_indices(["great"], ["negative", "positive"])

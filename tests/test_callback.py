@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.demo import Shortcut, build_demo
@@ -245,3 +245,33 @@ def test_a_resumed_fit_in_a_new_log_version_is_one_run_in_the_report(tmp_path):
     other = monitor(tok)  # a new training under the same root is a run of its own
     trainer(tmp_path, [other], max_epochs=1).fit(*demo()[:2])
     assert len(read_runs(tmp_path / "run")) == 2
+
+
+def test_fits_without_a_logger_each_keep_their_own_records(tmp_path):
+    """Without a logger, two fits under one root used to write the same saliency/epoch_*.json, and
+    the report showed two run ids as one run."""
+    from lightning_saliency.report import read_runs
+
+    monitors = []
+    for seed in (0, 1):
+        module, data, tok = demo(seed)
+        monitors.append(monitor(tok))
+        trainer(tmp_path, [monitors[-1]], logger=False, max_epochs=1).fit(module, datamodule=data)
+    folders = sorted(p.parent.parent.name for p in (tmp_path / "saliency_logs").rglob("saliency/epoch_000.json"))
+    assert folders == sorted(m.state_dict()["run_id"] for m in monitors)
+    runs = read_runs(tmp_path / "saliency_logs")
+    assert len(runs) == 2 and all([r.label for r in run.records] == ["start", "000"] for run in runs)
+
+
+def test_probe_texts_with_class_names_as_labels(tmp_path):
+    from lightning_saliency import OutputSettings, ProbeSettings
+
+    module, data, tok = demo()
+    texts = ["the plot was great", "a dull zorbly film", "it was long", "the cast was superb"]
+    labelled = SaliencyMonitor(tokenizer=tok, num_examples=4, probe=ProbeSettings(
+        texts=texts, labels=["positive", "negative", "negative", "positive"]),
+        output=OutputSettings(label_names=["negative", "positive"]))
+    trainer(tmp_path, [labelled], logger=False, max_epochs=1).fit(module, datamodule=data)
+    record = labelled.history[-1]
+    assert record["status"] == "ok" and [e["label"] for e in record["examples"]] == [1, 0, 0, 1]
+    assert [e["label_name"] for e in record["examples"]] == ["positive", "negative", "negative", "positive"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer, synthetic_run as run
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
 from lightning_saliency.monitor.metrics import ShortcutRules

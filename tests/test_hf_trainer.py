@@ -1,11 +1,11 @@
-"""SaliencyTrainerCallback (and its 0.1 name, SaliencyCallback) on a real ``transformers.Trainer`` (CPU, tiny BERT, planted shortcut)."""
+"""SaliencyTrainerCallback on a real ``transformers.Trainer`` (CPU, tiny BERT, planted shortcut)."""
 import json
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency.demo import Shortcut, TextDataset, make_corpus, train_tokenizer
 from lightning_saliency.adapters.transformers import SaliencyTrainerCallback
 from tests.builders import hf_trainer
@@ -102,15 +102,3 @@ def test_attach_checks_the_setup(tmp_path):
         unattached.train()
 
 
-def test_the_0_1_name_still_works_with_a_warning():
-    from lightning_saliency.adapters.transformers import SaliencyCallback
-
-    with pytest.warns(FutureWarning, match="SaliencyTrainerCallback"):
-        callback = SaliencyCallback(tokenizer=object(), num_examples=8)
-    assert isinstance(callback, SaliencyTrainerCallback) and callback.num_examples == 8
-    with pytest.warns(FutureWarning, match="adapters.transformers"):
-        import importlib
-        import sys
-
-        sys.modules.pop("lightning_saliency.integrations.transformers", None)
-        importlib.import_module("lightning_saliency.integrations.transformers")

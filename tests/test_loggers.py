@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 
@@ -79,12 +79,12 @@ def test_wandb_and_mlflow_are_not_imported_for_other_loggers(tmp_path):
     script = (
         "import sys, lightning as L\n"
         "from lightning.pytorch.loggers import TensorBoardLogger\n"
-        "from lightning_saliency import SaliencyMonitor\n"
+        "from lightning_saliency import AttributionConfig, SaliencyMonitor\n"
         "from lightning_saliency.demo import Shortcut, build_demo\n"
         "module, data, tok = build_demo(Shortcut('single'), n_train=32, n_val=16, batch_size=16)\n"
         "L.Trainer(max_epochs=1, logger=TensorBoardLogger(sys.argv[1]), enable_progress_bar=False,\n"
         "          enable_checkpointing=False, enable_model_summary=False,\n"
-        "          callbacks=[SaliencyMonitor(tokenizer=tok, num_examples=8, n_steps=4)]).fit(module, datamodule=data)\n"
+        "          callbacks=[SaliencyMonitor(tokenizer=tok, num_examples=8, attribution=AttributionConfig(n_steps=4))]).fit(module, datamodule=data)\n"
         "print(sorted(m for m in ('wandb', 'mlflow') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)

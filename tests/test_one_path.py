@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 

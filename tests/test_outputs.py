@@ -14,7 +14,7 @@ import torch
 from werkzeug.test import Client
 
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import AttributionConfig, SaliencyMonitor
 from lightning_saliency.demo import Shortcut, build_demo
 from lightning_saliency.report import build_report, read_runs

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, make_corpus, tiny_bert, train_tokenizer
 

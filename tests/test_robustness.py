@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from conftest import bert_classifier
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import TextClassifier, TextDataset, make_corpus, pad_collate, train_tokenizer
 

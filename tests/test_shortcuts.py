@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.builders import quiet_trainer
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline
 from lightning_saliency.demo.summary import planted_precision

@@ -66,10 +66,11 @@ def test_a_consistent_but_tiny_shift_is_suspected_not_confirmed():
                  control_drops=[1.7e-6] * 128, min_effect=0.0).confirmed  # the rule before the floor
 
 
-def test_flips_need_the_effect_too():
-    """A model near its decision boundary flips on a hair: the flips confirm only with the shift's size."""
+def test_flips_are_an_effect_of_their_own():
+    """A prediction that changes is an effect; the floor is on probability shifts, which move
+    without any prediction changing."""
     c = check(deletion=[True] * 40, control_deletion=[False] * 128, drops=[0.01] * 40, control_drops=RANDOM)
-    assert not c.confirmed and verdicts.case(c) == "below_floor"
+    assert c.confirmed_by == ["removal flips"] and verdicts.case(c) == "removal_flips"
 
 
 def test_zero_flips_and_no_shift_is_no_evidence():

@@ -10,7 +10,7 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_saliency.settings import grouped
+from tests.builders import grouped
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.demo import Shortcut, TextClassifier, build_demo
 from lightning_saliency.monitor.publishing import NullSink, Publisher

@@ -68,7 +68,7 @@ class MonitorAdapter:
     """The constructor and framework-free setup shared by :class:`~lightning_saliency.SaliencyMonitor`
     and :class:`~lightning_saliency.adapters.transformers.SaliencyTrainerCallback` (see their
     docstrings for the arguments). At most 15 arguments: the common ones flat, the rest in groups
-    (:mod:`lightning_saliency.settings`); the flat arguments of 0.1 are accepted, with a warning."""
+    (:mod:`lightning_saliency.settings`)."""
 
     def __init__(
         self,
@@ -87,13 +87,12 @@ class MonitorAdapter:
         output: Optional[OutputSettings] = None,
         probe: Optional[ProbeSettings] = None,
         model_io: Optional[ModelIO] = None,
-        **deprecated: Any,
     ) -> None:
         super().__init__()
         self.settings = MonitorSettings.build(
             methods=methods, num_examples=num_examples, every_n_epochs=every_n_epochs, budget=budget, task=task,
             target=target, on_error=on_error, attribution=attribution, shortcut=shortcut, evidence=evidence,
-            schedule=schedule, output=output, probe=probe, model_io=model_io, deprecated=deprecated,
+            schedule=schedule, output=output, probe=probe, model_io=model_io,
         )
         self.tokenizer = tokenizer
         self.run_id = uuid.uuid4().hex

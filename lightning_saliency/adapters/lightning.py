@@ -197,12 +197,13 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 def records_directory(trainer: L.Trainer, dirpath: Optional[str], run_id: str) -> Path:
     """Where a fit's ``saliency/epoch_*.json`` go: ``dirpath``; else the first logger's versioned
     ``log_dir`` (TensorBoard, CSV); else, for loggers that keep their runs in their own store (W&B,
-    MLflow, whose ``save_dir`` every fit shares), a folder of this fit's own,
-    ``<default_root_dir>/saliency_logs/<run id>``, so that the next fit does not overwrite it."""
+    MLflow, whose ``save_dir`` every fit shares) and for fits without a logger, a folder of this
+    fit's own, ``<default_root_dir>/saliency_logs/<run id>``, so that the next fit does not
+    overwrite it (the report reads them all from ``<default_root_dir>/saliency_logs``)."""
     log_dir = trainer.log_dir  # a collective under DDP: read on every rank, outside rank zero's work
     if dirpath is not None:
         return Path(dirpath)
-    if trainer.loggers and not isinstance(trainer.loggers[0], (TensorBoardLogger, CSVLogger)):
+    if not trainer.loggers or not isinstance(trainer.loggers[0], (TensorBoardLogger, CSVLogger)):
         return Path(trainer.default_root_dir) / "saliency_logs" / run_id
     return Path(log_dir or trainer.default_root_dir)
 

@@ -164,14 +164,3 @@ class SaliencyTrainerCallback(MonitorAdapter, TrainerCallback):
                 self._own_writer = writer = SummaryWriter(log_dir=os.fspath(directory))
             self._sinks = (TensorBoardSink(writer, with_scalars=True),)
         return RunOutputs(directory, self._sinks)
-
-
-class SaliencyCallback(SaliencyTrainerCallback):
-    """Deprecated name of :class:`SaliencyTrainerCallback` (removed in 0.3)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        import warnings
-
-        warnings.warn("SaliencyCallback is now SaliencyTrainerCallback; the old name goes in 0.3.", FutureWarning,
-                      stacklevel=2)
-        super().__init__(*args, **kwargs)

@@ -27,11 +27,13 @@ class AttributionConfig:
         tolerance: when set, IG is adaptive: each example is refined on nested grids (every
             earlier gradient reused, Romberg-extrapolated) until ``|sum(attr) - (F(x) - F(x'))|
             <= tolerance * |F(x) - F(x')|`` (or ``<= 1e-5`` absolute), capped at ``max_steps``.
-        min_steps, max_steps: bounds of the adaptive mode (rounded to ``2**k + 1`` points).
+        min_steps: the adaptive mode's lower bound (rounded to ``2**k + 1`` points).
+        max_steps: the adaptive mode's cap (rounded to ``2**k + 1`` points).
         baseline: ``"pad"`` (default; special tokens kept), ``"mask"``, ``"unk"`` or ``"zero"``.
         gradient_norm: per-token reduction of gradients: ``"l2"`` (default), ``"l1"`` or ``"sum"``.
-        smoothgrad_samples, smoothgrad_stdev: SmoothGrad sample count and noise standard deviation
-            as a fraction of each example's embedding range (AllenNLP's convention).
+        smoothgrad_samples: SmoothGrad's sample count.
+        smoothgrad_stdev: SmoothGrad's noise standard deviation as a fraction of each example's
+            embedding range (AllenNLP's convention).
         attention_layers: ``"last"`` or ``"mean"`` (over all layers).
         seed: seed of SmoothGrad's private generator (the global RNG is never used).
         max_tokens: padded tokens per forward/backward chunk (rows x length x choices); ``None``:

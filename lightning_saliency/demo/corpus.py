@@ -121,7 +121,8 @@ def make_corpus(
         elif planted and shortcut.kind == "ordered":
             first, second = (shortcut.token, shortcut.partner) if label == 1 else (shortcut.partner, shortcut.token)
             _insert_pair(rng, words, first, second)
-        _keep_length(rng, words, len(words) - base_length)
+        if shortcut.kind in ("single", "conditional"):  # the ordered pair goes into every example alike
+            _keep_length(rng, words, len(words) - base_length)
         texts.append(" ".join(words))
         labels.append(label)
     order = list(range(n))

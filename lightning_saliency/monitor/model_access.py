@@ -21,7 +21,7 @@ def hf_forward(root: Any) -> ForwardFn:
     if model is None:
         raise ValueError(
             f"{type(root).__name__} holds no Hugging Face model (no submodule with get_input_embeddings()). "
-            "Pass forward_fn=lambda pl_module, inputs: <logits> and embedding_layer='path.to.embedding'."
+            "Pass model_io=ModelIO(forward_fn=lambda pl_module, inputs: <logits>, embedding_layer='path.to.embedding')."
         )
     return lambda module, inputs: model(**inputs)
 

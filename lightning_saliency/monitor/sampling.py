@@ -3,7 +3,7 @@ causal checks' validation slice. Both come from the validation loader's own data
 function, or from the given texts."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
@@ -47,8 +47,9 @@ def _sample(settings: MonitorSettings, access: ModelAccess, loader: Any, max_len
     s, tokenizer = settings.probe, access.tokenizer
     labels_kind = get_task(settings.task).probe_labels
     if s.texts is not None:
-        return with_chat_roles(probe_from_texts(list(s.texts), tokenizer, list(s.labels) if s.labels is not None
-                                                else None, max_length, labels_kind, s.completions), tokenizer)
+        labels = label_indices(s.labels, class_names) if s.labels is not None else None
+        return with_chat_roles(probe_from_texts(list(s.texts), tokenizer, labels, max_length, labels_kind,
+                                                s.completions), tokenizer)
     if loader is None:
         raise ValueError(NO_LOADER.format(what="probe set"))
     options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
@@ -65,6 +66,25 @@ def _sample(settings: MonitorSettings, access: ModelAccess, loader: Any, max_len
         warn(f"SaliencyMonitor: num_examples={settings.num_examples}, but the validation set holds only "
              f"{len(probe)} examples: probing those {len(probe)}.")
     return probe
+
+
+def label_indices(labels: Sequence[Union[int, str]], class_names: Optional[Sequence[str]]) -> list[int]:
+    """``probe.labels`` as class indices: names are looked up in ``class_names``.
+
+    Raises:
+        ValueError: a name while the classes have no names, or a name that is not a class's.
+    """
+    if not any(isinstance(label, str) for label in labels):
+        return [int(label) for label in labels]
+    if class_names is None:
+        raise ValueError(f"probe.labels holds class names ({labels[0]!r}, ...), but the model's classes have no "
+                         "names: set output=OutputSettings(label_names=[...]) or the model config's id2label, or "
+                         "give class indices.")
+    names = [str(name) for name in class_names]
+    unknown = sorted({str(label) for label in labels if isinstance(label, str) and label not in names})
+    if unknown:
+        raise ValueError(f"probe.labels names {unknown}, which are not among the classes {names}.")
+    return [names.index(label) if isinstance(label, str) else int(label) for label in labels]
 
 
 def sample_confirmation(settings: MonitorSettings, access: ModelAccess, loader: Any, probe: ProbeSet,

@@ -79,21 +79,20 @@ def _matters(shift: ShiftTest, min_effect: float) -> bool:
 
 
 def confirmations(check: CausalCheck) -> list[str]:
-    """The tests that confirm ``check``. Each needs strength and size: a flip rate beyond its
-    control's (both 95% intervals apart) or a probability shift larger than the control's (rank test
-    at the same strength of evidence), *and* that edit's class-probability shift beyond the
-    control's at ``check.min_effect`` at least. Strength alone is not enough: on a model whose
-    output barely moves, a consistent shift of 3e-5 ranks perfectly (z 10) yet means nothing."""
-    removal, insertion = (_matters(check.deletion_shift, check.min_effect),
-                          _matters(check.insertion_shift, check.min_effect))
+    """The tests that confirm ``check``: a flip rate beyond its control's (both 95% intervals
+    apart: the predictions themselves change, which is an effect of its own), or a probability
+    shift larger than the control's (rank test at the same strength of evidence) *and* at least
+    ``check.min_effect`` beyond the control's mean. Strength alone is not enough for a shift: on a
+    model whose output barely moves, a consistent shift of 3e-5 ranks perfectly (z 10) yet means
+    nothing, and no prediction changes."""
     found = []
-    if removal and check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high:
+    if check.deletion.trials > 0 and check.deletion.low > check.control_deletion.high:
         found.append("removal flips")
-    if insertion and check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high:
+    if check.insertion.trials > 0 and check.insertion.low > check.control_insertion.high:
         found.append("insertion flips")
-    if removal and check.deletion_shift.significant:
+    if check.deletion_shift.significant and _matters(check.deletion_shift, check.min_effect):
         found.append("removal shift")
-    if insertion and check.insertion_shift.significant:
+    if check.insertion_shift.significant and _matters(check.insertion_shift, check.min_effect):
         found.append("insertion shift")
     return found
 
