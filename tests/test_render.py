@@ -66,12 +66,13 @@ def test_unconverged_examples_are_flagged_and_do_not_set_the_run_scale_alone():
     from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
     from lightning_saliency.schema.records import completeness_error
 
-    def example(index, scores, delta):
+    def example(index, scores, delta, probability=0.9):
         return ExampleRecord(index, "t", ["[CLS]", "a", "b", "[SEP]"], [None, 0, 1, None], [True, False, False, True],
-                             1, "pos", 1, "pos", 0.9, 1, 1.0, {"integrated_gradients": scores},
+                             1, "pos", 1, "pos", probability, 1, 1.0, {"integrated_gradients": scores},
                              {"integrated_gradients": delta})
 
-    good = example(0, [0.0, 2e-4, 1e-4, 0.0], 1e-7)        # converged, small
+    # Converged, small: a prediction at p 0.5001 (margin 4e-4), so the small change explains it all.
+    good = example(0, [0.0, 2e-4, 1e-4, 0.0], 1e-7, probability=0.5001)
     wrong = example(1, [0.0, 4.2, -1.0, 0.0], 1.2)         # sum 3.2 = F(x) - F(x') + 1.2: error 60%
     assert completeness_error(good.attributions["integrated_gradients"], 1e-7) == 0.0
     assert abs(completeness_error(wrong.attributions["integrated_gradients"], 1.2) - 0.6) < 1e-9
@@ -96,3 +97,28 @@ def test_colorbar_ticks_are_real_units_and_each_example_shows_its_own_max():
     row = HeatmapRow(["a", "b"], [0.3, -0.05], "#0")
     assert row_caption(row, 4.2, shared=True) == "#0 | max ±0.3"
     assert row_caption(row, 0.3, shared=False) == "#0 | scale ±0.3"
+
+
+def test_an_example_whose_baseline_already_predicts_it_is_not_coloured_as_an_explanation():
+    """F(x) - F(x') is 3% of the prediction's log-odds margin: the baseline predicts what the input
+    does, and IG's scores explain next to nothing. The row says so and is drawn uncoloured."""
+    import pytest
+
+    from lightning_saliency.monitor.publishing import heatmap_row
+    from lightning_saliency.monitor.recording import ExampleRecord
+    from lightning_saliency.schema.records import explained_share
+
+    def example(scores, delta, probability):
+        return ExampleRecord(0, "t", ["[CLS]", "a", "b", "[SEP]"], [None, 0, 1, None], [True, False, False, True],
+                             0, "neg", 0, "neg", probability, 0, 0.94, {"integrated_gradients": scores},
+                             {"integrated_gradients": delta}, baseline_score=0.88)
+
+    flat = example([0.0, 0.5, -0.44, 0.0], 0.0, 0.876)             # F(x) - F(x') = 0.06, margin log(0.876/0.124) = 1.96
+    assert explained_share(flat.attributions["integrated_gradients"], 0.0, 0.876) == pytest.approx(0.06 / 1.955, rel=1e-3)
+    row = heatmap_row(flat, "integrated_gradients", 0)
+    assert row.warning == ("the baseline is not neutral here: IG has little to explain (F(x) - F(x') is 3% of the "
+                           "prediction's margin)")
+    assert list(row.scores) == [0.0] * 4
+    explained = example([0.0, 1.5, 0.5, 0.0], 0.0, 0.876)           # F(x) - F(x') = 2.0: more than the margin
+    assert heatmap_row(explained, "integrated_gradients", 0).warning is None
+    assert explained_share([0.0, 0.1], 0.0, 0.3) is None            # not a class decision: no claim

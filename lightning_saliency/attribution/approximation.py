@@ -3,10 +3,11 @@
 Kept tiny and free of model code (like captum's ``approximation_methods``) so the rules can be
 checked against closed-form integrals in isolation.
 
-Fixed rules return ``(alphas, weights)`` with ``sum(weights) == 1``. The nested rule used by the
-adaptive mode works in levels: level 0 evaluates alpha = 0 and 1, level ``k`` adds the odd
-multiples of ``2**-k``. Every earlier evaluation is reused, and :func:`romberg_coefficients`
-turns the per-level gradient sums into a Romberg estimate of the integral.
+Fixed rules return ``(alphas, weights)`` with ``sum(weights) == 1``. The adaptive mode integrates
+each interval of alpha with the 7-point Gauss-Kronrod rule, whose embedded 3-point Gauss rule gives
+the interval's error estimate (:func:`kronrod_interval`), and bisects the intervals where that
+estimate is largest, as QUADPACK's QAG does. The nested uniform levels with Romberg coefficients
+(:func:`nested_level`, :func:`romberg_coefficients`) are kept for comparison in the tests.
 """
 from __future__ import annotations
 
@@ -94,3 +95,26 @@ def romberg_coefficients(level: int, extrapolate: bool = True) -> torch.Tensor:
     table = _romberg_table(level)
     coeffs = table[-1] if extrapolate else table[level]
     return torch.tensor(coeffs, dtype=torch.float64)
+
+
+# The 7-point Kronrod extension of the 3-point Gauss-Legendre rule on [-1, 1] (nodes from the
+# outside in; the Gauss nodes are the 2nd, the 4th (0) and the 6th). Exact for polynomials of
+# degree 11 (Kronrod) and 5 (Gauss); |Kronrod - Gauss| bounds the error of the Gauss estimate.
+_K7_NODES = (-0.960491268708020283423507092629080, -0.774596669241483377035853079956480,
+             -0.434243749346802558002071502844628, 0.0, 0.434243749346802558002071502844628,
+             0.774596669241483377035853079956480, 0.960491268708020283423507092629080)
+_K7_WEIGHTS = (0.104656226026467265193823857192073, 0.268488089868333440728569280666710,
+               0.401397414775962222905051818618432, 0.450916538658474142345110446149685,
+               0.401397414775962222905051818618432, 0.268488089868333440728569280666710,
+               0.104656226026467265193823857192073)
+_G3_WEIGHTS = (0.0, 5.0 / 9.0, 0.0, 8.0 / 9.0, 0.0, 5.0 / 9.0, 0.0)
+KRONROD_POINTS = len(_K7_NODES)
+
+
+def kronrod_interval(low: float, high: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(alphas, kronrod_weights, gauss_weights)`` of the 7-point Gauss-Kronrod rule on
+    ``[low, high]`` (float64; both weight sets sum to ``high - low``)."""
+    half, mid = (high - low) / 2.0, (high + low) / 2.0
+    alphas = torch.tensor([mid + half * x for x in _K7_NODES], dtype=torch.float64)
+    return (alphas, torch.tensor(_K7_WEIGHTS, dtype=torch.float64) * half,
+            torch.tensor(_G3_WEIGHTS, dtype=torch.float64) * half)

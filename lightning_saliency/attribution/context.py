@@ -24,11 +24,12 @@ class AttributionConfig:
     Args:
         n_steps: IG points for a fixed rule.
         rule: ``"gauss_legendre"`` (default), ``"trapezoid"`` or ``"riemann_middle"``.
-        tolerance: when set, IG is adaptive: each example is refined on nested grids (every
-            earlier gradient reused, Romberg-extrapolated) until ``|sum(attr) - (F(x) - F(x'))|
-            <= tolerance * |F(x) - F(x')|`` (or ``<= 1e-5`` absolute), capped at ``max_steps``.
-        min_steps: the adaptive mode's lower bound (rounded to ``2**k + 1`` points).
-        max_steps: the adaptive mode's cap (rounded to ``2**k + 1`` points).
+        tolerance: when set, IG is adaptive: each example's path is cut into intervals integrated
+            by the 7-point Gauss-Kronrod rule, and the intervals where the integrand is steepest
+            are bisected until ``|sum(attr) - (F(x) - F(x'))| <= tolerance * |F(x) - F(x')|`` (or
+            ``<= 1e-5`` absolute), capped at ``max_steps``.
+        min_steps: the adaptive mode's first partition: ``ceil(min_steps / 7)`` intervals of 7 points.
+        max_steps: the adaptive mode's cap on gradient evaluations per example.
         baseline: ``"pad"`` (default; special tokens kept), ``"mask"``, ``"unk"`` or ``"zero"``.
         gradient_norm: per-token reduction of gradients: ``"l2"`` (default), ``"l1"`` or ``"sum"``.
         smoothgrad_samples: SmoothGrad's sample count.
@@ -46,7 +47,7 @@ class AttributionConfig:
     n_steps: int = 50
     rule: str = "gauss_legendre"
     tolerance: Optional[float] = None
-    min_steps: int = 9
+    min_steps: int = 7
     max_steps: int = 129
     baseline: str = "pad"
     gradient_norm: str = "l2"

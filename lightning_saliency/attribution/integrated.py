@@ -11,13 +11,7 @@ from typing import Optional
 
 import torch
 
-from lightning_saliency.attribution.approximation import (
-    fixed_rule,
-    includes_endpoint,
-    nested_level,
-    points_up_to,
-    romberg_coefficients,
-)
+from lightning_saliency.attribution.approximation import KRONROD_POINTS, fixed_rule, includes_endpoint, kronrod_interval
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.evaluator import Job
 
@@ -70,59 +64,109 @@ def fixed_path(ctx: AttributionContext, need_input_gradient: bool) -> PathIntegr
     return PathIntegral(integrals, at_input, torch.full((ctx.size,), cfg.n_steps, dtype=torch.long))
 
 
-def _level_bounds(min_steps: int, max_steps: int) -> tuple[int, int]:
-    low = 0
-    while points_up_to(low) < min_steps:
-        low += 1
-    high = low
-    while points_up_to(high + 1) <= max_steps:
-        high += 1
-    return low, high
+@dataclass
+class _Interval:
+    """One interval of alpha in an example's partition: its Kronrod estimate of the path integral
+    (per embedding dimension) and the error estimate of the scalar integrand there."""
+
+    low: float
+    high: float
+    integral: torch.Tensor
+    error: float
 
 
-def adaptive_path(ctx: AttributionContext) -> PathIntegral:
-    """IG refined per example on nested grids until the completeness error meets the tolerance.
+class _Pending:
+    """The sums of one interval under evaluation: the vector Kronrod sum and the scalar integrand's
+    Kronrod and Gauss sums (the integrand is d F / d alpha: the gradient dotted with x - x')."""
 
-    Level ``k`` adds the odd multiples of ``2**-k``; every gradient is computed once and kept as a
-    per-level sum, and the estimate is the Romberg combination of those sums. Examples that
-    converge drop out, so the batch shrinks as refinement proceeds.
+    def __init__(self, low: float, high: float, like: torch.Tensor) -> None:
+        self.low, self.high = low, high
+        self.alphas, self.kronrod, self.gauss = kronrod_interval(low, high)
+        self.integral = torch.zeros_like(like)
+        self.scalar_kronrod = self.scalar_gauss = 0.0
+
+    def add(self, node: int, grad: torch.Tensor, direction: torch.Tensor) -> None:
+        kronrod, gauss = float(self.kronrod[node]), float(self.gauss[node])
+        self.integral += kronrod * grad
+        slope = float((direction * grad).sum())
+        self.scalar_kronrod += kronrod * slope
+        self.scalar_gauss += gauss * slope
+
+    def done(self) -> _Interval:
+        return _Interval(self.low, self.high, self.integral, abs(self.scalar_kronrod - self.scalar_gauss))
+
+
+# An interval is bisected in a round when its error estimate is at least this share of the
+# example's largest: the few intervals around a steep rise go together, one round each.
+_SPLIT_SHARE = 0.25
+
+
+def _to_split(intervals: list[_Interval], budget: int) -> list[_Interval]:
+    """The intervals to bisect (largest error first), as many as ``budget`` evaluations allow."""
+    ranked = sorted(intervals, key=lambda v: -v.error)
+    worst = ranked[0].error if ranked else 0.0
+    chosen = [v for v in ranked if v.error >= _SPLIT_SHARE * worst and v.error > 0.0]
+    return chosen[: budget // (2 * KRONROD_POINTS)]
+
+
+def adaptive_path(ctx: AttributionContext, need_input_gradient: bool = False) -> PathIntegral:
+    """IG refined per example where its integrand is steep, until the completeness error meets
+    the tolerance.
+
+    Each example starts from ``ceil(min_steps / 7)`` equal intervals of alpha, each integrated by
+    the 7-point Gauss-Kronrod rule. Until ``|sum(attr) - (F(x) - F(x'))| <= tolerance * |F(x) -
+    F(x')|`` (or 1e-5 absolute) or ``max_steps`` evaluations are spent, the intervals whose error
+    estimate (Kronrod minus the embedded Gauss rule, on the scalar integrand d F / d alpha) is
+    largest are bisected: a trained model's integrand is often flat, then a sharp rise where its
+    decision changes, and uniform rules spend most points on the flat parts. Every round batches
+    the new points of all refining examples into the evaluator's chunks; converged examples drop out.
     """
     cfg = ctx.config
-    first, last = _level_bounds(cfg.min_steps, cfg.max_steps)
-    level_sums = [[torch.zeros_like(x) for _ in range(last + 1)] for x in ctx.inputs]
     at_input: list[Optional[torch.Tensor]] = [None] * ctx.size
     integrals: list[Optional[torch.Tensor]] = [None] * ctx.size
     steps = torch.zeros(ctx.size, dtype=torch.long)
-    levels = {level: nested_level(level) for level in range(last + 1)}
+    directions = [ctx.inputs[i] - ctx.baselines[i] for i in range(ctx.size)]
+    first = max(1, -(-cfg.min_steps // KRONROD_POINTS))
+    kept: list[list[_Interval]] = [[] for _ in range(ctx.size)]
+    pending: dict[int, list[_Pending]] = {
+        i: [_Pending(k / first, (k + 1) / first, ctx.inputs[i]) for k in range(first)] for i in range(ctx.size)}
 
     def build(example: int, params: list) -> torch.Tensor:
-        return ctx.interpolate(example, torch.tensor([float(levels[l][0][j]) for l, j in params]))
+        points = [1.0 if p == _AT_INPUT else float(pending[example][p[0]].alphas[p[1]]) for p in params]
+        return ctx.interpolate(example, torch.tensor(points))
 
     def consume(group, head, scores, grads, output) -> None:
-        for (level, j), grad in zip(group.params, grads):
-            alpha, weight = levels[level][0][j], levels[level][1][j]
-            level_sums[group.example][level] += float(weight) * grad
-            if float(alpha) == 1.0:
+        for param, grad in zip(group.params, grads):
+            if param == _AT_INPUT:
                 at_input[group.example] = grad
+            else:
+                pending[group.example][param[0]].add(param[1], grad, directions[group.example])
 
     active = list(range(ctx.size))
-    pending = list(range(first + 1))
+    wants_input = need_input_gradient
     # Under lockstep, a rank whose examples have converged runs empty batches while others refine.
     while ctx.evaluator.agree_any(bool(active)):
-        jobs = [Job(i, (l, j)) for i in active for l in pending for j in range(len(levels[l][0]))]
+        jobs = [Job(i, (slot, node)) for i in active for slot in range(len(pending[i]))
+                for node in range(KRONROD_POINTS)]
+        if wants_input:  # the gradient at alpha = 1, for gradient and gradient x input: one row each
+            jobs += [Job(i, _AT_INPUT) for i in range(ctx.size)]
+            wants_input = False
         ctx.evaluator.run(jobs, build, consume, need_grad=True)
-        level = pending[-1]
-        coeffs = romberg_coefficients(level)
-        still_active = []
+        still = []
         for i in active:
-            estimate = sum(float(c) * s for c, s in zip(coeffs, level_sums[i][: level + 1]))
-            if level == last or _relative_error(ctx, i, estimate) <= cfg.tolerance:
-                integrals[i] = estimate
-                steps[i] = points_up_to(level)
-            else:
-                still_active.append(i)
-        active = still_active
-        pending = [level + 1]
+            steps[i] += KRONROD_POINTS * len(pending[i])
+            kept[i] += [p.done() for p in pending[i]]
+            estimate = sum(v.integral for v in kept[i])
+            splits = [] if _relative_error(ctx, i, estimate) <= cfg.tolerance else _to_split(
+                kept[i], cfg.max_steps - int(steps[i]))
+            if not splits:
+                integrals[i], pending[i] = estimate, []
+                continue
+            kept[i] = [v for v in kept[i] if v not in splits]
+            pending[i] = [_Pending(lo, hi, ctx.inputs[i]) for v in splits
+                          for lo, hi in ((v.low, (v.low + v.high) / 2), ((v.low + v.high) / 2, v.high))]
+            still.append(i)
+        active = still
     return PathIntegral(integrals, at_input, steps)
 
 

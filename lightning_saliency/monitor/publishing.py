@@ -16,7 +16,8 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
 from lightning_saliency.monitor.recording import ExampleRecord, RunRecord, write_json
-from lightning_saliency.schema.records import UNCONVERGED, completeness_error, unconverged_limit
+from lightning_saliency.schema.records import (NEUTRAL_SHARE, UNCONVERGED, completeness_error, explained_share,
+                                               unconverged_limit)
 from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink
 from lightning_saliency.monitor.worker import BackgroundWorker
 
@@ -270,10 +271,16 @@ def heatmap_row(example: ExampleRecord, method: str, number: int, limit: float =
     caption = f"#{number} true: {truth} | pred: {example.predicted_name} ({example.probability:.2f}) | {method}"
     if method in example.delta:
         caption += f" | delta {example.delta[method]:+.1e}"
-    error = completeness_error(example.attributions[method], example.delta.get(method))
+    scores, delta = example.attributions[method], example.delta.get(method)
+    error = completeness_error(scores, delta)
     warning = (f"not converged: |delta| is {error:.0%} of F(x) - F(x')" if error is not None and error > limit
                else None)
-    return render.HeatmapRow(example.tokens, example.attributions[method], caption, warning)
+    share = explained_share(scores, delta, example.probability)
+    if share is not None and share < NEUTRAL_SHARE:  # drawn uncoloured: the scores explain next to nothing
+        warning = (f"the baseline is not neutral here: IG has little to explain (F(x) - F(x') is {share:.0%} of "
+                   "the prediction's margin)")
+        scores = [0.0] * len(scores)
+    return render.HeatmapRow(example.tokens, scores, caption, warning)
 
 
 def top_token_rows(record: RunRecord, k: int) -> tuple[list[str], list[list[Any]]]:

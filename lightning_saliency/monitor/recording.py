@@ -59,6 +59,7 @@ def build_record(
             predicted=predicted, predicted_name=class_name(predicted, label_names),
             probability=float(result.probability[i]), target=int(result.target[i]),
             target_score=float(result.target_score[i]),
+            baseline_score=float(result.baseline_score[i]) if result.baseline_score is not None else None,
             attributions={m: r.scores[i][valid].tolist() for m, r in result.methods.items()},
             delta={m: float(r.delta[i]) for m, r in result.methods.items() if r.delta is not None},
             steps={m: int(r.steps[i]) for m, r in result.methods.items() if r.steps is not None},

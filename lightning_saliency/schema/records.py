@@ -51,6 +51,22 @@ def completeness_error(scores: Sequence[float], delta: Optional[float]) -> Optio
     return abs(delta) / difference if difference > 0 else math.inf
 
 
+# Below this share of the prediction's margin, F(x) - F(x') leaves IG little to explain: the
+# baseline already predicts what the input does (measured on the demo and MiniLM, docs: attribution).
+NEUTRAL_SHARE = 0.2
+
+
+def explained_share(scores: Sequence[float], delta: Optional[float], probability: Optional[float]) -> Optional[float]:
+    """``|F(x) - F(x')|`` of one IG example over its prediction's margin, the log-odds
+    ``log(p / (1 - p))`` of the predicted class; ``None`` without a delta or when the probability
+    is not a class decision (below one half, or 1). Near 0: the baseline is not neutral, it
+    already predicts what the input predicts, and IG's scores explain little."""
+    if delta is None or probability is None or not math.isfinite(delta) or not 0.5 < probability < 1.0:
+        return None
+    margin = math.log(probability / (1.0 - probability))
+    return abs(math.fsum(scores) - delta) / margin if margin > 0 else None
+
+
 def unconverged_limit(settings: dict[str, Any]) -> float:
     """The completeness error above which a record's IG examples are flagged: the run's tolerance
     (adaptive IG) when it is larger than :data:`UNCONVERGED`."""
@@ -97,6 +113,8 @@ class ExampleRecord:
     # The scored completion or target as text (task="completion" or "seq2seq"); ``text`` is then
     # the prompt alone, the part that is explained.
     completion: Optional[str] = None
+    # F(x'): the attributed score at the baseline (IG's starting point), beside F(x) = target_score.
+    baseline_score: Optional[float] = None
 
     @property
     def key(self) -> tuple:

@@ -18,7 +18,7 @@ class IntegratedGradients(AttributionMethod):
         if ctx.config.tolerance is None:
             path = integrated.fixed_path(ctx, shared.wants_input_gradient)
         else:
-            path = integrated.adaptive_path(ctx)
+            path = integrated.adaptive_path(ctx, shared.wants_input_gradient)
         shared.offer_input_gradients(path.input_gradients)
         per_dimension = path.attributions(ctx)
         scores = ctx.scatter([a.sum(dim=-1) for a in per_dimension])
