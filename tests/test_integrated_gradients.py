@@ -58,7 +58,7 @@ def test_adaptive_mode_meets_completeness_tolerance(model, batch, tolerance):
     converged = ig.steps < 257
     assert converged.all(), ig.steps
     assert torch.all((relative <= tolerance) | (ig.delta.abs() <= 1e-5))
-    assert torch.all(ig.steps >= AttributionConfig().min_steps)  # the first Gauss-Kronrod rule: 7 points
+    assert torch.all(ig.steps >= AttributionConfig().min_steps)  # the first rule: 3 Gauss points
 
 
 def test_adaptive_mode_stops_at_step_cap():

@@ -28,7 +28,8 @@ class AttributionConfig:
             by the 7-point Gauss-Kronrod rule, and the intervals where the integrand is steepest
             are bisected until ``|sum(attr) - (F(x) - F(x'))| <= tolerance * |F(x) - F(x')|`` (or
             ``<= 1e-5`` absolute), capped at ``max_steps``.
-        min_steps: the adaptive mode's first partition: ``ceil(min_steps / 7)`` intervals of 7 points.
+        min_steps: the adaptive mode's first partition: ``ceil(min_steps / 3)`` intervals, whose
+            3-point Gauss rules are tried first.
         max_steps: the adaptive mode's cap on gradient evaluations per example.
         baseline: ``"pad"`` (default; special tokens kept), ``"mask"``, ``"unk"`` or ``"zero"``.
         gradient_norm: per-token reduction of gradients: ``"l2"`` (default), ``"l1"`` or ``"sum"``.
@@ -47,7 +48,7 @@ class AttributionConfig:
     n_steps: int = 50
     rule: str = "gauss_legendre"
     tolerance: Optional[float] = None
-    min_steps: int = 7
+    min_steps: int = 3
     max_steps: int = 129
     baseline: str = "pad"
     gradient_norm: str = "l2"
@@ -72,8 +73,8 @@ class AttributionConfig:
             raise ValueError(f"attention_layers must be 'last' or 'mean', got {self.attention_layers!r}.")
         if self.tolerance is not None and not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance is a relative error in (0, 1), got {self.tolerance}.")
-        if self.min_steps < 2 or self.max_steps < self.min_steps:
-            raise ValueError(f"Need 2 <= min_steps <= max_steps, got {self.min_steps} and {self.max_steps}.")
+        if self.min_steps < 1 or self.max_steps < self.min_steps:
+            raise ValueError(f"Need 1 <= min_steps <= max_steps, got {self.min_steps} and {self.max_steps}.")
         if self.smoothgrad_samples < 1 or self.smoothgrad_stdev < 0:
             raise ValueError("smoothgrad_samples must be >= 1 and smoothgrad_stdev >= 0.")
 

@@ -277,8 +277,7 @@ def heatmap_row(example: ExampleRecord, method: str, number: int, limit: float =
                else None)
     share = explained_share(scores, delta, example.probability)
     if share is not None and share < NEUTRAL_SHARE:  # drawn uncoloured: the scores explain next to nothing
-        warning = (f"the baseline is not neutral here: IG has little to explain (F(x) - F(x') is {share:.0%} of "
-                   "the prediction's margin)")
+        warning = f"baseline not neutral: IG has little to explain (F(x) - F(x') is {share:.0%} of the margin)"
         scores = [0.0] * len(scores)
     return render.HeatmapRow(example.tokens, scores, caption, warning)
 
