@@ -27,6 +27,7 @@ def test_budget_lowers_steps_first_then_examples():
         ComputeBudget(1.5, 10, 50)
 
 
+@pytest.mark.slow
 def test_step_runs_share_one_account_so_overspending_is_paid_back():
     """Step runs: a run's causal check (or the 2-example floor) overspends its share of the
     training time since the previous run; the next runs take it back, so together they stay at

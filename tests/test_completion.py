@@ -113,6 +113,7 @@ def sft_trainer(out, tokenizer, prompts, completions, attach):
     return trainer, callback
 
 
+@pytest.mark.slow
 def test_trl_sft_trainer_with_lora_and_completion_only_loss_is_monitored_and_untouched(tmp_path, demo_tokenizer):
     tokenizer = demo_tokenizer
     tokenizer.eos_token = "[SEP]"  # TRL ends each completion with the EOS token
@@ -143,6 +144,7 @@ def test_trl_sft_trainer_with_lora_and_completion_only_loss_is_monitored_and_unt
     assert (tmp_path / "monitored" / "runs" / "saliency" / "saliency" / "epoch_001.json").exists()
 
 
+@pytest.mark.slow
 def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_batches(tmp_path, demo_tokenizer,
                                                                                         recwarn):
 
@@ -178,6 +180,7 @@ def test_lightning_fit_of_a_causal_lm_monitors_completions_from_its_validation_b
     assert page.count('<span class="pane-name">completion (scored)</span>') >= 8 and "prompt (explained)" in page
 
 
+@pytest.mark.slow
 def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_tokenizer, tmp_path):
     """Classification by generation: the answers are a few short strings, so each is a class, and a
     prompt word tied to one answer and relied on for it is a suspect like any other."""

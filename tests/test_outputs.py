@@ -55,6 +55,7 @@ def test_attribution_config_is_kept_unless_an_argument_is_given(tmp_path):
 
 
 # -------------------------------------------------------------------------------- diverged model
+@pytest.mark.slow
 def test_a_diverged_model_is_recorded_and_warned_as_such_and_the_report_still_renders(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -76,6 +77,7 @@ def test_a_diverged_model_is_recorded_and_warned_as_such_and_the_report_still_re
     assert "diverged" in page and not run.problems
 
 
+@pytest.mark.slow
 def test_one_non_finite_example_is_skipped_with_its_reason(tmp_path):
     """An example whose output overflows is skipped; the others are recorded (no null scores)."""
     module, data, tok = demo()
@@ -193,6 +195,7 @@ def test_tensorboard_tab_responses_carry_nosniff_and_a_content_security_policy(s
 
 
 # ----------------------------------------------------------------------------------------- logs
+@pytest.mark.slow
 def test_no_row_progress_bar_when_output_is_not_a_terminal(tmp_path, capsys):
     module, data, tok = demo()
     callback = SaliencyMonitor(**grouped(tokenizer=tok, num_examples=4, n_steps=4, confirm_examples=0))
@@ -201,6 +204,7 @@ def test_no_row_progress_bar_when_output_is_not_a_terminal(tmp_path, capsys):
     assert "Saliency [" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_foreign_tokenizer_smaller_than_the_model_is_refused_at_setup(tmp_path):
     """Smaller than the embedding table, so the size check passes, but it cannot decode the data."""
     from lightning_saliency.demo import train_tokenizer

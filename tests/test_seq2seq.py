@@ -112,6 +112,7 @@ def check_records(history):
         assert "film" in example["tokens"] and not {"great", "dull"} & set(example["tokens"])
 
 
+@pytest.mark.slow
 def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokenizer, tmp_path, recwarn):
     from transformers import DataCollatorForSeq2Seq
 
@@ -130,6 +131,7 @@ def test_a_lightning_fit_of_t5_is_monitored_from_its_seq2seq_batches(demo_tokeni
     assert_no_label_column_warning(recwarn)  # a target's truth is its tokens
 
 
+@pytest.mark.slow
 def test_a_seq2seq_trainer_run_is_monitored(demo_tokenizer, tmp_path):
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
@@ -150,6 +152,7 @@ def test_a_seq2seq_trainer_run_is_monitored(demo_tokenizer, tmp_path):
     check_records(callback.history)
 
 
+@pytest.mark.slow
 def test_a_cue_word_that_decides_the_output_is_raised_for_that_output(demo_tokenizer, tmp_path):
     import random
 

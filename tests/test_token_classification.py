@@ -135,6 +135,7 @@ def ner_corpus(tokenizer, count, seed):
     return rows
 
 
+@pytest.mark.slow
 def test_a_cue_word_that_always_precedes_an_entity_is_raised_for_its_tag(demo_tokenizer, tmp_path):
     from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
 
@@ -163,6 +164,7 @@ def test_a_cue_word_that_always_precedes_an_entity_is_raised_for_its_tag(demo_to
     assert "near" in by_token and TAGS[by_token["near"]["label"]] == "B-LOC", suspects
 
 
+@pytest.mark.slow
 def test_a_lightning_fit_of_a_tagger_is_monitored_per_span(demo_tokenizer, tmp_path, recwarn):
     from transformers import DataCollatorForTokenClassification
 
