@@ -60,8 +60,14 @@ def test_report_shows_every_token_of_every_example_method_and_run(saliency_run):
     assert len(spans) == expected
     views = [a for t, a in parsed.tags if "epoch-view" in a.get("class", "")]
     assert len(views) == 4 * 3
-    # Colors: the largest positive score of an example is the darkest green, its most negative red.
+    # Colors: the largest positive score of an example is the darkest green, its most negative red
+    # (an example whose IG has little to explain, its baseline predicting the same, is drawn white).
+    from lightning_saliency.schema.records import NEUTRAL_SHARE, explained_share
+
     example = run.records[-1].examples[0]
+    share = explained_share(example.attributions["integrated_gradients"], example.delta["integrated_gradients"],
+                            example.probability)
+    coloured = share is None or share >= NEUTRAL_SHARE
     scores = example.attributions["integrated_gradients"]
     regular = [s for s, sp in zip(scores, example.special) if not sp]
     # One scale per run and method: the largest |score| over all of the run's examples.
@@ -69,7 +75,7 @@ def test_report_shows_every_token_of_every_example_method_and_run(saliency_run):
                 for s, sp in zip(e.attributions["integrated_gradients"], e.special) if not sp)
     top = max(regular)
     colored = [a["style"] for a in spans if a["data-score"] == f"{top:+.4g}"]
-    assert f"background:{token_color(top, limit)}" in colored[-1]
+    assert f"background:{token_color(top if coloured else 0.0, limit)}" in colored[-1]
     assert token_color(1, 1) == "#1e8449" and token_color(-1, 1) == "#c0392b"
     assert token_color(0, 1) in ("#f7f7f7", "#f6f7f6")  # the middle of a 256-entry colormap
     assert "<svg" in page and "Spearman vs start" in page  # drift charts

@@ -53,14 +53,15 @@ def _text_color(background: str) -> str:
 
 
 def token_line(tokens: Sequence[str], scores: Sequence[float], special: Sequence[bool], suspects: Iterable[str],
-               limit: Optional[float] = None) -> str:
+               limit: Optional[float] = None, coloured: bool = True) -> str:
     """Colored tokens of one example and method, scaled by ``limit`` (default: the line's own
-    largest |score|); each span carries its score for the hover view."""
+    largest |score|); each span carries its score for the hover view. ``coloured=False`` draws
+    them white (scores that explain nothing), their scores still on hover."""
     limit = (limit if limit is not None else line_scale(scores, special)) or 1.0
     marked = set(suspects)
     spans = []
     for token, score, is_special in zip(tokens, scores, special):
-        background = token_color(score, limit)
+        background = token_color(score if coloured else 0.0, limit)
         classes = "tok" + (" special" if is_special else "") + (" suspect" if token in marked else "")
         spans.append(
             f'<span class="{classes}" style="background:{background};color:{_text_color(background)}" '
@@ -218,18 +219,18 @@ def _epoch_view(record: RunRecord, example: Optional[ExampleRecord], methods: Se
                      f'of the run\'s ±{shared:.2g}</span>')
             extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
             share = explained_share(scores, delta, example.probability)
-            if share is not None and share < NEUTRAL_SHARE:  # not coloured as an explanation
+            coloured = share is None or share >= NEUTRAL_SHARE  # else not coloured as an explanation
+            if not coloured:
                 extra += (f' <span class="note">the baseline is not neutral here: IG has little to explain '
                           f'(F(x) - F(x\') is {share:.0%} of the prediction\'s margin)</span>')
-                scores = [0.0] * len(scores)
             suspects = _suspect_tokens(record, method, members=True)
-            line = token_line(example.tokens, scores, special, suspects, shared)
+            line = token_line(example.tokens, scores, special, suspects, shared, coloured)
             words, word_values, word_special = word_scores(example.tokens, scores, special,
                                                            example.word_ids or [None] * len(scores))
             if len(words) == len(scores):  # nothing to merge: one view
                 lines = f'<div class="tokens">{line}</div>'
             else:  # subwords merge: both views, the toggle picks one (word scores are sums of pieces)
-                merged = token_line(words, word_values, word_special, suspects)
+                merged = token_line(words, word_values, word_special, suspects, coloured=coloured)
                 lines = f'<div class="tokens pieces">{line}</div><div class="tokens words">{merged}</div>'
             body += f'<div class="method"><span class="method-name">{esc(method)}{extra}</span>{lines}</div>'
     return f'<div class="epoch-view" data-epoch="{position}"><div class="epoch-title">{title}</div>{body}</div>'
