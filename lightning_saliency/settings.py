@@ -248,12 +248,7 @@ class MonitorSettings:
         if task.one_score and self.target != "predicted":
             raise ValueError(f"task={self.task!r} attributes one score per example (the sequence's log-probability): "
                              f"target={self.target!r} has nothing to pick; use target='predicted'.")
-        if task.probe_labels == "spans" and self.probe.texts is not None:
-            raise ValueError(f"task={self.task!r} takes its rows (entity spans) from the validation data's tag labels: "
-                             "leave probe.texts unset.")
-        if task.probe_labels == "tokens" and self.probe.texts is not None and self.probe.completions is None:
-            raise ValueError(f"task={self.task!r} with probe.texts needs probe.completions=[...]: the completion of "
-                             "each prompt is what is scored.")
+        task.check_given_probe(texts=self.probe.texts is not None, completions=self.probe.completions is not None)
         if self.target == "label" and self.probe.texts is not None and self.probe.labels is None:
             raise ValueError("target='label' with probe.texts needs probe.labels=[...].")
         if self.budget is not None and not 0 < self.budget <= 1:

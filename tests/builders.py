@@ -12,7 +12,7 @@ from typing import Optional
 
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules
-from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
+from lightning_saliency.schema.records import ExampleRecord, RunRecord
 from lightning_saliency.settings import (DEFAULT_ATTRIBUTION, EvidenceSettings, ModelIO, MonitorSettings,
                                          OutputSettings, ProbeSettings, RunSchedule)
 

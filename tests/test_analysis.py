@@ -10,7 +10,7 @@ import torch
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse, faithfulness_summary
 from lightning_saliency.monitor.metrics import ShortcutRules
-from lightning_saliency.monitor.recording import ExampleRecord, RecordError, RunRecord, read_record, write_record
+from lightning_saliency.schema.records import ExampleRecord, RecordError, RunRecord, read_record, write_record
 from tests.builders import synthetic_example, synthetic_run
 from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings, RunSchedule
 
@@ -161,7 +161,7 @@ def test_a_registered_method_is_usable_by_name(model, batch):
         mask = batch["attention_mask"].bool()
         assert torch.equal(result["token_id"].scores[mask], batch["input_ids"][mask].float())
     finally:
-        del REGISTRY["token_id"]
+        REGISTRY.remove("token_id")
 
 
 def test_no_alarm_without_label_association():

@@ -24,7 +24,7 @@ from lightning_saliency.monitor.evidence.timeline import step_run_due, update_ti
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.probe import probe_from_texts
 from lightning_saliency.presentation import verdicts
-from lightning_saliency.monitor.recording import RunRecord
+from lightning_saliency.schema.records import RunRecord
 
 
 # ------------------------------------------------------------------------------------------ units

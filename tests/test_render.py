@@ -63,7 +63,7 @@ def test_unconverged_examples_are_flagged_and_do_not_set_the_run_scale_alone():
     was as large as their attributions. Those rows are flagged and the scale comes from the others."""
     from lightning_saliency.monitor.publishing import heatmap_row
     from lightning_saliency.presentation.render import run_scale
-    from lightning_saliency.monitor.recording import ExampleRecord, RunRecord
+    from lightning_saliency.schema.records import ExampleRecord, RunRecord
     from lightning_saliency.schema.records import completeness_error
 
     def example(index, scores, delta, probability=0.9):
@@ -105,7 +105,7 @@ def test_an_example_whose_baseline_already_predicts_it_is_not_coloured_as_an_exp
     import pytest
 
     from lightning_saliency.monitor.publishing import heatmap_row
-    from lightning_saliency.monitor.recording import ExampleRecord
+    from lightning_saliency.schema.records import ExampleRecord
     from lightning_saliency.schema.records import explained_share
 
     def example(scores, delta, probability):

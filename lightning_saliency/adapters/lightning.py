@@ -13,13 +13,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lightning_saliency.adapters.common import MonitorAdapter
 from lightning_saliency.attribution.lockstep import Lockstep
 from lightning_saliency.monitor.distributed import parameters_sharded, world
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
+from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.loggers import logger_sinks
 from lightning_saliency.monitor.sinks import LoggerSink, TensorBoardSink
@@ -181,8 +182,8 @@ class SaliencyMonitor(MonitorAdapter, Callback):
                            f"{len(outcome.record.examples)} examples took {outcome.record.seconds:.2f} s.")
         if outcome.should_stop:  # the same on every rank: the checks are gathered by all of them
             trainer.should_stop = True
-            rank_zero_warn(f"SaliencyMonitor: stopping training (stop_on_shortcut=True): run {label} confirmed "
-                           f"the shortcut(s) {list(outcome.confirmed)} causally. See saliency/shortcut_alert.")
+            warn(f"SaliencyMonitor: stopping training (stop_on_shortcut=True): run {label} confirmed "
+                 f"the shortcut(s) {list(outcome.confirmed)} causally. See saliency/shortcut_alert.", rank)
         self._last_run_ended = time.perf_counter()
 
     def _outputs(self, trainer: L.Trainer, directory: Path) -> RunOutputs:

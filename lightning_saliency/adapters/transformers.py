@@ -20,6 +20,7 @@ from transformers.integrations import TensorBoardCallback
 from lightning_saliency.adapters.common import MonitorAdapter
 from lightning_saliency.monitor.distributed import refuse_trainer_sharding
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
+from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.sinks import TensorBoardSink
 
@@ -28,12 +29,6 @@ NOT_ATTACHED = (
     "SaliencyTrainerCallback(...).attach(trainer) instead of Trainer(callbacks=[...]), or give the texts with "
     "probe=ProbeSettings(texts=[...])."
 )
-
-
-def _warn(message: str) -> None:
-    import warnings
-
-    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 class SaliencyTrainerCallback(MonitorAdapter, TrainerCallback):
@@ -142,8 +137,8 @@ class SaliencyTrainerCallback(MonitorAdapter, TrainerCallback):
         # Every process holds the same gathered checks, so they all agree to stop.
         if outcome.should_stop:
             control.should_training_stop = True
-            _warn(f"SaliencyTrainerCallback: stopping training (stop_on_shortcut=True): run {label} confirmed the "
-                  f"shortcut(s) {list(outcome.confirmed)} causally.")
+            warn(f"SaliencyTrainerCallback: stopping training (stop_on_shortcut=True): run {label} confirmed the "
+                 f"shortcut(s) {list(outcome.confirmed)} causally.", args.process_index)
         if control.should_training_stop or (state.max_steps and state.global_step >= state.max_steps):
             # The last run of the training: the TensorBoardCallback (before us in the callback list)
             # closes the shared writer at on_train_end, so everything must be written now.

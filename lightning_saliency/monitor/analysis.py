@@ -22,7 +22,7 @@ from lightning_saliency.monitor.metrics import (
 )
 from lightning_saliency.monitor.evidence.artifacts import ArtifactTable, cross
 from lightning_saliency.monitor.metrics.shortcut import TrainingAssociation, mean_shares
-from lightning_saliency.monitor.recording import (
+from lightning_saliency.schema.records import (
     ClassSummary,
     ConcentrationSummary,
     DriftBlock,

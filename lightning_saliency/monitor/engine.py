@@ -30,7 +30,8 @@ from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.publishing import Publisher
-from lightning_saliency.monitor.recording import RunRecord, SkippedExample, build_record
+from lightning_saliency.monitor.recording import build_record
+from lightning_saliency.schema.records import RunRecord, SkippedExample
 from lightning_saliency.monitor.runner import (
     ModelDiverged, PassSettings, no_progress, predicted_tags, row_progress, run_model_passes,
 )

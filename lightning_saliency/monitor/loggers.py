@@ -20,6 +20,7 @@ import numpy as np
 
 from lightning_saliency.monitor.publishing import plain_cell
 from lightning_saliency.monitor.sinks import NullSink
+from lightning_saliency.registry import Registry
 from lightning_saliency.presentation import render
 
 
@@ -80,7 +81,9 @@ class MLflowSink(NullSink):
 
 # Sinks per Lightning logger class name. Keyed by name, not class, so that ``wandb`` and ``mlflow``
 # are never imported for a run that uses neither.
-SINK_FACTORIES: dict[str, Callable[[Any], Any]] = {"WandbLogger": WandbSink, "MLFlowLogger": MLflowSink}
+SINK_FACTORIES: "Registry[Callable[[Any], Any]]" = Registry("sink", "register one with register_sink")
+SINK_FACTORIES.add("WandbLogger", WandbSink)
+SINK_FACTORIES.add("MLFlowLogger", MLflowSink)
 
 
 def register_sink(logger_class: str) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
@@ -98,17 +101,13 @@ def register_sink(logger_class: str) -> Callable[[Callable[[Any], Any]], Callabl
 
     Example:
         >>> from lightning_saliency.monitor.sinks import NullSink
+from lightning_saliency.registry import Registry
         >>> @register_sink("MyLogger")
         ... class Alerts(NullSink):
         ...     def __init__(self, logger): self.said = []
         ...     def text(self, tag, markdown, step): self.said.append(markdown)
     """
-    def add(factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        if logger_class in SINK_FACTORIES:
-            raise ValueError(f"A sink for {logger_class!r} loggers is already registered.")
-        SINK_FACTORIES[logger_class] = factory
-        return factory
-    return add
+    return lambda factory: SINK_FACTORIES.add(logger_class, factory)
 
 
 def logger_sinks(logger: Any) -> list[Any]:

@@ -15,7 +15,7 @@ from lightning_saliency.presentation import render, verdicts
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
-from lightning_saliency.monitor.recording import ExampleRecord, RunRecord, write_json
+from lightning_saliency.schema.records import ExampleRecord, RunRecord, write_json
 from lightning_saliency.schema.records import (NEUTRAL_SHARE, UNCONVERGED, completeness_error, explained_share,
                                                unconverged_limit)
 from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink

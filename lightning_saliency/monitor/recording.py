@@ -1,30 +1,13 @@
 """Building a :class:`~lightning_saliency.schema.records.RunRecord` from a run's probe set and
 attributions (torch tensors). The record types, the reader and the writer live in the torch-free
-:mod:`lightning_saliency.schema.records`, re-exported here for the callers that build records."""
+:mod:`lightning_saliency.schema.records`, their one import path."""
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
 from lightning_saliency.attribution import Attributions
 from lightning_saliency.monitor.probe import ProbeSet
-from lightning_saliency.schema.records import (  # noqa: F401  (re-exported)
-    SCHEMA_VERSION,
-    ClassSummary,
-    ConcentrationSummary,
-    DriftBlock,
-    ExampleRecord,
-    FaithfulnessSummary,
-    RecordError,
-    RunMetrics,
-    RunRecord,
-    ShortcutFindings,
-    SkippedExample,
-    class_name,
-    read_record,
-    record_path,
-    write_json,
-    write_record,
-)
+from lightning_saliency.schema.records import ExampleRecord, RunRecord, SkippedExample, class_name
 
 
 def build_record(

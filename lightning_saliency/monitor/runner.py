@@ -22,7 +22,7 @@ from lightning_saliency.attribution.tokens import special_token_mask
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.probe import ProbeSet
-from lightning_saliency.monitor.recording import FaithfulnessSummary
+from lightning_saliency.schema.records import FaithfulnessSummary
 
 FAITHFULNESS_METHODS = ("integrated_gradients", "gradient")
 FRACTIONS = (0.1, 0.2, 0.5)

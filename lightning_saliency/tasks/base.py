@@ -12,7 +12,9 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 
-TASKS: dict[str, "Task"] = {}
+from lightning_saliency.registry import Registry
+
+TASKS: "Registry[Task]" = Registry("task", "register one with lightning_saliency.tasks.register_task")
 
 
 class Task(ABC):
@@ -68,6 +70,14 @@ class Task(ABC):
         """Whether the truth comes from the batches' label column (``ProbeSettings.label_key``); the
         other tasks keep it with the inputs (token labels, answers, the next token)."""
         return self.probe_labels == "class"
+
+    def check_given_probe(self, texts: bool, completions: bool) -> None:
+        """Refuse a probe given as texts (``probe.texts``, with or without ``probe.completions``)
+        that this task cannot read; every task takes a probe sampled from the validation data.
+
+        Raises:
+            ValueError: naming what the task needs instead.
+        """
 
     def fixed_positions(self, inputs: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
         """Positions (shaped like ``input_ids``) that are part of the scored target, not of what is
@@ -139,11 +149,12 @@ class SequenceScoreTask(Task):
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make the task available as ``task=cls.name`` everywhere."""
-    if cls.name in TASKS:
-        raise ValueError(f"A task named {cls.name!r} is already registered.")
-    TASKS[cls.name] = cls()
-    return cls
+    """Class decorator: make the task available as ``task=cls.name`` everywhere.
+
+    Raises:
+        ValueError: a task of that name is already registered.
+    """
+    return TASKS.register(cls)
 
 
 def task_names() -> tuple[str, ...]:
@@ -152,8 +163,4 @@ def task_names() -> tuple[str, ...]:
 
 def get_task(name: str) -> Task:
     """The registered task ``name``; ``ValueError`` naming the choices otherwise."""
-    task = TASKS.get(name) if isinstance(name, str) else None
-    if task is None:
-        raise ValueError(f"Unknown task {name!r}; choose one of {task_names()} (or register one with "
-                         "lightning_saliency.tasks.register_task).")
-    return task
+    return TASKS.get_or_raise(name)

@@ -27,6 +27,11 @@ class Completion(SequenceScoreTask):
                    "elsewhere (as TRL's completion-only batches have), or probe=ProbeSettings(texts=prompts, "
                    "completions=[...]).")
 
+    def check_given_probe(self, texts: bool, completions: bool) -> None:
+        if texts and not completions:
+            raise ValueError(f"task={self.name!r} with probe.texts needs probe.completions=[...]: the completion of "
+                             "each prompt is what is scored.")
+
     def scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Teacher forcing: the token at position t is predicted by the logits at t - 1.
         return logits[:, :-1], labels[:, 1:]

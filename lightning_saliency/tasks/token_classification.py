@@ -32,6 +32,11 @@ class TokenClassification(Task):
     target_keys = ("span_mask",)
     erasure_faithfulness = False  # removal would also remove the span itself: ERASER does not apply
 
+    def check_given_probe(self, texts: bool, completions: bool) -> None:
+        if texts:
+            raise ValueError(f"task={self.name!r} takes its rows (entity spans) from the validation data's tag "
+                             "labels: leave probe.texts unset.")
+
     def head(self, logits: torch.Tensor, last_positions: torch.Tensor,
              targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         self.expect_dims(logits, 3, self.name, "a token classifier's logits are (batch, seq, tags).")

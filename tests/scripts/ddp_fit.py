@@ -119,7 +119,7 @@ def recheck_in_one_process(out, monitor, module, tokenizer):
     from lightning_saliency.monitor.evidence.causal import CausalSettings, confirm_suspects
     from lightning_saliency.monitor.evidence.tracker import order_from
     from lightning_saliency.monitor.probe import probe_from_dataloader
-    from lightning_saliency.monitor.recording import RunRecord
+    from lightning_saliency.schema.records import RunRecord
     from lightning_saliency.monitor.model_access import ModelAccess
 
     record = RunRecord.from_json(monitor.history[-1])

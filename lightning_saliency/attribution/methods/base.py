@@ -12,10 +12,12 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
+from lightning_saliency.registry import Registry
+
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.results import MethodAttribution
 
-REGISTRY: dict[str, "AttributionMethod"] = {}
+REGISTRY: "Registry[AttributionMethod]" = Registry("attribution method", "register one with lightning_saliency.attribution.register")
 
 
 def reduce_gradient(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -77,11 +79,12 @@ class AttributionMethod(ABC):
 
 
 def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
-    """Class decorator: make the method available to :func:`attribute` under ``cls.name``."""
-    if cls.name in REGISTRY:
-        raise ValueError(f"An attribution method named {cls.name!r} is already registered.")
-    REGISTRY[cls.name] = cls()
-    return cls
+    """Class decorator: make the method available to :func:`attribute` under ``cls.name``.
+
+    Raises:
+        ValueError: a method of that name is already registered.
+    """
+    return REGISTRY.register(cls)
 
 
 def is_signed(name: str, config: Any) -> bool:
