@@ -19,25 +19,23 @@ from typing import Any, Callable, Optional, Sequence
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.context import DEFAULT_MAX_TOKENS
 from lightning_saliency.monitor.analysis import REFERENCE_LABEL, AnalysisSettings, analyse
-from lightning_saliency.monitor.budget import ComputeBudget, Plan
+from lightning_saliency.monitor.budget import Plan
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.artifacts import training_artifacts, with_class_indices
-from lightning_saliency.monitor.evidence.causal import (
-    AnswerClasses, CausalSettings, answer_probabilities, causal_scalars,
-)
+from lightning_saliency.monitor.evidence.causal import answer_probabilities, causal_scalars
 from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
+from lightning_saliency.monitor.planning import RunPlanner
+from lightning_saliency.monitor.probing import ProbeLifecycle
 from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.publishing import Publisher
 from lightning_saliency.monitor.recording import build_record
 from lightning_saliency.schema.records import RunRecord, SkippedExample
 from lightning_saliency.monitor.runner import (
-    ModelDiverged, PassSettings, no_progress, predicted_tags, row_progress, run_model_passes,
+    ModelDiverged, PassSettings, no_progress, row_progress, run_model_passes,
 )
-from lightning_saliency.monitor.sampling import sample_confirmation, sample_probe, warn_small_probe
 from lightning_saliency.monitor.messages import RunOutcome, RunOutputs, RunRequest
-from lightning_saliency.monitor.task_probes import TAG_LABELS, NoEntities, entity_rows
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
 
@@ -57,21 +55,6 @@ def _first_examples(sample: Callable[[], ProbeSet], count: int) -> Callable[[], 
     return first
 
 
-def class_names(settings: MonitorSettings, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
-    """The records' class names: ``output.label_names``, else the task's (a causal LM's decoded
-    vocabulary), else the model config's ``id2label``."""
-    if settings.output.label_names is not None:
-        return settings.output.label_names
-    return get_task(settings.task).class_names(tokenizer, configured)
-
-
-def _budget(settings: MonitorSettings, examples: int, steps: int, carry: bool = False) -> Optional[ComputeBudget]:
-    if settings.budget is None:
-        return None
-    return ComputeBudget(settings.budget, examples, steps, min_examples=2,
-                         min_steps=settings.attribution.min_steps if settings.adaptive else min(9, steps), carry=carry)
-
-
 class MonitorEngine:
     """Runs and remembers the monitor's attribution runs.
 
@@ -84,22 +67,14 @@ class MonitorEngine:
     def __init__(self, settings: MonitorSettings, run_id: str) -> None:
         self.settings = settings
         self.run_id = run_id
-        self.budget = _budget(settings, settings.num_examples, settings.steps)
-        # Step runs cost no IG steps: their own budget plans only how many examples fit, and they
-        # share one account, so that together they stay within the fraction of training time.
-        self.step_budget = _budget(settings, settings.num_examples, settings.steps, carry=True)
+        self.planner = RunPlanner(settings)
         self.evidence = EvidenceTracker()
         self.history: list[dict[str, Any]] = []
         self.completed: set[str] = set()
-        self.probe_indices: Optional[list[int]] = None
+        self.probing = ProbeLifecycle(settings)
         self.reference: Optional[RunRecord] = None
         self.previous: Optional[RunRecord] = None
         self.previous_epoch: Optional[RunRecord] = None
-        self.access: Optional[ModelAccess] = None
-        self.max_length = 512
-        self.label_names: Optional[Sequence[str]] = settings.output.label_names
-        self.probe: Optional[ProbeSet] = None
-        self.confirmation: Optional[ProbeSet] = None
         self.publisher: Optional[Publisher] = None
         self._reported_errors: set[str] = set()
 
@@ -107,36 +82,30 @@ class MonitorEngine:
     def connect(self, access: ModelAccess, max_length: int, configured_names: Optional[Sequence[str]],
                 rank: int = 0) -> None:
         """Fix how the live model is called (at the adapter's setup)."""
-        self.access, self.max_length = access, max_length
-        self.label_names = class_names(self.settings, access.tokenizer, configured_names)
-        if rank == 0:
-            warn_small_probe(self.settings)
+        self.probing.connect(access, max_length, configured_names, rank)
+
+    @property
+    def probe(self) -> Optional[ProbeSet]:
+        """The fixed probe set, once sampled."""
+        return self.probing.probe
 
     def sample(self, validation: Any, rank: int = 0) -> ProbeSet:
         """The fixed probe set, sampled on first use (the stored indices after a resume). Adapters
         call it at setup to fail early on batches it cannot read."""
-        if self.probe is None:
-            self.probe = sample_probe(self.settings, self.access, validation, self.max_length, self.probe_indices,
-                                      speak=rank == 0, class_names=self.label_names)
-            self.probe_indices = list(dict.fromkeys(self.probe.indices))
+        probe, new = self.probing.sample(validation, rank)
+        if new:
             self._index_artifacts()
-        return self.probe
-
-    def _confirmation_set(self, validation: Any, rank: int) -> ProbeSet:
-        if self.confirmation is None:
-            self.confirmation = sample_confirmation(self.settings, self.access, validation, self.sample(validation, rank),
-                                                    self.max_length, speak=rank == 0)
-        return self.confirmation
+        return probe
 
     def observe_training_set(self, dataset: Any, collate_fn: Optional[Callable[[list], Any]],
                              columns: Optional[Sequence[str]] = None) -> None:
         """The training set's artifact table (at fit start, on rank zero: no collective), when the
         task has one text and one class per example. ``columns``: the item keys the collate takes."""
-        s, task = self.settings, get_task(self.settings.task)
+        s, task, access = self.settings, get_task(self.settings.task), self.probing.access
         if s.evidence.artifact_examples and dataset is not None and task.text_label_evidence:
-            self.evidence.artifacts = training_artifacts(dataset, collate_fn, self.access, s, columns)
+            self.evidence.artifacts = training_artifacts(dataset, collate_fn, access, s, columns)
         elif s.evidence.artifact_examples and dataset is not None and task.answer_classes:
-            self.evidence.artifacts = training_artifacts(dataset, collate_fn, self.access, s, columns,
+            self.evidence.artifacts = training_artifacts(dataset, collate_fn, access, s, columns,
                                                          answers_aligned=task.targets_aligned)
         self._index_artifacts()
 
@@ -150,8 +119,7 @@ class MonitorEngine:
     def needs_validation(self) -> bool:
         """Whether the next run may sample from the validation loader (the probe set or the causal
         checks' slice are not sampled yet), so an adapter builds a loader only then."""
-        wants_checks = self.settings.evidence.confirm_examples > 0 and self.settings.probe.texts is None
-        return self.probe is None or (wants_checks and self.confirmation is None)
+        return self.probing.needs_validation()
 
     def should_run(self, label: str) -> bool:
         """Whether run ``label`` is still to be done (a resumed fit does not repeat runs); the
@@ -167,36 +135,6 @@ class MonitorEngine:
         if self.publisher is not None:
             self.publisher.flush()
 
-    # ---------------------------------------------------------------------------------- planning
-    def budget_for(self, step_run: bool) -> Optional[ComputeBudget]:
-        """The compute budget that plans (and learns the cost of) this kind of run."""
-        return self.step_budget if step_run else self.budget
-
-    def plan(self, label: str, epoch_seconds: Optional[float], step_run: bool = False) -> Plan:
-        budget = self.budget_for(step_run)
-        if budget is None:
-            return Plan(self.settings.num_examples, self.settings.attribution.n_steps)
-        return budget.full() if label == REFERENCE_LABEL else budget.plan(epoch_seconds)
-
-    def methods_for(self, request: RunRequest) -> tuple[str, ...]:
-        """A step run's methods, else the configured ones; the reference run also covers the step
-        runs' methods, so that they have a ``start`` to be compared with."""
-        s = self.settings
-        if request.step_run:
-            return s.schedule.step_methods
-        if request.label == REFERENCE_LABEL:
-            return s.methods + tuple(m for m in s.step_run_methods() if m not in s.methods)
-        return s.methods
-
-    def run_config(self, plan: Plan, token_budget: int) -> AttributionConfig:
-        """The attribution options of one run: the token budget and, under a compute budget, the steps."""
-        changes: dict[str, Any] = {}
-        if self.settings.attribution.max_tokens is None:
-            changes["max_tokens"] = max(int(token_budget), 1)
-        if self.budget is not None:
-            changes["max_steps" if self.settings.adaptive else "n_steps"] = plan.steps
-        return replace(self.settings.attribution, **changes)
-
     # ---------------------------------------------------------------------------------- one run
     def run(self, request: RunRequest, outputs: Optional[RunOutputs]) -> Optional[RunRecord]:
         """Plan, attribute (sharded), analyse, check the suspects causally (sharded) and publish one
@@ -204,8 +142,9 @@ class MonitorEngine:
         broadcast (the plan), one gather (a shard, nothing, or its error), one broadcast (the
         suspects), and the causal checks' two gathers when there are suspects."""
         started = time.perf_counter()
-        ranks = Ranks(request.rank, request.world_size, in_step=self.access.lockstep is not None)
-        plan = ranks.agree(self.plan(request.label, request.epoch_seconds, request.step_run))
+        access = self.probing.access
+        ranks = Ranks(request.rank, request.world_size, in_step=access.lockstep is not None)
+        plan = ranks.agree(self.planner.plan(request.label, request.epoch_seconds, request.step_run))
         s = self.settings
 
         def prepared() -> tuple[ProbeSet, AttributionConfig]:
@@ -215,33 +154,32 @@ class MonitorEngine:
                 kept_set = set(kept)  # (all rows of each kept example: a span probe has one per span)
                 examples = examples.select([r for r, index in enumerate(examples.indices) if index in kept_set])
             default_tokens = s.attribution.max_tokens or DEFAULT_MAX_TOKENS  # no batch seen, no loader
-            config = self.run_config(plan, request.token_budget(examples, default_tokens))
-            if TAG_LABELS in examples.inputs:  # a token classifier's rows: this run's entity spans
-                examples = self._entity_rows(examples, config, request.label, request.rank)
-            return examples, config
+            config = self.planner.run_config(plan, request.token_budget(examples, default_tokens))
+            return self.probing.rows(examples, config, request.label, request.rank), config
 
         examples, config = ranks.attempt(prepared) or (None, s.attribution)
         progress = row_progress if request.show_progress and not request.step_run else no_progress
         passes = run_model_passes(
-            self.access, examples, PassSettings(self.methods_for(request), config, s.target, s.task,
+            access, examples, PassSettings(self.planner.methods_for(request), config, s.target, s.task,
                                                 s.evidence.faithfulness and not request.step_run
                                                 and get_task(s.task).erasure_faithfulness, s.attribution.seed),
-            ranks, progress, f"Saliency [{request.label}]", self.max_length,
+            ranks, progress, f"Saliency [{request.label}]", self.probing.max_length,
         )
         self.completed.add(request.label)
         answered = None
         if examples is not None and examples.answers is not None:  # every rank: the answers' passes are sharded
-            answered = answer_probabilities(self.access, examples, config, s.task, self._answer_classes(examples), ranks)
+            answered = answer_probabilities(access, examples, config, s.task, self.probing.answer_classes(examples),
+                                            ranks)
         record = (ranks.attempt(self._analysed, request, passes, examples, config, plan, answered)
                   if passes is not None else None)
         checked = time.perf_counter()
         confirmation = None
-        if s.evidence.confirm_examples and self._text_label_evidence():
-            confirmation = lambda: self._confirmation_set(request.validation, request.rank)  # noqa: E731
+        if s.evidence.confirm_examples and self.probing.text_label_evidence():
+            confirmation = lambda: self.probing.confirmation_set(request.validation, request.rank)  # noqa: E731
             if request.step_run:
                 confirmation = _first_examples(confirmation, STEP_RUN_CONFIRM_EXAMPLES)
         checks, causal_error = self.evidence.run(
-            record, self.access, confirmation, examples, self._causal_settings(config), request.label,
+            record, access, confirmation, examples, self.probing.causal_settings(config), request.label,
             request.global_step, ranks, lambda rows: None, recheck_confirmed=not request.step_run)
         if record is None:  # not rank zero
             return None
@@ -260,22 +198,8 @@ class MonitorEngine:
             self.previous_epoch = record
         self.previous = record
         self._remember(data)
-        self._observe_cost(record, passes.attributions, len(examples), request.step_run)
+        self.planner.observe(record, passes.attributions, len(examples), request.step_run)
         return record
-
-    def _entity_rows(self, examples: ProbeSet, config: AttributionConfig, label: str, rank: int) -> ProbeSet:
-        """The spans a token classifier's run attributes (``probe.entity_spans``). When the model
-        predicts no entity at all (early in training), the labelled ones, said once per run."""
-        if self.settings.probe.entity_spans == "labelled":
-            return entity_rows(examples, self.label_names)
-        predicted = predicted_tags(self.access, examples, config.max_tokens or DEFAULT_MAX_TOKENS, (TAG_LABELS,))
-        try:
-            return entity_rows(examples, self.label_names, predicted)
-        except NoEntities:
-            if rank == 0:
-                warn(f"SaliencyMonitor: at run {label!r} the model predicts no entity in the probe examples; their "
-                     "labelled entities are attributed instead.")
-            return entity_rows(examples, self.label_names)
 
     def _publisher(self, outputs: Optional[RunOutputs]) -> Publisher:
         if outputs is None:
@@ -289,13 +213,12 @@ class MonitorEngine:
     def _analysed(self, request: RunRequest, passes: Any, examples: ProbeSet, config: AttributionConfig,
                   plan: Plan, answered: Optional[Any] = None) -> RunRecord:
         s = self.settings
-        budget_used = self.budget_for(request.step_run)
-        budget = None if budget_used is None else {"fraction": budget_used.fraction, **plan.as_dict()}
+        budget = self.planner.recorded(plan, request.step_run)
         skipped = [SkippedExample(examples.indices[row], reason) for row, reason in passes.skipped]
         record = build_record(
             label=request.label, stage=request.stage, epoch=request.epoch, global_step=request.global_step,
             settings=s.record_settings(config, budget), probe=examples.select(passes.rows), result=passes.attributions,
-            label_names=self.label_names, skipped=skipped, run_id=self.run_id, step_run=request.step_run,
+            label_names=self.probing.label_names, skipped=skipped, run_id=self.run_id, step_run=request.step_run,
             answer_probabilities=None if answered is None else answered[passes.rows],
         )
         analysed = time.perf_counter()
@@ -304,33 +227,6 @@ class MonitorEngine:
         metrics = analyse(record, previous, self.reference, AnalysisSettings(s.output.top_k, s.shortcut),
                           passes.faithfulness, self.evidence.artifacts)
         return replace(record, metrics=metrics, timings={**passes.seconds, "analysis": time.perf_counter() - analysed})
-
-    def _text_label_evidence(self) -> bool:
-        """Whether the causal checks apply: one text and one class per example, or a completion's
-        or target's few answers as classes (the model's answer is the likeliest of them)."""
-        return get_task(self.settings.task).text_label_evidence or (self.probe is not None
-                                                                   and self.probe.answers is not None)
-
-    def _answer_classes(self, probe: ProbeSet) -> AnswerClasses:
-        return AnswerClasses(tuple(probe.answers), get_task(self.settings.task).targets_aligned)
-
-    def _causal_settings(self, config: AttributionConfig) -> CausalSettings:
-        s, probe = self.settings, self.probe
-        if probe is not None and probe.answers is not None:
-            return CausalSettings(config, s.task, s.probe.seed, self.max_length, probe.label_names,
-                                  self._answer_classes(probe), s.evidence.min_effect)
-        return CausalSettings(config, s.task, s.probe.seed, self.max_length, self.label_names,
-                              min_effect=s.evidence.min_effect)
-
-    def _observe_cost(self, record: RunRecord, attributions: Any, examples: int, step_run: bool) -> None:
-        budget = self.budget_for(step_run)
-        if budget is None:
-            return
-        ig = attributions.methods.get("integrated_gradients")
-        budget.observe(
-            seconds=record.seconds, ig_seconds=attributions.timings.get("integrated_gradients", 0.0),
-            examples=examples, mean_steps=float(ig.steps.float().mean()) if ig is not None else 0.0,
-        )
 
     def attempt(self, request: RunRequest, outputs: Optional[RunOutputs] = None) -> RunOutcome:
         """:meth:`run`, guarded: with ``on_error='warn'`` a failed run never costs the training run.
@@ -384,19 +280,17 @@ class MonitorEngine:
     def state_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
-            "probe_indices": self.probe_indices,
+            "probe_indices": self.probing.indices,
             "reference": None if self.reference is None else self.reference.to_json(),
             "previous": None if self.previous is None else self.previous.to_json(),
             "previous_epoch": None if self.previous_epoch is None else self.previous_epoch.to_json(),
             "completed": sorted(self.completed),
-            "budget_costs": None if self.budget is None else [self.budget.seconds_per_step,
-                                                              self.budget.seconds_per_example],
+            "budget_costs": self.planner.state_dict(),
             "timeline": self.evidence.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.probe_indices = state.get("probe_indices")
-        self.probe = self.confirmation = None  # sampled again from the stored indices
+        self.probing.forget(state.get("probe_indices"))  # sampled again from the stored indices
         self.run_id = state.get("run_id") or self.run_id
         self.reference = RunRecord.from_json(state["reference"]) if state.get("reference") else None
         self.previous = RunRecord.from_json(state["previous"]) if state.get("previous") else None
@@ -407,7 +301,5 @@ class MonitorEngine:
         self.history.clear()
         if self.previous is not None:
             self.history.append(self.previous.to_json())
-        costs = state.get("budget_costs")
-        if self.budget is not None and costs is not None:  # plan the first run after resuming from the last one
-            self.budget.seconds_per_step, self.budget.seconds_per_example = costs
+        self.planner.load_state_dict(state.get("budget_costs"))
 
