@@ -44,6 +44,12 @@ def order_from(record: Any) -> _Order:
     return _Order(tuple(candidates.values()), tuple(suspected), tuple(sorted(words)))
 
 
+# A suspect checked without being confirmed is checked again at the next runs, whether or not they
+# raise it again, this many times at most: a cheap step run attributes few examples (under a budget,
+# 2 while a check's cost is paid back), too few to raise it, yet the model may be learning it.
+WATCHED_CHECKS = 8
+
+
 class EvidenceTracker:
     """Causal checks, the suspects' timeline and the training-set artifact table of one fit.
 
@@ -57,6 +63,9 @@ class EvidenceTracker:
         self.timeline: dict[str, SuspectTimeline] = {}
         self.confirmed: list[str] = []
         self.artifacts: Optional[ArtifactTable] = None
+        # Suspects checked but not confirmed, with the checks left to them (the same on every rank:
+        # updated from the gathered checks alone).
+        self._watched: dict[str, tuple[CausalCandidate, int]] = {}
 
     def run(
         self,
@@ -80,21 +89,38 @@ class EvidenceTracker:
         the checks and, when they could not run, why."""
         order = ranks.agree(order_from(record) if ranks.is_zero and record is not None else _Order())
         checks, error = [], None
-        candidates = order.candidates
+        raised = {c.token for c in order.candidates}
+        candidates = order.candidates + tuple(c for token, (c, _) in self._watched.items() if token not in raised)
         if not recheck_confirmed:  # the timeline is the same on every rank: every rank drops the same
             candidates = tuple(c for c in candidates
                                if c.token not in self.timeline or self.timeline[c.token].confirmed_run is None)
         if settings is not None and examples is not None and candidates:
+            watched_words = {m for c in candidates for m in c.members}
+            vocabulary = [w for w in order.vocabulary if w not in watched_words]
             try:
                 # The checks' own failures stay theirs: a fresh failure state, so that the run's
                 # attributions stand without their evidence on every rank alike.
-                checks = confirm_suspects(access, examples, probe, candidates, order.vocabulary, settings,
+                checks = confirm_suspects(access, examples, probe, candidates, vocabulary, settings,
                                           Ranks(ranks.rank, ranks.world_size, in_step=ranks.in_step), advance)
             except Exception as failure:  # the run's attributions stand without their evidence
                 error = f"{type(failure).__name__}: {failure}"
+        self._watch(candidates, checks)
         self.confirmed = [c.token for c in checks if c.confirmed]
         update_timeline(self.timeline, label, step, order.suspected, self.confirmed)
         return checks, error
+
+    def _watch(self, candidates: tuple[CausalCandidate, ...], checks: list[CausalCheck]) -> None:
+        """Keep watching the checked suspects that were not confirmed, each for its checks left."""
+        by_token = {c.token: c for c in candidates}
+        for check in checks:
+            if check.confirmed:
+                self._watched.pop(check.token, None)
+            elif check.token in by_token:
+                left = self._watched.get(check.token, (None, WATCHED_CHECKS))[1] - 1
+                if left > 0:
+                    self._watched[check.token] = (by_token[check.token], left)
+                else:
+                    self._watched.pop(check.token, None)
 
     def state_dict(self) -> list[dict]:
         return [asdict(t) for t in self.timeline.values()]
