@@ -78,7 +78,8 @@ class SaliencyMonitor(MonitorAdapter, Callback):
         ValueError: at construction for an unknown method, task, option or threshold; at ``setup`` for
             validation batches it cannot read (naming ``input_keys=`` for tuples), no
             tokenizer, no embedding layer, a vocabulary larger than the embedding table, no
-            validation data, no way to call the model, or a strategy that shards parameters.
+            validation data, no way to call the model, or a strategy whose sharding it cannot follow
+            (tensor parallelism, FSDP1, DeepSpeed; FSDP2 through ``ModelParallelStrategy`` works).
 
     Example::
 
