@@ -136,3 +136,17 @@ def test_the_shift_rank_test_equals_scipy_mann_whitney_with_ties(seed):
     assert ours.auc == pytest.approx(reference.statistic / (30 * 90))
     assert rank_comparison([], control).z == 0.0 and rank_comparison([0.1] * 3, [0.1] * 5).auc == 0.5
     assert SHIFT_Z == pytest.approx(2.772, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_average_ranks_equal_scipy_rankdata_with_ties(seed):
+    """The runtime ranks with numpy alone (no scipy in the install); scipy is the reference."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from lightning_saliency.monitor.metrics.rank_test import average_ranks
+
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        values = rng.integers(0, 6, size=int(rng.integers(1, 40))).astype(float)  # small range: many ties
+        assert np.allclose(average_ranks(values), rankdata(values))
