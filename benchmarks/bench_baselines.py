@@ -4,7 +4,8 @@ near the prior, so that F(x) - F(x') is what the input adds and IG's scores expl
 For each baseline token (``pad``, ``mask``, ``unk``; ``zero`` is the zero embedding) this prints,
 over validation reviews: the mean |log-odds| of the baseline's own prediction (0: neutral), the
 share of examples whose baseline predicts the same class as the input, and the share flagged "the
-baseline is not neutral here" (F(x) - F(x') under 20% of the prediction's log-odds margin), on
+baseline is not neutral here" (F(x) - F(x') under 20% of the prediction's log-odds margin:
+``schema.records.not_neutral_share``, the flag the images and the report draw), on
 the demo's trained tiny BERT and on MiniLM fine-tuned for 40 steps on the drug reviews.
 
     python benchmarks/bench_baselines.py             # about 2 minutes on 2 CPU cores
@@ -23,7 +24,7 @@ import torch  # noqa: E402
 
 from lightning_saliency import attribute  # noqa: E402
 from lightning_saliency.demo import Shortcut, TextClassifier, TextDataModule, build_demo, make_corpus, offline  # noqa: E402
-from lightning_saliency.schema.records import NEUTRAL_SHARE  # noqa: E402
+from lightning_saliency.schema.records import not_neutral_share  # noqa: E402
 
 BASELINES = ("pad", "mask", "unk", "zero")
 
@@ -60,10 +61,9 @@ def measure(name: str, model, tokenizer, texts) -> None:
         probabilities = logits.softmax(-1)
         log_odds = (probabilities.max(-1).values / (1 - probabilities.max(-1).values).clamp_min(1e-9)).log()
         same = (logits.argmax(-1) == result.predicted).float().mean()
-        change = (result.target_score - result.baseline_score).abs()
-        p = result.probability.clamp(max=1 - 1e-6)
-        margin = (p / (1 - p)).log()
-        flagged = ((p > 0.5) & (change < NEUTRAL_SHARE * margin)).float().mean()
+        ig = result["integrated_gradients"]  # the flag the images and the report draw, per example
+        flagged = sum(not_neutral_share(ig.scores[i].tolist(), float(ig.delta[i]), float(result.probability[i]))
+                      is not None for i in range(len(texts))) / len(texts)
         print(f"{baseline:>8} {float(log_odds.mean()):>32.2f} {float(same):>33.0%} {float(flagged):>20.0%}")
 
 

@@ -101,7 +101,6 @@ def register_sink(logger_class: str) -> Callable[[Callable[[Any], Any]], Callabl
 
     Example:
         >>> from lightning_saliency.monitor.sinks import NullSink
-from lightning_saliency.registry import Registry
         >>> @register_sink("MyLogger")
         ... class Alerts(NullSink):
         ...     def __init__(self, logger): self.said = []

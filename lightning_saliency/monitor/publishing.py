@@ -15,9 +15,8 @@ from lightning_saliency.presentation import render, verdicts
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
-from lightning_saliency.schema.records import ExampleRecord, RunRecord, write_json
-from lightning_saliency.schema.records import (NEUTRAL_SHARE, UNCONVERGED, completeness_error, explained_share,
-                                               unconverged_limit)
+from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error,
+                                               not_neutral_share, unconverged_limit, write_json)
 from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink
 from lightning_saliency.monitor.worker import BackgroundWorker
 
@@ -232,9 +231,8 @@ class Publisher:
             rise = ("and rising since the start" if compared
                     else "(no start run to compare with, so no rise is claimed)")
             at_chance, accuracy, majority = verdicts.chance_of(record)
-            learned = (f" The model has not learned yet (probe accuracy {accuracy:.2f}, majority class "
-                       f"{majority:.2f}): a suspect at chance is a hint to watch, not a shortcut it relies on."
-                       if at_chance else "")
+            learned = (f" {verdicts.not_learned(accuracy, majority)}: a suspect at chance is a hint to watch, not a "
+                       "shortcut it relies on." if at_chance else "")
             self.warn(
                 f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
                 f"probe examples that contain them {rise}.{learned} See {self._alert_location(directory)}."
@@ -275,8 +273,8 @@ def heatmap_row(example: ExampleRecord, method: str, number: int, limit: float =
     error = completeness_error(scores, delta)
     warning = (f"not converged: |delta| is {error:.0%} of F(x) - F(x')" if error is not None and error > limit
                else None)
-    share = explained_share(scores, delta, example.probability)
-    if share is not None and share < NEUTRAL_SHARE:  # drawn uncoloured: the scores explain next to nothing
+    share = not_neutral_share(scores, delta, example.probability)
+    if share is not None:  # drawn uncoloured: the scores explain next to nothing
         warning = f"baseline not neutral: IG has little to explain (F(x) - F(x') is {share:.0%} of the margin)"
         scores = [0.0] * len(scores)
     return render.HeatmapRow(example.tokens, scores, caption, warning)
@@ -337,8 +335,9 @@ def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -
         return text
     metrics = record.metrics
     if metrics.causal:
+        chance = verdicts.chance_of(record)
         text += "\n\n**Causal checks** (95% Wilson intervals):\n\n" + "\n".join(
-            f"- {render.escape_markdown(verdicts.verdict(c, *verdicts.chance_of(record)))}" for c in metrics.causal)
+            f"- {render.escape_markdown(verdicts.verdict(c, *chance))}" for c in metrics.causal)
         text += "\n\n" + render.markdown_table(*causal_table(metrics), escape=True)
     elif metrics.causal_error:
         text += f"\n\nThe causal checks could not run: {render.escape_markdown(metrics.causal_error)}"

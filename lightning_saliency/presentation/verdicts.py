@@ -51,24 +51,21 @@ def _interval(test: FlipTest) -> str:
     return f"{test.rate:.0%} ({test.low:.0%}-{test.high:.0%}) of {test.trials}" if test.trials else "none tested"
 
 
-def _move(shift: ShiftTest, removal: bool) -> str:
-    """The suspect's class-probability change as the drop or rise it is. The stored mean is signed
-    toward reliance (a drop on removal, a rise on insertion), so the direction is read back here."""
-    change = -shift.mean if removal else shift.mean
-    return f"{'lowers' if change < 0 else 'raises'} P({{cls}}) by {abs(change):.3f}"
-
-
-def _control_move(shift: ShiftTest, removal: bool) -> str:
-    change = -shift.control_mean if removal else shift.control_mean
-    return f"{change:+.3f}"
-
-
 def _shift_clause(shift: ShiftTest, removal: bool, cls: str) -> Optional[str]:
-    if not shift.trials or not shift.control_trials:
+    """The suspect's class-probability change as the drop or rise it is, against random words'."""
+    change, control = signed_change(shift, removal), signed_control_change(shift, removal)
+    if change is None or control is None:
         return None
     edit = "removing" if removal else "inserting"
-    return (f"{edit} it {_move(shift, removal).format(cls=cls)} on average over {shift.trials} examples "
-            f"(random words: {_control_move(shift, removal)}; z {shift.z:.1f})")
+    return (f"{edit} it {'lowers' if change < 0 else 'raises'} P({cls}) by {abs(change):.3f} on average over "
+            f"{shift.trials} examples (random words: {control:+.3f}; z {shift.z:.1f})")
+
+
+def not_learned(accuracy: Optional[float], majority: Optional[float]) -> str:
+    """The words for a model at chance, with its probe accuracy and the majority class's rate."""
+    scores = (f" (probe accuracy {accuracy:.2f}, majority class {majority:.2f})"
+              if accuracy is not None and majority is not None else "")
+    return f"The model has not learned yet{scores}"
 
 
 def headline(check: CausalCheck, at_chance: bool = False, accuracy: Optional[float] = None,
@@ -112,9 +109,7 @@ def headline(check: CausalCheck, at_chance: bool = False, accuracy: Optional[flo
         text = (f"{word} is suspected, not confirmed: no validation example could be edited (none contains it, and "
                 f"none is predicted as another class than {cls}).")
     if at_chance:
-        scores = (f" (probe accuracy {accuracy:.2f}, majority class {majority:.2f})"
-                  if accuracy is not None and majority is not None else "")
-        text = f"The model has not learned yet{scores}: {text}"
+        text = f"{not_learned(accuracy, majority)}: {text}"
     return text
 
 
@@ -146,14 +141,15 @@ def verdict(check: CausalCheck, at_chance: bool = False, accuracy: Optional[floa
 
 
 def signed_change(shift: ShiftTest, removal: bool) -> Optional[float]:
-    """The suspect's mean class-probability change as it happened (negative: a drop), for tables."""
+    """The suspect's mean class-probability change as it happened (negative: a drop). The stored
+    mean is signed toward reliance (a drop on removal, a rise on insertion), so it is read back here."""
     if not shift.trials or shift.mean is None:
         return None
     return -shift.mean if removal else shift.mean
 
 
 def signed_control_change(shift: ShiftTest, removal: bool) -> Optional[float]:
-    """The random words' mean class-probability change as it happened, for tables."""
+    """The random words' mean class-probability change as it happened."""
     if not shift.control_trials or shift.control_mean is None:
         return None
     return -shift.control_mean if removal else shift.control_mean

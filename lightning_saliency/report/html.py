@@ -19,7 +19,7 @@ from matplotlib.colors import to_hex
 
 from lightning_saliency.presentation import verdicts
 from lightning_saliency.presentation.tables import evidence_tables
-from lightning_saliency.schema.records import NEUTRAL_SHARE, ExampleRecord, RunRecord, explained_share
+from lightning_saliency.schema.records import ExampleRecord, RunRecord, not_neutral_share
 from lightning_saliency.schema.words import word_scores
 from lightning_saliency.presentation.render import ATTRIBUTION_CMAP, line_scale, run_scale
 from lightning_saliency.report.charts import line_chart
@@ -218,8 +218,8 @@ def _epoch_view(record: RunRecord, example: Optional[ExampleRecord], methods: Se
             extra = (f' <span class="delta">max ±{line_scale(scores, special):.2g} '
                      f'of the run\'s ±{shared:.2g}</span>')
             extra += "" if delta is None else f' <span class="delta">delta {delta:+.1e}</span>'
-            share = explained_share(scores, delta, example.probability)
-            coloured = share is None or share >= NEUTRAL_SHARE  # else not coloured as an explanation
+            share = not_neutral_share(scores, delta, example.probability)
+            coloured = share is None  # else not coloured as an explanation
             if not coloured:
                 extra += (f' <span class="note">the baseline is not neutral here: IG has little to explain '
                           f'(F(x) - F(x\') is {share:.0%} of the prediction\'s margin)</span>')

@@ -67,6 +67,13 @@ def explained_share(scores: Sequence[float], delta: Optional[float], probability
     return abs(math.fsum(scores) - delta) / margin if margin > 0 else None
 
 
+def not_neutral_share(scores: Sequence[float], delta: Optional[float], probability: Optional[float]) -> Optional[float]:
+    """:func:`explained_share` when it is under :data:`NEUTRAL_SHARE` (the baseline is not neutral:
+    draw the scores uncoloured and say why), else ``None``."""
+    share = explained_share(scores, delta, probability)
+    return share if share is not None and share < NEUTRAL_SHARE else None
+
+
 def unconverged_limit(settings: dict[str, Any]) -> float:
     """The completeness error above which a record's IG examples are flagged: the run's tolerance
     (adaptive IG) when it is larger than :data:`UNCONVERGED`."""

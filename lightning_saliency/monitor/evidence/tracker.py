@@ -95,8 +95,9 @@ class EvidenceTracker:
             candidates = tuple(c for c in candidates
                                if c.token not in self.timeline or self.timeline[c.token].confirmed_run is None)
         if settings is not None and examples is not None and candidates:
-            watched_words = {m for c in candidates for m in c.members}
-            vocabulary = [w for w in order.vocabulary if w not in watched_words]
+            # Control words are drawn from the probe's words, none of any checked suspect's.
+            suspect_words = {m for c in candidates for m in c.members}
+            vocabulary = [w for w in order.vocabulary if w not in suspect_words]
             try:
                 # The checks' own failures stay theirs: a fresh failure state, so that the run's
                 # attributions stand without their evidence on every rank alike.
