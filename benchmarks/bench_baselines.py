@@ -12,7 +12,6 @@ the demo's trained tiny BERT and on MiniLM fine-tuned for 40 steps on the drug r
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 

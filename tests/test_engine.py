@@ -14,7 +14,8 @@ from lightning_saliency.monitor.engine import MonitorEngine
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.probe import probe_from_texts
 from lightning_saliency.presentation import verdicts
-from lightning_saliency.monitor.runner import EMPTY_EXAMPLE, PassSettings, run_model_passes
+from lightning_saliency.monitor.probe import EMPTY_EXAMPLE
+from lightning_saliency.monitor.runner import PassSettings, run_model_passes
 from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings
 from tests.builders import BagOfWords, bag_of_words_access
 

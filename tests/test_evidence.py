@@ -17,7 +17,7 @@ from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.attribution import SpecialTokens
 from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.demo import Shortcut, build_demo, make_corpus
-from lightning_saliency.monitor.evidence.artifacts import association_table, bonferroni_z
+from lightning_saliency.monitor.metrics.artifacts import association_table, bonferroni_z
 from lightning_saliency.monitor.evidence.causal import CausalCheck, flip_test, is_confirmed
 from lightning_saliency.monitor.evidence.edits import ConfirmationView, edit_rng, frequency_matched
 from lightning_saliency.monitor.evidence.timeline import step_run_due, update_timeline

@@ -205,7 +205,7 @@ def test_an_example_longer_than_the_model_is_skipped_with_the_model_length_as_re
 
     from lightning_saliency.attribution import AttributionConfig
     from lightning_saliency.monitor.model_access import hf_forward
-    from lightning_saliency.monitor.probe import ProbeSet
+    from lightning_saliency.probes import ProbeSet
     from lightning_saliency.monitor.model_access import ModelAccess
     from lightning_saliency.monitor.runner import PassSettings, run_model_passes
 

@@ -124,3 +124,12 @@ def test_the_floor_is_checked(bad):
 
     with pytest.raises(ValueError, match="min_effect"):
         EvidenceSettings(min_effect=bad)
+
+
+def test_a_probe_of_one_class_is_never_called_at_chance():
+    from lightning_saliency.presentation.verdicts import is_at_chance
+
+    assert is_at_chance(0.5, 0.5) and is_at_chance(0.4, 0.75)
+    assert not is_at_chance(0.8, 0.5)
+    assert not is_at_chance(1.0, 1.0) and not is_at_chance(0.5, 1.0)  # one class: chance cannot be told
+    assert not is_at_chance(None, 0.5) and not is_at_chance(0.5, None)

@@ -21,7 +21,6 @@ from lightning_saliency.attribution.lockstep import Lockstep
 from lightning_saliency.monitor.distributed import parameters_sharded, world
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.loggers import logger_sinks
 from lightning_saliency.monitor.sinks import LoggerSink, TensorBoardSink
 
@@ -140,11 +139,10 @@ class SaliencyMonitor(MonitorAdapter, Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        step, schedule = trainer.global_step, self.settings.schedule
-        label = f"step_{step:06d}"
         if (batch_idx + 1) % trainer.accumulate_grad_batches and batch_idx + 1 != trainer.num_training_batches:
             return  # inside a gradient accumulation: a step run belongs after the optimizer step
-        if step_run_due(step, schedule.every_n_train_steps, schedule.step_schedule) and self.engine.should_run(label):
+        label = self.engine.due_step_run(trainer.global_step)
+        if label is not None:
             self._run(trainer, label, "fit", trainer.current_epoch, step_run=True)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

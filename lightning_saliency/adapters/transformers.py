@@ -21,7 +21,6 @@ from lightning_saliency.adapters.common import MonitorAdapter
 from lightning_saliency.monitor.distributed import refuse_trainer_sharding
 from lightning_saliency.monitor.messages import RunOutputs, RunRequest
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.sinks import TensorBoardSink
 
 NOT_ATTACHED = (
@@ -104,9 +103,8 @@ class SaliencyTrainerCallback(MonitorAdapter, TrainerCallback):
             self._run(args, state, control, "start", None)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        schedule, label = self.settings.schedule, f"step_{state.global_step:06d}"
-        if (step_run_due(state.global_step, schedule.every_n_train_steps, schedule.step_schedule)
-                and self.engine.should_run(label)):
+        label = self.engine.due_step_run(state.global_step)
+        if label is not None:
             self._run(args, state, control, label, None, step_run=True)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

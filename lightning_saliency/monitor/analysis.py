@@ -6,7 +6,6 @@ earlier records it is compared with, so every rule can be unit-tested on hand-ma
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
@@ -20,7 +19,7 @@ from lightning_saliency.monitor.metrics import (
     find_suspects,
     summarize,
 )
-from lightning_saliency.monitor.evidence.artifacts import ArtifactTable, cross
+from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, cross
 from lightning_saliency.monitor.metrics.shortcut import TrainingAssociation, mean_shares
 from lightning_saliency.schema.records import (
     ClassSummary,
@@ -30,8 +29,10 @@ from lightning_saliency.schema.records import (
     RunMetrics,
     RunRecord,
     ShortcutFindings,
+    scalar_name,
 )
 from lightning_saliency.presentation.render import top_tokens
+from lightning_saliency.presentation.verdicts import is_at_chance
 
 REFERENCE_LABEL = "start"
 TOKEN_TABLE_ROWS = 10
@@ -85,7 +86,7 @@ def analyse(
     if accuracy is not None:
         metrics.scalars["saliency/probe/accuracy"] = accuracy
         metrics.scalars["saliency/probe/majority_rate"] = majority
-        if accuracy <= majority:  # what the suspects say is about a model that has not learned yet
+        if is_at_chance(accuracy, majority):  # what the suspects say is about a model that has not learned yet
             for findings in metrics.shortcut.values():
                 findings.suspects = [replace(s, at_chance=True) for s in findings.suspects]
     return metrics
@@ -172,11 +173,6 @@ def _shortcuts(
     return stats
 
 
-def scalar_name(text: str) -> str:
-    """A class or token name as one segment of a scalar tag."""
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", text).strip("_") or "_"
-
-
 def _per_class(record: RunRecord, view: AttributedExamples, method: str, k: int, metrics: RunMetrics) -> None:
     """Top words and drift against ``start`` per class: a shortcut often belongs to one class."""
     block = metrics.drift.get(method, {}).get("start")
@@ -199,15 +195,4 @@ def _per_class(record: RunRecord, view: AttributedExamples, method: str, k: int,
     metrics.per_class[method] = summaries
 
 
-def faithfulness_summary(fractions, comprehensiveness, sufficiency) -> FaithfulnessSummary:
-    """Means over examples of per-example ``(examples, fractions)`` tables (tensors or lists)."""
-    import torch
-
-    comp, suff = torch.as_tensor(comprehensiveness, dtype=torch.float64), torch.as_tensor(sufficiency, dtype=torch.float64)
-    return FaithfulnessSummary(
-        fractions=list(fractions), comprehensiveness=comp.mean(dim=0).tolist(), sufficiency=suff.mean(dim=0).tolist(),
-        comprehensiveness_aopc=float(comp.mean()), sufficiency_aopc=float(suff.mean()),
-    )
-
-
-__all__ = ["AnalysisSettings", "analyse", "attributed_examples", "drift_block", "faithfulness_summary"]
+__all__ = ["AnalysisSettings", "analyse", "attributed_examples", "drift_block"]

@@ -12,9 +12,14 @@ Examples that hold no template text are left as they are.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 import torch
+
+from lightning_saliency.attribution import SpecialTokens
+from lightning_saliency.attribution.tokens import special_token_mask
+from lightning_saliency.probes import ProbeSet
 
 ROLES = ("system", "user", "assistant")
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: never in real text
@@ -77,3 +82,19 @@ def template_mask(tokenizer: Any, ids: torch.Tensor, attention_mask: torch.Tenso
                 row_roles[k] = current
         roles.append(row_roles)
     return template, roles
+
+
+def with_chat_roles(probe: ProbeSet, tokenizer: Any) -> ProbeSet:
+    """``probe`` with its chat template's tokens marked special (``special_tokens_mask``, which
+    attribution honours) and each token's turn in ``roles``; unchanged without a chat template
+    or when no example holds the template's text."""
+    pieces = template_pieces(tokenizer)
+    if not pieces:
+        return probe
+    ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"]
+    template, roles = template_mask(tokenizer, ids, mask, pieces)
+    if not bool(template.any()):
+        return probe
+    special = special_token_mask(ids, SpecialTokens.from_tokenizer(tokenizer)) | template
+    inputs = {**probe.inputs, "special_tokens_mask": special.long()}
+    return replace(probe, inputs=inputs, roles=roles)

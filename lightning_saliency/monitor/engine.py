@@ -23,12 +23,13 @@ from lightning_saliency.monitor.budget import Plan
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.artifacts import training_artifacts, with_class_indices
 from lightning_saliency.monitor.evidence.causal import answer_probabilities, causal_scalars
+from lightning_saliency.monitor.evidence.timeline import step_run_due
 from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.planning import RunPlanner
 from lightning_saliency.monitor.probing import ProbeLifecycle
-from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.probes import ProbeSet
 from lightning_saliency.monitor.publishing import Publisher
 from lightning_saliency.monitor.recording import build_record
 from lightning_saliency.schema.records import RunRecord, SkippedExample
@@ -125,6 +126,13 @@ class MonitorEngine:
         """Whether run ``label`` is still to be done (a resumed fit does not repeat runs); the
         same answer on every rank."""
         return label not in self.completed
+
+    def due_step_run(self, step: int) -> Optional[str]:
+        """The label of the step run due after optimizer step ``step`` (``schedule.every_n_train_steps``
+        and ``step_schedule``), or ``None`` when none is due or it is done already."""
+        schedule, label = self.settings.schedule, f"step_{step:06d}"
+        due = step_run_due(step, schedule.every_n_train_steps, schedule.step_schedule)
+        return label if due and self.should_run(label) else None
 
     def recent_records(self) -> list[dict[str, Any]]:
         """The JSON records of the most recent runs (``output.history_size`` of them), oldest first."""

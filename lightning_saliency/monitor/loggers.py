@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from lightning_saliency.monitor.publishing import plain_cell
 from lightning_saliency.monitor.sinks import NullSink
 from lightning_saliency.registry import Registry
 from lightning_saliency.presentation import render
+from lightning_saliency.presentation.tables import plain_cell
 
 
 class WandbSink(NullSink):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.probes import ProbeSet
 from lightning_saliency.monitor.sinks import Sink
 from lightning_saliency.schema.records import RunRecord
 

@@ -11,10 +11,9 @@ from lightning_saliency.attribution.context import DEFAULT_MAX_TOKENS
 from lightning_saliency.monitor.evidence.causal import AnswerClasses, CausalSettings
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.probe import ProbeSet
 from lightning_saliency.monitor.runner import predicted_tags
 from lightning_saliency.monitor.sampling import sample_confirmation, sample_probe, warn_small_probe
-from lightning_saliency.monitor.task_probes import TAG_LABELS, NoEntities, entity_rows
+from lightning_saliency.probes import ProbeSet
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
 
@@ -80,21 +79,20 @@ class ProbeLifecycle:
         self.indices, self.probe, self.confirmation = indices, None, None
 
     def rows(self, examples: ProbeSet, config: AttributionConfig, label: str, rank: int) -> ProbeSet:
-        """The rows a run attributes: the examples, or a token classifier's entity spans
-        (``probe.entity_spans``); when the model predicts no entity at all (early in training), the
-        labelled ones, said once per run."""
-        if TAG_LABELS not in examples.inputs:
-            return examples
-        if self.settings.probe.entity_spans == "labelled":
-            return entity_rows(examples, self.label_names)
-        predicted = predicted_tags(self.access, examples, config.max_tokens or DEFAULT_MAX_TOKENS, (TAG_LABELS,))
-        try:
-            return entity_rows(examples, self.label_names, predicted)
-        except NoEntities:
-            if rank == 0:
-                warn(f"SaliencyMonitor: at run {label!r} the model predicts no entity in the probe examples; their "
-                     "labelled entities are attributed instead.")
-            return entity_rows(examples, self.label_names)
+        """The rows a run attributes, as the task makes them: the examples, or a token classifier's
+        entity spans (``probe.entity_spans``); when the model predicts no entity at all (early in
+        training), the labelled ones, said once per run."""
+        max_tokens = config.max_tokens or DEFAULT_MAX_TOKENS
+
+        def predict(rows: ProbeSet, left_out: tuple[str, ...]):
+            return predicted_tags(self.access, rows, max_tokens, left_out)
+
+        live = None if self.settings.probe.entity_spans == "labelled" else predict
+        rows, fell_back = get_task(self.settings.task).rows(examples, self.label_names, live)
+        if fell_back and rank == 0:
+            warn(f"SaliencyMonitor: at run {label!r} the model predicts no entity in the probe examples; their "
+                 "labelled entities are attributed instead.")
+        return rows
 
     def text_label_evidence(self) -> bool:
         """Whether the causal checks apply: one text and one class per example, or a completion's

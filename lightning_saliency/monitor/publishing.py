@@ -21,7 +21,7 @@ from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorB
 from lightning_saliency.monitor.worker import BackgroundWorker
 
 __all__ = ["LoggerSink", "NullSink", "Publisher", "Sink", "TensorBoardSink", "top_token_rows",
-           "plain_cell", "alert_markdown", "cost_scalars"]
+           "alert_markdown", "cost_scalars"]
 
 SCALAR_LAYOUT = {
     "saliency: drift": {
@@ -289,13 +289,6 @@ def top_token_rows(record: RunRecord, k: int) -> tuple[list[str], list[list[Any]
             pairs = render.top_tokens(*e.words(method), k)
             rows.append([number, e.label_name or "", f"{e.predicted_name} ({e.probability:.2f})", method, pairs])
     return ["#", "true", "predicted (p)", "method", f"top-{k} words (score)"], rows
-
-
-def plain_cell(value: Any) -> Any:
-    """A table cell for a rich table (``wandb.Table``): pairs formatted unescaped, numbers kept."""
-    if isinstance(value, list):
-        return render.format_top(value, escape=False)
-    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def drifted_markdown(record: RunRecord, k: int, count: int = 3) -> Optional[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from lightning_saliency.attribution import Attributions
-from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.probes import ProbeSet
 from lightning_saliency.schema.records import ExampleRecord, RunRecord, SkippedExample, class_name
 
 

@@ -14,14 +14,14 @@ from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence, 
 
 import torch
 
-from lightning_saliency.monitor.analysis import faithfulness_summary
-from lightning_saliency.attribution import AttributionConfig, SpecialTokens, attribute
+from lightning_saliency.monitor.metrics.faithfulness import faithfulness_summary
+from lightning_saliency.attribution import AttributionConfig, attribute
 from lightning_saliency.attribution.faithfulness import erasure_faithfulness
 from lightning_saliency.attribution.results import Attributions, concatenate, select_rows
-from lightning_saliency.attribution.tokens import special_token_mask
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.model_access import ModelAccess
-from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.monitor.probe import attributable_rows
+from lightning_saliency.probes import ProbeSet
 from lightning_saliency.schema.records import FaithfulnessSummary
 
 FAITHFULNESS_METHODS = ("integrated_gradients", "gradient")
@@ -62,8 +62,6 @@ class _Shard:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-EMPTY_EXAMPLE = "nothing to attribute: the example holds only special tokens (an empty text?)"
-UNKNOWN_WORDS = "nothing to attribute: every word of the example is unknown to the tokenizer ([UNK])"
 NON_FINITE = "the model's output or its attributions are NaN or infinite for this example"
 
 
@@ -87,29 +85,6 @@ def _drop_non_finite(shard: "_Shard") -> None:
     shard.rows = [shard.rows[k] for k in keep]
     shard.attributions = select_rows(result, keep) if keep else None
     shard.faithfulness = {m: (c[keep], s[keep]) for m, (c, s) in shard.faithfulness.items()} if keep else {}
-
-
-def attributable_rows(probe: ProbeSet, special_tokens: SpecialTokens, rows: Sequence[int],
-                      max_length: Optional[int] = None) -> tuple[list[int], list[tuple[int, str]]]:
-    """The rows worth trying, and the others with the reason (skipped untried): an example without
-    a regular token (what :func:`~lightning_saliency.attribution.tokens.prepare_batch` would fail
-    the batch on), or one longer than the model's ``max_length`` positions."""
-    ids, mask = probe.inputs["input_ids"], probe.inputs["attention_mask"].bool()
-    regular = mask & ~special_token_mask(ids, special_tokens)
-    flat = len(ids), -1
-    has_regular = regular.reshape(flat).any(dim=1).tolist()
-    unknown_only = ((mask & (ids == special_tokens.unk_id)).reshape(flat).any(dim=1).tolist()
-                    if special_tokens.unk_id is not None else [False] * len(ids))
-    lengths = mask.reshape(len(ids), -1, ids.shape[-1]).sum(dim=-1).amax(dim=-1).tolist()
-    good, skipped = [], []
-    for row in rows:
-        if max_length is not None and lengths[row] > max_length:
-            skipped.append((row, f"longer than the model's {max_length} positions ({lengths[row]} tokens)"))
-        elif not has_regular[row]:
-            skipped.append((row, UNKNOWN_WORDS if unknown_only[row] else EMPTY_EXAMPLE))
-        else:
-            good.append(row)
-    return good, skipped
 
 
 def _isolate_failures(

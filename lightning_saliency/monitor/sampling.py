@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
+from lightning_saliency.monitor.chat import with_chat_roles
 from lightning_saliency.monitor.model_access import ModelAccess
 from lightning_saliency.monitor.notices import warn
-from lightning_saliency.monitor.probe import ProbeSet, probe_from_dataloader, probe_from_texts
-from lightning_saliency.monitor.task_probes import with_answer_classes, with_chat_roles, with_completion_texts
-from lightning_saliency.monitor.runner import attributable_rows
+from lightning_saliency.monitor.probe import attributable_rows, probe_from_dataloader, probe_from_texts
+from lightning_saliency.probes import ProbeSet
+from lightning_saliency.probes.answers import with_answer_classes
 from lightning_saliency.settings import MonitorSettings
 from lightning_saliency.tasks import get_task
 
@@ -33,32 +34,27 @@ def sample_probe(settings: MonitorSettings, access: ModelAccess, loader: Any, ma
                  class_names: Optional[Sequence[str]] = None) -> ProbeSet:
     """The probe set: ``probe.texts``, else sampled from ``loader``'s dataset through its own
     collate function (``indices``: the stored ones after a resume). ``speak``: warn (rank zero).
-    A completion's or target's prompt and scored text are kept apart (:func:`with_completion_texts`),
+    A completion's or target's prompt and scored text are kept apart (``Task.with_scored_texts``),
     and its few distinct answers become its classes (:func:`with_answer_classes`)."""
     probe = _sample(settings, access, loader, max_length, indices, speak, class_names)
-    task = get_task(settings.task)
-    if task.answer_classes:
-        probe = with_completion_texts(probe, access.tokenizer, task.targets_aligned)
-    return with_answer_classes(probe, access.tokenizer)
+    return with_answer_classes(get_task(settings.task).with_scored_texts(probe, access.tokenizer), access.tokenizer)
 
 
 def _sample(settings: MonitorSettings, access: ModelAccess, loader: Any, max_length: int,
             indices: Optional[list[int]], speak: bool, class_names: Optional[Sequence[str]]) -> ProbeSet:
-    s, tokenizer = settings.probe, access.tokenizer
-    labels_kind = get_task(settings.task).probe_labels
+    s, tokenizer, task = settings.probe, access.tokenizer, get_task(settings.task)
     if s.texts is not None:
         labels = label_indices(s.labels, class_names) if s.labels is not None else None
-        return with_chat_roles(probe_from_texts(list(s.texts), tokenizer, labels, max_length, labels_kind,
-                                                s.completions), tokenizer)
+        return with_chat_roles(probe_from_texts(list(s.texts), tokenizer, labels, max_length, task, s.completions),
+                               tokenizer)
     if loader is None:
         raise ValueError(NO_LOADER.format(what="probe set"))
-    options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
-    if labels_kind == "spans":
-        options["tag_names"] = list(class_names) if class_names is not None else None
+    options = dict(tokenizer=tokenizer, label_key=s.label_key, input_keys=s.input_keys, task=task,
+                   tag_names=class_names)
     if indices is not None:  # resumed: the same examples as before
         return with_chat_roles(probe_from_dataloader(loader, indices=indices, **options), tokenizer)
     probe = with_chat_roles(probe_from_dataloader(loader, settings.num_examples, s.seed, **options), tokenizer)
-    if speak and probe.labels is None and get_task(settings.task).labels_from_column:
+    if speak and probe.labels is None and task.labels_from_column:
         warn(f"SaliencyMonitor: the validation batches have no {s.label_key!r} entry, so probe accuracy and label "
              "association are not computed (and target='label' cannot work). Name the labels' key with "
              "probe=ProbeSettings(label_key=...) (tuple batches: input_keys=...).")
@@ -98,10 +94,11 @@ def sample_confirmation(settings: MonitorSettings, access: ModelAccess, loader: 
     if loader is None:
         raise ValueError(NO_LOADER.format(what="causal checks' examples"))
     s = settings.probe
-    # Answer classes: the examples keep their token-level answers (the checks score prompts alone).
-    labels_kind = get_task(settings.task).probe_labels if probe.answers is not None else "class"
+    # Answer classes: the examples keep their token-level answers (the checks score prompts alone);
+    # otherwise one class per example.
+    reader = get_task(settings.task) if probe.answers is not None else None
     sample = probe_from_dataloader(loader, settings.evidence.confirm_examples, s.seed + 1, tokenizer=access.tokenizer,
-                                   label_key=s.label_key, input_keys=s.input_keys, labels_kind=labels_kind)
+                                   label_key=s.label_key, input_keys=s.input_keys, task=reader)
     rows, skipped = attributable_rows(sample, access.special_tokens, range(len(sample)), max_length)
     if skipped and speak:
         named = "; ".join(f"dataset index {sample.indices[row]}: {reason}" for row, reason in skipped[:5])

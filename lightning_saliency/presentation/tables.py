@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from lightning_saliency.presentation import verdicts
+from lightning_saliency.presentation import render, verdicts
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -98,3 +98,10 @@ def evidence_tables(metrics: Any, method: str) -> list[tuple[str, Table]]:
              (f"Training-set artifacts vs reliance ({method})", artifact_table(metrics, method)),
              (f"Per class ({method})", class_table(metrics, method))]
     return [(title, table) for title, table in found if table is not None]
+
+
+def plain_cell(value: Any) -> Any:
+    """A table cell for a rich table (``wandb.Table``): pairs formatted unescaped, numbers kept."""
+    if isinstance(value, list):
+        return render.format_top(value, escape=False)
+    return value if isinstance(value, (int, float, str)) else str(value)

@@ -155,9 +155,15 @@ def signed_control_change(shift: ShiftTest, removal: bool) -> Optional[float]:
     return -shift.control_mean if removal else shift.control_mean
 
 
+def is_at_chance(accuracy: Optional[float], majority: Optional[float]) -> bool:
+    """Whether a probe accuracy is no better than always answering the majority class. A probe
+    whose rows hold one class alone (majority 1.0) cannot tell, so it never counts as at chance."""
+    return accuracy is not None and majority is not None and majority < 1.0 and accuracy <= majority
+
+
 def chance_of(record: RunRecord) -> tuple[bool, Optional[float], Optional[float]]:
-    """Whether ``record``'s model was at chance (probe accuracy not above the majority class's
-    rate), with both numbers: the arguments :func:`verdict` takes after the check."""
+    """Whether ``record``'s model was at chance (:func:`is_at_chance`), with both numbers: the
+    arguments :func:`verdict` takes after the check."""
     accuracy = record.metrics.scalars.get("saliency/probe/accuracy")
     majority = record.metrics.scalars.get("saliency/probe/majority_rate")
-    return (accuracy is not None and majority is not None and accuracy <= majority), accuracy, majority
+    return is_at_chance(accuracy, majority), accuracy, majority

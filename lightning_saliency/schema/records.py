@@ -9,6 +9,8 @@ never misread a file written by another version.
 """
 from __future__ import annotations
 
+import re
+
 import json
 import math
 import os
@@ -419,3 +421,8 @@ def read_record(path: os.PathLike) -> RunRecord:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RecordError(f"truncated or unreadable JSON ({error})") from error
     return RunRecord.from_json(data)
+
+
+def scalar_name(text: str) -> str:
+    """A class or token name as one segment of a scalar tag."""
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", text).strip("_") or "_"

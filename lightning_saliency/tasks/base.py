@@ -8,11 +8,18 @@ of this package, registered with ``@register_task``, as a method is in ``attribu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import torch
 
+from lightning_saliency.probes import ProbeSet, text_probe
+from lightning_saliency.probes.answers import with_completion_texts
 from lightning_saliency.registry import Registry
+
+# Asked by a task whose rows depend on the live model (a token classifier's predicted entities):
+# the model's best class per token of ``examples``, the named input entries left out of the call.
+Predict = Callable[[ProbeSet, tuple[str, ...]], torch.Tensor]
 
 TASKS: "Registry[Task]" = Registry("task", "register one with lightning_saliency.tasks.register_task")
 
@@ -23,10 +30,11 @@ class Task(ABC):
     Class attributes:
         name: the ``task=`` name.
         input_dims: the dimensions of ``input_ids`` (2: ``(batch, seq)``; 3: ``(batch, choices, seq)``).
-        probe_labels: where a probe example's truth comes from: ``"class"`` (a label column, one
-            class per example), ``"next_token"`` (the token that follows the text; the text is the
-            prompt) or ``"tokens"`` (token-level labels that stay with the inputs, ``-100`` where
-            nothing is scored: a completion after its prompt).
+        labels_from_column: a probe example's truth is one class in the batches' label column
+            (``ProbeSettings.label_key``); the other tasks keep it with the inputs (token labels,
+            answers, the next token), as their :meth:`probe_from_batch` reads it.
+        token_labels_form: for tasks that keep token-level labels with the inputs, what the label
+            entry must hold (the error when the validation batches lack it).
         target_keys: input entries the head reads (e.g. ``labels``), padded with ``-100``; the
             model does not take them unless ``model_takes_targets``.
         targets_aligned: the target entries are shaped like ``input_ids`` (a completion's labels
@@ -48,7 +56,8 @@ class Task(ABC):
 
     name: ClassVar[str]
     input_dims: ClassVar[int] = 2
-    probe_labels: ClassVar[str] = "class"
+    labels_from_column: ClassVar[bool] = True
+    token_labels_form: ClassVar[str] = ""
     target_keys: ClassVar[tuple[str, ...]] = ()
     targets_aligned: ClassVar[bool] = True
     model_takes_targets: ClassVar[bool] = False
@@ -65,11 +74,56 @@ class Task(ABC):
         holds each row's last real position (for heads read at one position), ``targets`` the
         rows' entries of :attr:`target_keys`."""
 
-    @property
-    def labels_from_column(self) -> bool:
-        """Whether the truth comes from the batches' label column (``ProbeSettings.label_key``); the
-        other tasks keep it with the inputs (token labels, answers, the next token)."""
-        return self.probe_labels == "class"
+    def probe_from_batch(self, examples: ProbeSet, labels: Optional[torch.Tensor], label_key: str,
+                         tokenizer: Any, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+        """The probe this task attributes, from collated validation ``examples`` (their ``labels``
+        unset) and the batch's label entry ``labels`` (``None``: the batch has none). By default one
+        class per example.
+
+        Args:
+            examples: the collated examples, without labels.
+            labels: the batch's ``label_key`` entry, on CPU, or ``None``.
+            label_key: its name, for errors.
+            tokenizer: the model's tokenizer.
+            tag_names: the class names (a token classifier's tags), or ``None``.
+
+        Raises:
+            ValueError: the labels are not what this task reads (say what they must be).
+        """
+        return replace(examples, labels=labels.reshape(-1) if labels is not None else None)
+
+    def probe_from_texts(self, texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]],
+                         max_length: int, completions: Optional[Sequence[str]]) -> ProbeSet:
+        """The probe from given texts (``probe.texts``, ``probe.labels`` as class indices, and
+        ``probe.completions`` for tasks that score one), cut to ``max_length`` tokens."""
+        return text_probe(texts, tokenizer, labels, max_length)
+
+    def with_scored_texts(self, probe: ProbeSet, tokenizer: Any) -> ProbeSet:
+        """``probe`` with its prompts and scored sequences as separate texts, for tasks that score
+        one (default: unchanged)."""
+        return probe
+
+    def rows(self, examples: ProbeSet, tag_names: Optional[Sequence[str]], predict: Optional[Predict]) -> tuple[ProbeSet, bool]:
+        """The rows a run attributes for ``examples`` (default: the examples themselves), and whether
+        rows the live model should have given (``predict``; ``None``: the labelled ones) were
+        missing, so the labelled ones stand in."""
+        return examples, False
+
+    def token_labels(self, examples: ProbeSet, labels: Optional[torch.Tensor], label_key: str) -> torch.Tensor:
+        """The batch's token-level ``labels`` for a task that keeps them with the inputs: shaped like
+        ``input_ids`` (``targets_aligned``), or one row of its own length per example.
+
+        Raises:
+            ValueError: naming the shape found and :attr:`token_labels_form`.
+        """
+        ids = examples.inputs["input_ids"]
+        usable = labels is not None and (labels.shape == ids.shape if self.targets_aligned
+                                         else labels.dim() == 2 and labels.shape[0] == ids.shape[0])
+        if not usable:
+            found = "none" if labels is None else "shape " + str(tuple(labels.shape))
+            raise ValueError(f"A {self.name} probe needs {label_key!r} {self.token_labels_form}; the validation "
+                             f"batches have {found}.")
+        return labels
 
     def check_given_probe(self, texts: bool, completions: bool) -> None:
         """Refuse a probe given as texts (``probe.texts``, with or without ``probe.completions``)
@@ -130,6 +184,7 @@ class SequenceScoreTask(Task):
     one_score = True
     erasure_faithfulness = False
     answer_classes = True
+    labels_from_column = False
     target_keys = ("labels",)
     logits_form: ClassVar[str]
     labels_form: ClassVar[str]
@@ -143,6 +198,14 @@ class SequenceScoreTask(Task):
     def scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the labels they predict, position by position (default: the same positions)."""
         return logits, labels
+
+    def probe_from_batch(self, examples: ProbeSet, labels: Optional[torch.Tensor], label_key: str,
+                         tokenizer: Any, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+        labels = self.token_labels(examples, labels, label_key)
+        return replace(examples, inputs={**examples.inputs, "labels": labels})
+
+    def with_scored_texts(self, probe: ProbeSet, tokenizer: Any) -> ProbeSet:
+        return with_completion_texts(probe, tokenizer, self.targets_aligned)
 
     def probability(self, heads: torch.Tensor) -> torch.Tensor:
         return heads.float()[:, 0].exp()

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from lightning_saliency.probes import ProbeSet, describe_tokens
 from lightning_saliency.tasks.base import IGNORED, SequenceScoreTask, register_task
 
 
@@ -21,7 +22,8 @@ from lightning_saliency.tasks.base import IGNORED, SequenceScoreTask, register_t
 class Completion(SequenceScoreTask):
     name = "completion"
     input_dims = 2
-    probe_labels = "tokens"
+    token_labels_form = ("as token-level labels (the completion's token ids, -100 on the prompt), as TRL's "
+                         "completion-only batches have")
     logits_form = "a causal LM's logits are (batch, seq, vocab)."
     labels_form = ("token-level labels in the inputs: the completion's token ids where they are scored, -100 "
                    "elsewhere (as TRL's completion-only batches have), or probe=ProbeSettings(texts=prompts, "
@@ -42,3 +44,37 @@ class Completion(SequenceScoreTask):
 
     def class_names(self, tokenizer: Any, configured: Optional[Sequence[str]]) -> Optional[Sequence[str]]:
         return ["completion"]
+
+    def probe_from_texts(self, texts: Sequence[str], tokenizer: Any, labels: Optional[Sequence[int]],
+                         max_length: int, completions: Optional[Sequence[str]]) -> ProbeSet:
+        if completions is None:
+            return super().probe_from_texts(texts, tokenizer, labels, max_length, completions)
+        return completion_probe(texts, completions, tokenizer, max_length)
+
+
+def completion_probe(prompts: Sequence[str], completions: Sequence[str], tokenizer: Any,
+                      max_length: int) -> ProbeSet:
+    """Prompt tokens (with the tokenizer's special tokens) then completion tokens; ``labels`` hold
+    the completion's ids and -100 on the prompt and padding, as a completion-only SFT batch does."""
+    rows = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if not completion_ids:
+            raise ValueError(f"The completion {completion!r} of prompt {prompt!r} has no tokens.")
+        rows.append((prompt_ids, completion_ids))
+    width = min(max(len(p) + len(c) for p, c in rows), max_length)
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, IGNORED)
+    truncated = []
+    for row, (prompt_ids, completion_ids) in enumerate(rows):
+        joined = (prompt_ids + completion_ids)[:width]
+        ids[row, : len(joined)] = torch.tensor(joined)
+        mask[row, : len(joined)] = 1
+        labels[row, len(prompt_ids): len(joined)] = torch.tensor(joined[len(prompt_ids):], dtype=torch.long)
+        truncated.append(len(prompt_ids) + len(completion_ids) > width)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    tokens, _, word_ids = describe_tokens(inputs, tokenizer, None)
+    return ProbeSet(list(range(len(rows))), {**inputs, "labels": labels}, None, tokens, list(prompts), word_ids,
+                    truncated, completions=list(completions))

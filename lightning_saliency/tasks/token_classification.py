@@ -16,11 +16,13 @@ tag as the prediction).
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_saliency.tasks.base import Task, register_task
+from lightning_saliency.probes import ProbeSet
+from lightning_saliency.tasks.base import Predict, Task, register_task
 
 OUTSIDE = "O"
 
@@ -28,7 +30,9 @@ OUTSIDE = "O"
 @register_task
 class TokenClassification(Task):
     name = "token_classification"
-    probe_labels = "spans"
+    labels_from_column = False
+    token_labels_form = ("as token-level tag labels (-100 on special tokens), as DataCollatorForTokenClassification "
+                         "makes them")
     target_keys = ("span_mask",)
     erasure_faithfulness = False  # removal would also remove the span itself: ERASER does not apply
 
@@ -44,6 +48,22 @@ class TokenClassification(Task):
                                     "the monitor builds the rows from token-level tag labels.")
         inside = (span.to(logits.device) == 1).unsqueeze(-1)
         return (logits.float().log_softmax(dim=-1) * inside).sum(dim=1)
+
+    def probe_from_batch(self, examples: ProbeSet, labels: Optional[torch.Tensor], label_key: str,
+                         tokenizer: Any, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+        # One example per row here; each run makes its span rows (rows()).
+        return tagged_examples(examples, self.token_labels(examples, labels, label_key), tag_names)
+
+    def rows(self, examples: ProbeSet, tag_names: Optional[Sequence[str]],
+             predict: Optional[Predict]) -> tuple[ProbeSet, bool]:
+        """One row per entity span: the labelled ones, or (``predict``) the ones the live model
+        predicts; when it predicts none at all (early in training), the labelled ones, flagged."""
+        if predict is None:
+            return entity_rows(examples, tag_names), False
+        try:
+            return entity_rows(examples, tag_names, predict(examples, (TAG_LABELS,))), False
+        except NoEntities:
+            return entity_rows(examples, tag_names), True
 
 
 def entity_type(name: Optional[str]) -> Optional[str]:
@@ -79,3 +99,57 @@ def entity_spans(labels: Sequence[int], names: Optional[Sequence[str]]) -> list[
     if current is not None:
         spans.append((start, last, tag))
     return spans
+
+
+# A token-classification probe keeps each example's tag labels here until a run makes its span rows.
+TAG_LABELS = "tag_labels"
+
+
+class NoEntities(ValueError):
+    """No probe example holds an entity (every tag is ``O`` or ``-100``)."""
+
+
+def tagged_examples(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequence[str]]) -> ProbeSet:
+    """The examples of a token-classification probe with their tag ``labels`` kept (``-100`` on
+    special tokens and further pieces); it must label at least one entity."""
+    span_rows(probe, labels, tag_names)  # raises NoEntities now, at setup, rather than at the first run
+    return replace(probe, inputs={**probe.inputs, TAG_LABELS: labels})
+
+
+def entity_rows(probe: ProbeSet, tag_names: Optional[Sequence[str]],
+                predicted: Optional[torch.Tensor] = None) -> ProbeSet:
+    """One row per entity span of :func:`tagged_examples`: of the labels, or of ``predicted`` (the
+    model's tag per token), read on the labelled positions (a word's first piece); a predicted
+    span's row is labelled with the tag its first token truly has (``O`` for a false entity)."""
+    labels = probe.inputs[TAG_LABELS]
+    if predicted is None:
+        return span_rows(probe, labels, tag_names)
+    return span_rows(probe, torch.where(labels == -100, labels, predicted.to(labels.dtype)), tag_names, labels)
+
+
+def span_rows(probe: ProbeSet, labels: torch.Tensor, tag_names: Optional[Sequence[str]],
+              truths: Optional[torch.Tensor] = None) -> ProbeSet:
+    """One row per entity span of each example's tag ``labels``: the example's inputs with a
+    ``span_mask`` (1 on the span's tokens, every piece of its words included) and the span's tag as
+    the row's label (``truths``' tag at the span's first token, when given). Rows keep their
+    example's dataset index; ``spans`` tells them apart."""
+    rows, masks, tags, spans = [], [], [], []
+    for i in range(len(probe)):
+        real = probe.inputs["attention_mask"][i].bool().nonzero().flatten().tolist()
+        words = probe.word_ids[i]
+        for first, last, tag in entity_spans(labels[i, real].tolist(), tag_names):
+            if truths is not None:
+                tag = int(truths[i, real[first]])
+            covered = {words[p] for p in range(first, last + 1) if words[p] is not None}
+            members = [p for p in range(len(real)) if words[p] in covered] if covered else list(range(first, last + 1))
+            mask = torch.zeros_like(probe.inputs["input_ids"][i])
+            mask[[real[p] for p in members]] = 1
+            rows.append(i)
+            masks.append(mask)
+            tags.append(tag)
+            spans.append([min(members), max(members)])
+    if not rows:
+        raise NoEntities("The token-classification probe examples hold no entity (every tag is O or -100).")
+    picked = probe.select(rows)
+    inputs = {k: v for k, v in picked.inputs.items() if k != TAG_LABELS}
+    return replace(picked, inputs={**inputs, "span_mask": torch.stack(masks)}, labels=torch.tensor(tags), spans=spans)

@@ -28,15 +28,15 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.context import AttributionContext
 from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.targets import TargetSpec
-from lightning_saliency.monitor.analysis import scalar_name
+from lightning_saliency.schema.records import scalar_name
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.evidence.edits import (
     ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched, sequences_of,
 )
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.metrics.rank_test import MIN_EFFECT, SHIFT_Z, rank_comparison
-from lightning_saliency.monitor.probe import ProbeSet
-from lightning_saliency.monitor.task_probes import prompt_part
+from lightning_saliency.probes import ProbeSet
+from lightning_saliency.probes.answers import prompt_part
 from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest, ShiftTest
 
 CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled

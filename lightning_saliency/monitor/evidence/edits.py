@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from lightning_saliency.attribution.tokens import SpecialTokens
 from lightning_saliency.attribution.words import word_spans
-from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.probes import ProbeSet
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 from lightning_saliency.monitor.distributed import Ranks
-from lightning_saliency.monitor.evidence.artifacts import ArtifactTable
+from lightning_saliency.monitor.metrics.artifacts import ArtifactTable
 from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
 from lightning_saliency.monitor.evidence.timeline import SuspectTimeline, update_timeline
-from lightning_saliency.monitor.probe import ProbeSet
+from lightning_saliency.probes import ProbeSet
 
 
 @dataclass(frozen=True)
