@@ -75,3 +75,13 @@ def saliency_run(tmp_path_factory):
     trainer = quiet_trainer(max_epochs=2, logger=logger, callbacks=[monitor])
     trainer.fit(module, datamodule=data)
     return root, Path(logger.log_dir)
+
+
+# Fixtures that fit a model: a test that uses one fits too, so it belongs to the slow lane.
+FITTING_FIXTURES = {"saliency_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if FITTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -217,7 +217,7 @@ def test_a_cue_word_that_decides_the_answer_is_raised_for_that_answer(demo_token
     # The causal checks score both answers after each edited prompt: the model's answer is the
     # likelier one, so inserting the cue into a "dull" prompt turns the answer into "great".
     check_cue_evidence(last, suspects)
-    assert monitor.engine.evidence.timeline["zorbly"].confirmed_step is not None
+    assert monitor.engine.timeline["zorbly"].confirmed_step is not None
 
 
 def test_a_one_score_task_takes_no_other_target():

@@ -254,7 +254,7 @@ def test_clean_control_confirms_nothing(seed):
 @pytest.mark.slow
 def test_stop_on_shortcut_stops_training_at_the_confirming_run():
     monitor, _, _, _, _, trainer = fit_single(epochs=6, stop_on_shortcut=True)
-    entry = monitor.engine.evidence.timeline["zorbly"]
+    entry = monitor.engine.timeline["zorbly"]
     assert trainer.global_step == entry.confirmed_step < 150
 
 

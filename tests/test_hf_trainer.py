@@ -66,7 +66,7 @@ def test_trainer_callback_stops_training_on_a_confirmed_shortcut(tmp_path):
     callback = SaliencyTrainerCallback(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=8, faithfulness=False, every_n_train_steps=5, stop_on_shortcut=True)).attach(trainer)
     with pytest.warns(UserWarning, match="stopping training"):
         trainer.train()
-    confirmed = callback.engine.evidence.timeline["zorbly"].confirmed_step
+    confirmed = callback.engine.timeline["zorbly"].confirmed_step
     assert trainer.state.global_step == confirmed < 150
 
 

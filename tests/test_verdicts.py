@@ -2,7 +2,7 @@
 effect floor."""
 import pytest
 
-from lightning_saliency.monitor.evidence.causal import confirmations, flip_test, shift_test
+from lightning_saliency.monitor.evidence.causal import flip_test, judged, shift_test
 from lightning_saliency.presentation import verdicts
 from lightning_saliency.schema.findings import CausalCheck
 
@@ -15,9 +15,7 @@ def check(deletion=(), control_deletion=(), insertion=(), control_insertion=(), 
                        control_deletion=flip_test(control_deletion), insertion=flip_test(insertion),
                        control_insertion=flip_test(control_insertion), deletion_shift=shift_test(drops, control_drops),
                        insertion_shift=shift_test(rises, control_rises), min_effect=min_effect)
-    made.confirmed_by = confirmations(made)
-    made.confirmed = bool(made.confirmed_by)
-    return made
+    return judged(made)
 
 
 RANDOM = [0.001 * (k % 5) for k in range(128)]  # random words move P(class) by 0-0.004

@@ -20,6 +20,7 @@ from lightning_saliency.monitor.metrics import (
     summarize,
 )
 from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, cross
+from lightning_saliency.monitor.state import REFERENCE_LABEL
 from lightning_saliency.monitor.metrics.shortcut import TrainingAssociation, mean_shares
 from lightning_saliency.schema.records import (
     ClassSummary,
@@ -34,7 +35,6 @@ from lightning_saliency.schema.records import (
 from lightning_saliency.presentation.render import top_tokens
 from lightning_saliency.presentation.verdicts import is_at_chance
 
-REFERENCE_LABEL = "start"
 TOKEN_TABLE_ROWS = 10
 
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from lightning_saliency.attribution import AttributionConfig
-from lightning_saliency.monitor.analysis import REFERENCE_LABEL
 from lightning_saliency.monitor.budget import ComputeBudget, Plan
 from lightning_saliency.monitor.messages import RunRequest
+from lightning_saliency.monitor.state import REFERENCE_LABEL
 from lightning_saliency.schema.records import RunRecord
 from lightning_saliency.settings import MonitorSettings
 

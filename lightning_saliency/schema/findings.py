@@ -15,7 +15,7 @@ PAIR_SEPARATOR = " + "
 KINDS = ("deletion", "insertion", "control_deletion", "control_insertion")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TokenStat:
     """``mean_lift``: mean of share x regular tokens per example (1 = what a uniform attribution gives)."""
 
@@ -28,7 +28,7 @@ class TokenStat:
     mean_lift: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Suspect:
     """A suspected shortcut. For a pair, ``token`` reads ``"a + b"``, ``members`` lists both, and
     ``top1_rate`` is the rate at which the pair holds the top two places. ``association``: where
@@ -51,14 +51,15 @@ class Suspect:
     at_chance: bool = False
 
     def __post_init__(self) -> None:
-        self.members = tuple(self.members) or (self.token,)
-        self.association = tuple(self.association or ())
+        # Frozen: normalised once, here (a list from JSON becomes a tuple; a word is its own member).
+        object.__setattr__(self, "members", tuple(self.members) or (self.token,))
+        object.__setattr__(self, "association", tuple(self.association or ()))
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlipTest:
     """``flips`` of ``trials`` edited examples changed their prediction as the test asks, with the
     95% Wilson interval of the rate (``rate`` is ``None`` without trials)."""
@@ -70,7 +71,7 @@ class FlipTest:
     high: float = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShiftTest:
     """How far a test's edits move the probability of the suspect's class *toward reliance* (a drop
     on deletion, a rise on insertion: positive means the edit acts as a relied-on word would),
@@ -89,7 +90,7 @@ class ShiftTest:
     effect: Optional[float] = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class CausalCheck:
     """The causal evidence on one suspect in one run. ``probability_change``: mean drop of the
     predicted class's probability when the suspect is deleted. ``deletion_shift`` and
@@ -120,7 +121,7 @@ class CausalCheck:
         return self.label_name if self.label_name is not None else str(self.label)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CrossRow:
     """A word in both views: its training-set association and its probe-set reliance."""
 
@@ -134,7 +135,7 @@ class CrossRow:
     mean_lift: Optional[float]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ArtifactCrossing:
     """Training-set artifacts against one method's reliance in one run (strongest first)."""
 
@@ -145,7 +146,7 @@ class ArtifactCrossing:
     threshold: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class SuspectTimeline:
     """One suspect's history in a training run: the first run (and global step) at which it passed
     the suspect rules, with which method, and the first at which the causal check confirmed it."""

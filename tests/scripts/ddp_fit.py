@@ -74,7 +74,7 @@ def stop_on_shortcut(out: Path, num_examples: int) -> None:
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=out, callbacks=[monitor])
     trainer.fit(module, datamodule=data)
-    timeline = {t: vars(e) for t, e in monitor.engine.evidence.timeline.items()}
+    timeline = {t: vars(e) for t, e in monitor.engine.timeline.items()}
     summary = {"rank": trainer.global_rank, "global_step": trainer.global_step,
                "max_steps": 8 * len(data.train_dataloader()) // 2, "timeline": timeline}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))

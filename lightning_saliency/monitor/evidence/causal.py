@@ -19,7 +19,7 @@ only, under the run's token budget and precision context, sharded across DDP ran
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -95,6 +95,12 @@ def confirmations(check: CausalCheck) -> list[str]:
     if check.insertion_shift.significant and _matters(check.insertion_shift, check.min_effect):
         found.append("insertion shift")
     return found
+
+
+def judged(check: CausalCheck) -> CausalCheck:
+    """``check`` with its verdict: the tests that confirm it (:func:`confirmations`) and whether any does."""
+    confirmed_by = confirmations(check)
+    return replace(check, confirmed_by=confirmed_by, confirmed=bool(confirmed_by))
 
 
 def is_confirmed(check: CausalCheck) -> bool:
@@ -349,9 +355,7 @@ def confirm_suspects(
             insertion_shift=shift_test(shifts["insertion"], shifts["control_insertion"]),
             min_effect=settings.min_effect, **{kind: flip_test(outcomes[kind]) for kind in KINDS},
         )
-        check.confirmed_by = confirmations(check)
-        check.confirmed = bool(check.confirmed_by)
-        checks.append(check)
+        checks.append(judged(check))
     return checks
 
 

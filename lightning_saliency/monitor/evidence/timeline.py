@@ -6,6 +6,7 @@ ends. Step runs are therefore dense early: with ``schedule="log"`` they happen a
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Literal, Optional
 
 from lightning_saliency.schema.findings import SuspectTimeline
@@ -32,4 +33,4 @@ def update_timeline(timeline: dict[str, SuspectTimeline], label: str, step: int,
     for token in confirmed:
         entry = timeline.get(token)
         if entry is not None and entry.confirmed_run is None:
-            entry.confirmed_run, entry.confirmed_step = label, step
+            timeline[token] = replace(entry, confirmed_run=label, confirmed_step=step)

@@ -212,7 +212,7 @@ def pair_statistics(
     for (key, _), with_label in in_order.items():
         z, label = _strongest_association(with_label, sum(with_label.values()), priors)
         if z > stats[key].z:
-            stats[key].z, stats[key].label = z, label
+            stats[key] = replace(stats[key], z=z, label=label)
     return stats
 
 
