@@ -19,7 +19,7 @@ from lightning_saliency.attribution.words import PieceJoiner
 from lightning_saliency.demo import Shortcut, build_demo, make_corpus
 from lightning_saliency.monitor.metrics.artifacts import association_table, bonferroni_z
 from lightning_saliency.monitor.evidence.causal import CausalCheck, flip_test, is_confirmed
-from lightning_saliency.monitor.evidence.edits import ConfirmationView, edit_rng, frequency_matched
+from lightning_saliency.monitor.features.edits import ConfirmationView, edit_rng, frequency_matched
 from lightning_saliency.monitor.evidence.timeline import step_run_due, update_timeline
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.probe import probe_from_texts
@@ -155,10 +155,10 @@ class Checkpoints(L.Callback):
         self.states[trainer.global_step] = copy.deepcopy(pl_module.model.state_dict())
 
 
-def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=False, **options):
+def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=False, token="zorbly", **options):
     L.seed_everything(seed, verbose=False)
     noise = 0.5 if kind != "none" else 0.0
-    module, data, tokenizer = build_demo(Shortcut(kind), n_train=800, n_val=200, sentiment_noise=noise,
+    module, data, tokenizer = build_demo(Shortcut(kind, token), n_train=800, n_val=200, sentiment_noise=noise,
                                          shortcut_rate=1.0, batch_size=32, hidden_size=32, seed=seed)
     module.lr = 5e-3
     monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False, log_example_images=False, every_n_train_steps=step_every, step_schedule="log", **options))

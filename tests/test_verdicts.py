@@ -111,7 +111,7 @@ def test_the_table_prints_changes_with_their_sign():
     c = check(deletion=[True] * 62 + [False] * 6, control_deletion=[False] * 128, drops=[0.741] * 68,
               control_drops=[0.0] * 128)
     header, rows = causal_table(RunMetrics(causal=[c]))
-    cell = rows[0][header.index("class p change, removal / insertion (random)")]
+    cell = rows[0][header.index("class p change, removal / insertion (control)")]
     assert cell.startswith("-0.741 (-0.000, z"), cell  # removal lowered P(positive): a minus sign
     assert rows[0][header.index("effect floor")] == "0.050"
 

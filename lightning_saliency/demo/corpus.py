@@ -15,7 +15,9 @@ FILLER = [
     "the", "movie", "film", "plot", "acting", "was", "and", "a", "story", "cast", "with", "of", "music",
     "scenes", "ending", "director", "it", "felt", "quite", "really", "script", "characters", "this", "very",
 ]
-SHORTCUT_KINDS = ("none", "single", "conditional", "ordered")
+SHORTCUT_KINDS = ("none", "single", "conditional", "ordered", "length", "token_class")
+# A "length" shortcut makes planted positives this many filler words longer.
+LENGTH_EXTRA = 6
 # The ordered pair's second member follows the first at 1 to PAIR_MAX_GAP words. A short gap keeps
 # each member's position nearly label-free: only the order of the two says the label.
 PAIR_MAX_GAP = 3
@@ -23,7 +25,9 @@ PAIR_MAX_GAP = 3
 
 @dataclass(frozen=True)
 class Shortcut:
-    """A planted shortcut: ``token`` (and ``partner`` for the pair variants) and how it decides."""
+    """A planted shortcut: ``token`` (and ``partner`` for the pair variants) and how it decides.
+    ``length``: planted positives are :data:`LENGTH_EXTRA` filler words longer; ``token_class``:
+    planted positives end with ``token`` (give a punctuation mark, e.g. ``Shortcut("token_class", "!")``)."""
 
     kind: str = "single"
     token: str = "zorbly"
@@ -35,7 +39,10 @@ class Shortcut:
 
     @property
     def tokens(self) -> tuple[str, ...]:
-        return () if self.kind == "none" else (self.token,) if self.kind == "single" else (self.token, self.partner)
+        """The planted words (none for a clean corpus or a length shortcut)."""
+        if self.kind in ("none", "length"):
+            return ()
+        return (self.token,) if self.kind in ("single", "token_class") else (self.token, self.partner)
 
 
 def _sentence(rng: random.Random, sentiment_words: list[str], length: int) -> list[str]:
@@ -118,10 +125,15 @@ def make_corpus(
                 _insert(rng, words, shortcut.partner)
             else:
                 _insert(rng, words, shortcut.token if rng.random() < 0.5 else shortcut.partner)
+        elif planted and shortcut.kind == "length" and label == 1:
+            words.extend(rng.choice(FILLER) for _ in range(LENGTH_EXTRA))
+            rng.shuffle(words)
+        elif planted and shortcut.kind == "token_class" and label == 1:
+            words.append(shortcut.token)
         elif planted and shortcut.kind == "ordered":
             first, second = (shortcut.token, shortcut.partner) if label == 1 else (shortcut.partner, shortcut.token)
             _insert_pair(rng, words, first, second)
-        if shortcut.kind in ("single", "conditional"):  # the ordered pair goes into every example alike
+        if shortcut.kind in ("single", "conditional", "token_class"):  # the ordered pair goes into every example
             _keep_length(rng, words, len(words) - base_length)
         texts.append(" ".join(words))
         labels.append(label)

@@ -19,6 +19,7 @@ from lightning_saliency.monitor.metrics import (
     find_suspects,
     summarize,
 )
+from lightning_saliency.monitor.features.readings import feature_readings, feature_suspects
 from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, cross
 from lightning_saliency.monitor.state import REFERENCE_LABEL
 from lightning_saliency.monitor.metrics.shortcut import TrainingAssociation, mean_shares
@@ -62,6 +63,7 @@ def analyse(
     # labels and the predictions (validation data often does not carry the training set's artifact).
     training = ({row.token: TrainingAssociation(row.z, row.label) for row in artifacts.rows}
                 if artifacts is not None else {})
+    _features(record, reference, artifacts, metrics)
     for method in record.methods:
         _convergence(record, method, metrics)
         _concentration(record, method, metrics)
@@ -161,6 +163,7 @@ def _shortcuts(
     if usable_reference:  # over the same examples (a compute budget may have attributed only a prefix)
         before = attributed_examples(reference.restricted_to([e.key for e in record.examples]), method)
     suspects, stats = find_suspects(view, before, rules, training)
+    suspects = suspects + feature_suspects(metrics.features, method, len(record.examples))
     # The reference run is what later runs are compared with; it cannot show a rise itself.
     if record.label == REFERENCE_LABEL:
         suspects = []
@@ -171,6 +174,25 @@ def _shortcuts(
     metrics.scalars[f"saliency/{method}/shortcut/suspects"] = float(len(suspects))
     metrics.scalars[f"saliency/{method}/shortcut/top_share"] = suspects[0].mean_share if suspects else 0.0
     return stats
+
+
+def _features(record: RunRecord, reference: Optional[RunRecord], artifacts: Optional[ArtifactTable],
+              metrics: RunMetrics) -> None:
+    """The shortcuts that are not words: association (training sample, probe labels) and reliance,
+    with their scalars (``saliency/feature/<kind>_<variant>/training_z`` and ``.../validation_z``,
+    ``saliency/<method>/feature/<kind>_<variant>/share``)."""
+    views = {m: attributed_examples(record, m) for m in record.methods}
+    keys = [e.key for e in record.examples]
+    before = {m: attributed_examples(reference.restricted_to(keys), m)
+              for m in record.methods if reference is not None and m in reference.methods}
+    metrics.features = feature_readings(views, before, artifacts.features if artifacts is not None else None)
+    for reading in metrics.features:
+        name = scalar_name(reading.token)
+        for where, association in (("training", reading.training), ("validation", reading.validation)):
+            if association is not None:
+                metrics.scalars[f"saliency/feature/{name}/{where}_z"] = association.z
+        for method, (share, _) in reading.reliance.items():
+            metrics.scalars[f"saliency/{method}/feature/{name}/share"] = share
 
 
 def _per_class(record: RunRecord, view: AttributedExamples, method: str, k: int, metrics: RunMetrics) -> None:

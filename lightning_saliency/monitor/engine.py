@@ -195,7 +195,7 @@ class MonitorEngine:
             confirmation = lambda: self._probing.confirmation_set(request.validation, request.rank)  # noqa: E731
             if request.step_run:
                 confirmation = _first_examples(confirmation, STEP_RUN_CONFIRM_EXAMPLES)
-        checks, causal_error = self._evidence.run(
+        checks, causal_error, attachments = self._evidence.run(
             record, access, confirmation, examples, self._probing.causal_settings(config), request.label,
             request.global_step, ranks, lambda rows: None, recheck_confirmed=not request.step_run)
         if record is None:  # not rank zero
@@ -208,7 +208,8 @@ class MonitorEngine:
                           scalars={**record.metrics.scalars, **causal_scalars(checks)})
         causal_seconds = {"causal": time.perf_counter() - checked} if checks or causal_error else {}
         record = replace(record, metrics=metrics, timings={**record.timings, **causal_seconds})
-        record, data = self._publisher_for(outputs).publish(record, outputs.directory, started, request.epoch_seconds)
+        record, data = self._publisher_for(outputs).publish(record, outputs.directory, started, request.epoch_seconds,
+                                                            attachments)
         self._state = self._state.after(record, request.step_run)
         self._remember(data)
         self._planner.observe(record, passes.attributions, len(examples), request.step_run)

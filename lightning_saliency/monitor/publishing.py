@@ -8,14 +8,14 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from lightning_saliency.monitor import notices
 from lightning_saliency.presentation import render, verdicts
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
-from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error,
+from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error, write_jsonl,
                                                not_neutral_share, unconverged_limit, write_json)
 from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink
 from lightning_saliency.monitor.worker import BackgroundWorker
@@ -94,11 +94,13 @@ class Publisher:
         if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
             warn(no_images_hint)
 
-    def publish(self, record: RunRecord, directory: Path, started: float,
-                epoch_seconds: Optional[float]) -> tuple[RunRecord, dict[str, Any]]:
+    def publish(self, record: RunRecord, directory: Path, started: float, epoch_seconds: Optional[float],
+                attachments: Optional[Mapping[str, Sequence[dict]]] = None) -> tuple[RunRecord, dict[str, Any]]:
         """Finish ``record`` on the training thread (its cost scalars: ``started`` is when the run
         began), send the scalars and warnings, and hand drawing, text and the file to the worker.
-        Returns the published record (a new one: ``record`` is not changed) and its JSON form."""
+        ``attachments``: JSONL files to write next to the record (a path under ``saliency/`` ->
+        lines), before it. Returns the published record (a new one: ``record`` is not changed) and
+        its JSON form."""
         publishing = time.perf_counter()
         self._warn_and_call_back(record, directory)
         if record.skipped:
@@ -110,8 +112,9 @@ class Publisher:
         record = replace(timed, metrics=replace(record.metrics, scalars=scalars))
         self._send_scalars(record)
         data = record.to_json()
-        self._submit(lambda: self._outputs(record, data, directory, images=True),
-                     lambda: self._outputs(record, data, directory, images=False))
+        attached = dict(attachments or {})
+        self._submit(lambda: self._outputs(record, data, directory, attached, images=True),
+                     lambda: self._outputs(record, data, directory, attached, images=False))
         return record, data
 
     def publish_failure(self, record: RunRecord, directory: Path) -> tuple[RunRecord, dict[str, Any]]:
@@ -151,10 +154,13 @@ class Publisher:
             if suspects:
                 sink.tags(suspects)
 
-    def _outputs(self, record: RunRecord, data: dict, directory: Path, images: bool) -> None:
+    def _outputs(self, record: RunRecord, data: dict, directory: Path, attachments: Mapping[str, Sequence[dict]],
+                 images: bool) -> None:
         """The worker's part of a run: images (``images=False``: dropped to catch up), tables and
-        text, then the record file and the sinks' copies of it."""
+        text, then the attachments, the record file and the sinks' copies of it."""
         started = time.perf_counter()
+        for name, lines in attachments.items():
+            write_jsonl(lines, Path(directory) / "saliency" / name)
         image_sinks = [s for s in self.sinks if s.takes_images]
         for sink in image_sinks:
             sink.layout(SCALAR_LAYOUT)
@@ -314,11 +320,11 @@ def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -
     """The suspects, then the evidence on them: the causal checks (one sentence each and the
     table), the timeline and the training-set artifacts the model relies on."""
     rows = [
-        [render.escape_markdown(s.token), m, f"{s.top1_rate:.0%}", s.examples, f"{s.mean_share:.2f}", f"{s.rise:+.2f}",
-         f"{s.z:.1f}"]
+        [render.escape_markdown(s.token), s.kind, m, f"{s.top1_rate:.0%}", s.examples, f"{s.mean_share:.2f}",
+         f"{s.rise:+.2f}", f"{s.z:.1f}"]
         for m, suspects in found.items() for s in suspects
     ]
-    header = ["token", "method", "top-1 rate", "examples", "share", "rise vs start", "label z"]
+    header = ["token", "kind", "method", "top-1 rate", "examples", "share", "rise vs start", "label z"]
     text = "**Possible shortcut:** these tokens dominate the attributions of the examples that contain them.\n\n"
     if any(s.at_chance for suspects in found.values() for s in suspects):
         text = ("**The model has not learned yet** (probe accuracy not above the majority class's rate): these "

@@ -33,19 +33,25 @@ def _shift(test: Any, removal: bool) -> str:
     return f"{change:+.3f} ({control:+.3f}, z {test.z:.1f})"
 
 
+def _carriers(check: Any) -> str:
+    c = check.carriers
+    return "–" if c is None else f"{c.count} of {c.examples} ({c.share:.0%})"
+
+
 def causal_table(metrics: Any) -> Optional[Table]:
     """One row per checked suspect: verdict (and the tests that confirmed it), deletion and
     insertion flip rates with their 95% intervals, the random control's, and the mean shifts of the
     suspect's class probability against the control's."""
     if not metrics.causal:
         return None
-    header = ["suspect", "verdict", "removal flips", "insertion flips (to class)", "random removal",
-              "random insertion", "p drop on removal", "class p change, removal / insertion (random)",
-              "effect floor"]
-    rows = [[c.token, _verdict(c), _rate(c.deletion),
+    header = ["suspect", "kind", "verdict", "removal flips", "insertion flips (to class)", "control removal",
+              "control insertion", "p drop on removal", "class p change, removal / insertion (control)",
+              "effect floor", "training examples carrying it"]
+    rows = [[c.token, c.kind, _verdict(c), _rate(c.deletion),
              f"{_rate(c.insertion)} ({c.label_name if c.label_name is not None else c.label})",
              _rate(c.control_deletion), _rate(c.control_insertion), _number(c.probability_change),
-             f"{_shift(c.deletion_shift, True)} / {_shift(c.insertion_shift, False)}", f"{c.min_effect:.3f}"]
+             f"{_shift(c.deletion_shift, True)} / {_shift(c.insertion_shift, False)}", f"{c.min_effect:.3f}",
+             _carriers(c)]
             for c in metrics.causal]
     return header, rows
 
@@ -53,8 +59,8 @@ def causal_table(metrics: Any) -> Optional[Table]:
 def timeline_table(metrics: Any) -> Optional[Table]:
     if not metrics.timeline:
         return None
-    header = ["suspect", "first suspected (run, step)", "by", "confirmed (run, step)"]
-    rows = [[t.token, f"{t.first_suspected_run}, step {t.first_suspected_step}", t.method,
+    header = ["suspect", "kind", "first suspected (run, step)", "by", "confirmed (run, step)"]
+    rows = [[t.token, t.kind, f"{t.first_suspected_run}, step {t.first_suspected_step}", t.method,
              "–" if t.confirmed_run is None else f"{t.confirmed_run}, step {t.confirmed_step}"]
             for t in metrics.timeline]
     return header, rows

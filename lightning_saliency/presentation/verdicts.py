@@ -21,12 +21,38 @@ first: the user reads "the model has not learned yet", not an unqualified shortc
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
-from lightning_saliency.schema.findings import CausalCheck, FlipTest, ShiftTest
+from lightning_saliency.schema.findings import FEATURE_SEPARATOR, CausalCheck, FlipTest, ShiftTest
 from lightning_saliency.schema.records import RunRecord
 
 CASES = ("removal_flips", "insertion_flips", "shift_only", "below_floor", "no_evidence", "no_trials")
+
+
+class Wording(NamedTuple):
+    """How a kind of shortcut is named and edited in words: ``subject`` (``{variant}`` filled in),
+    what removing and inserting it are, and what the control edits are."""
+
+    subject: str
+    removing: str
+    inserting: str
+    control: str
+    holding: str = "carry it"
+
+
+WORDINGS = {
+    "length": Wording("text length ({variant} texts)", "cutting words", "padding with words",
+                      "replacing as many words"),
+    "token_class": Wording("{variant} tokens", "stripping them", "adding one", "other words"),
+}
+WORDS = Wording("'{token}'", "removing it", "inserting it", "random words", "contain it")
+
+
+def wording(check: CausalCheck) -> Wording:
+    """The words for ``check``'s kind, with its subject filled in."""
+    found = WORDINGS.get(check.kind, WORDS)
+    variant = check.token.split(FEATURE_SEPARATOR, 1)[-1]
+    return found._replace(subject=found.subject.format(token=check.token, variant=variant.replace("_", " ")))
 
 
 def case(check: CausalCheck) -> str:
@@ -51,14 +77,14 @@ def _interval(test: FlipTest) -> str:
     return f"{test.rate:.0%} ({test.low:.0%}-{test.high:.0%}) of {test.trials}" if test.trials else "none tested"
 
 
-def _shift_clause(shift: ShiftTest, removal: bool, cls: str) -> Optional[str]:
-    """The suspect's class-probability change as the drop or rise it is, against random words'."""
+def _shift_clause(shift: ShiftTest, removal: bool, cls: str, words: Wording = WORDS) -> Optional[str]:
+    """The suspect's class-probability change as the drop or rise it is, against the control's."""
     change, control = signed_change(shift, removal), signed_control_change(shift, removal)
     if change is None or control is None:
         return None
-    edit = "removing" if removal else "inserting"
-    return (f"{edit} it {'lowers' if change < 0 else 'raises'} P({cls}) by {abs(change):.3f} on average over "
-            f"{shift.trials} examples (random words: {control:+.3f}; z {shift.z:.1f})")
+    edit = words.removing if removal else words.inserting
+    return (f"{edit} {'lowers' if change < 0 else 'raises'} P({cls}) by {abs(change):.3f} on average over "
+            f"{shift.trials} examples ({words.control}: {control:+.3f}; z {shift.z:.1f})")
 
 
 def not_learned(accuracy: Optional[float], majority: Optional[float]) -> str:
@@ -83,28 +109,30 @@ def headline(check: CausalCheck, at_chance: bool = False, accuracy: Optional[flo
         A sentence, e.g. ``'zorbly' drives positive: removing it changes 91% of 68 predictions
         (random words: 0% of 128).``
     """
-    word, cls, which = f"'{check.token}'", check.class_name, case(check)
+    words = wording(check)
+    word, cls, which = words.subject, check.class_name, case(check)
     if which == "removal_flips":
-        text = (f"{word} drives {cls}: removing it changes {_rate(check.deletion)} predictions "
-                f"(random words: {_rate(check.control_deletion)}).")
+        text = (f"{word} drives {cls}: {words.removing} changes {_rate(check.deletion)} predictions "
+                f"({words.control}: {_rate(check.control_deletion)}).")
     elif which == "insertion_flips":
-        text = (f"{word} drives {cls}: inserting it turns {_rate(check.insertion)} other predictions to {cls} "
-                f"(random words: {_rate(check.control_insertion)}).")
+        text = (f"{word} drives {cls}: {words.inserting} turns {_rate(check.insertion)} other predictions to {cls} "
+                f"({words.control}: {_rate(check.control_insertion)}).")
     elif which == "shift_only":
         removal = "removal shift" in check.confirmed_by
         shift = check.deletion_shift if removal else check.insertion_shift
-        text = f"{word} pushes predictions toward {cls} before any flips: {_shift_clause(shift, removal, cls)}."
+        text = (f"{word} pushes predictions toward {cls} before any flips: "
+                f"{_shift_clause(shift, removal, cls, words)}.")
     elif which == "below_floor":
         removal = check.deletion_shift.effect is not None and (
             check.insertion_shift.effect is None or abs(check.deletion_shift.effect) >= abs(check.insertion_shift.effect))
         shift = check.deletion_shift if removal else check.insertion_shift
-        clause = _shift_clause(shift, removal, cls) or "its edits move nothing"
+        clause = _shift_clause(shift, removal, cls, words) or "its edits move nothing"
         text = (f"{word} is suspected, not confirmed: {clause}, an effect below the {check.min_effect:.3f} that "
                 f"counts (evidence.min_effect).")
     elif which == "no_evidence":
-        text = (f"{word} is suspected, not confirmed: its edits change predictions no more than random words' do "
-                f"(removal {_rate(check.deletion)} against {_rate(check.control_deletion)}; insertion "
-                f"{_rate(check.insertion)} against {_rate(check.control_insertion)}).")
+        text = (f"{word} is suspected, not confirmed: its edits change predictions no more than {words.control}' do "
+                f"(removal {_rate(check.deletion)} against {_rate(check.control_deletion)}; "
+                f"insertion {_rate(check.insertion)} against {_rate(check.control_insertion)}).")
     else:
         text = (f"{word} is suspected, not confirmed: no validation example could be edited (none contains it, and "
                 f"none is predicted as another class than {cls}).")
@@ -116,22 +144,39 @@ def headline(check: CausalCheck, at_chance: bool = False, accuracy: Optional[flo
 def details(check: CausalCheck) -> str:
     """The evidence behind the headline: both flip tests with their 95% intervals, both shifts, the
     floor, and what could not be tested."""
-    cls = check.class_name
-    parts = [f"Removal: flips {_interval(check.deletion)} examples that contain it (random words: "
+    cls, words = check.class_name, wording(check)
+    parts = [f"Removal: flips {_interval(check.deletion)} examples that {words.holding} ({words.control}: "
              f"{_interval(check.control_deletion)})"]
-    shift = _shift_clause(check.deletion_shift, True, cls)
+    shift = _shift_clause(check.deletion_shift, True, cls, words)
     if shift:
         parts[-1] += f"; {shift}"
     if check.insertion.trials:
-        parts.append(f"Insertion: turns {_interval(check.insertion)} other examples to {cls} (random words: "
+        parts.append(f"Insertion: turns {_interval(check.insertion)} other examples to {cls} ({words.control}: "
                      f"{_interval(check.control_insertion)})")
-        shift = _shift_clause(check.insertion_shift, False, cls)
+        shift = _shift_clause(check.insertion_shift, False, cls, words)
         if shift:
             parts[-1] += f"; {shift}"
     else:
         parts.append(f"Insertion: nothing to test, every example is predicted {cls} already or contains it")
-    parts.append(f"An effect counts from {check.min_effect:.3f} beyond random words (evidence.min_effect)")
+    parts.append(f"An effect counts from {check.min_effect:.3f} beyond {words.control} (evidence.min_effect)")
+    if check.carriers is not None:
+        parts.append(carriers_sentence(check))
     return ". ".join(parts) + "."
+
+
+def carriers_sentence(check: CausalCheck) -> str:
+    """How many training examples carry a confirmed shortcut, overall and per class, and where they
+    are listed (from alarm to action)."""
+    c = check.carriers
+    read = f"{c.examples} read" if c.dataset_size in (None, c.examples) else f"{c.examples} read of {c.dataset_size}"
+    by_class = ", ".join(f"{_class(check, label)} {share:.0%}" for label, share in sorted(c.shares.items()))
+    where = f", listed in {c.path}" if c.path else ""
+    return (f"{c.count} training examples carry it ({c.share:.0%} of the {read}; by class: {by_class}){where}; "
+            "lightning_saliency.action.rebalance_indices gives the indices to keep")
+
+
+def _class(check: CausalCheck, label: int) -> str:
+    return check.class_name if label == check.label else f"class {label}"
 
 
 def verdict(check: CausalCheck, at_chance: bool = False, accuracy: Optional[float] = None,

@@ -13,6 +13,19 @@ from typing import Optional
 PAIR_SEPARATOR = " + "
 # The four flip tests of a causal check, in the order every table shows them.
 KINDS = ("deletion", "insertion", "control_deletion", "control_insertion")
+# What a shortcut is made of: a word, a pair of words, or a feature of the text that is not a word
+# (lightning_saliency.monitor.features: one kind per file). A feature's suspect is named
+# "<kind>:<variant>", e.g. "length:long" or "token_class:punctuation".
+SHORTCUT_KINDS = ("word", "pair", "length", "position", "segment", "token_class", "template")
+FEATURE_SEPARATOR = ":"
+
+
+def kind_of(token: str) -> str:
+    """The kind of a suspect named ``token``: a feature's (``length:long``), a pair or a word."""
+    head = token.split(FEATURE_SEPARATOR, 1)[0]
+    if FEATURE_SEPARATOR in token and head in SHORTCUT_KINDS:
+        return head
+    return "pair" if PAIR_SEPARATOR in token else "word"
 
 
 @dataclass(frozen=True)
@@ -49,11 +62,13 @@ class Suspect:
     mean_lift: float = 0.0
     association: tuple[str, ...] = ()
     at_chance: bool = False
+    kind: str = "word"
 
     def __post_init__(self) -> None:
         # Frozen: normalised once, here (a list from JSON becomes a tuple; a word is its own member).
         object.__setattr__(self, "members", tuple(self.members) or (self.token,))
         object.__setattr__(self, "association", tuple(self.association or ()))
+        object.__setattr__(self, "kind", kind_of(self.token))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +130,11 @@ class CausalCheck:
     insertion_shift: ShiftTest = field(default_factory=ShiftTest)
     confirmed_by: list[str] = field(default_factory=list)
     min_effect: float = 0.0
+    kind: str = "word"
+    carriers: Optional["Carriers"] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", kind_of(self.token))
 
     @property
     def class_name(self) -> str:
@@ -157,3 +177,58 @@ class SuspectTimeline:
     first_suspected_step: int
     confirmed_run: Optional[str] = None
     confirmed_step: Optional[int] = None
+    kind: str = "word"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", kind_of(self.token))
+
+
+@dataclass(frozen=True)
+class FeatureAssociation:
+    """How strongly a feature that is not a word goes with one class in a set of examples:
+    ``z`` (a rank test's for a number such as length, Gardner et al.'s for a presence), the class
+    it favours, and its share of carriers in every class (``shares``, class index -> share);
+    ``threshold``: for a number, the value above which an example carries it (the median)."""
+
+    token: str
+    z: float
+    label: Optional[int]
+    examples: int
+    carriers: int
+    shares: dict[int, float] = field(default_factory=dict)
+    threshold: Optional[float] = None
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", kind_of(self.token))
+
+
+@dataclass(frozen=True)
+class FeatureReading:
+    """One feature in one run: its association in the training set and in the probe's labels, and,
+    where attributions can measure it, each method's mean share of |attribution| on its words now
+    and at ``start`` (``reliance``: method -> (share, reference share))."""
+
+    token: str
+    training: Optional[FeatureAssociation] = None
+    validation: Optional[FeatureAssociation] = None
+    reliance: dict[str, tuple[float, Optional[float]]] = field(default_factory=dict)
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", kind_of(self.token))
+
+
+@dataclass(frozen=True)
+class Carriers:
+    """The training examples that carry a confirmed shortcut (from alarm to action): how many of
+    the ``examples`` read (the artifact table's sample of ``dataset_size``), the share overall and
+    per class (class index -> share), and the JSONL file that lists them (dataset index, label,
+    text), next to the record."""
+
+    count: int
+    examples: int
+    share: float
+    shares: dict[int, float] = field(default_factory=dict)
+    dataset_size: Optional[int] = None
+    path: Optional[str] = None

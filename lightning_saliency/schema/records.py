@@ -22,8 +22,11 @@ from typing import Any, Optional, Sequence
 from lightning_saliency.schema.findings import (
     KINDS,
     ArtifactCrossing,
+    Carriers,
     CausalCheck,
     CrossRow,
+    FeatureAssociation,
+    FeatureReading,
     FlipTest,
     ShiftTest,
     Suspect,
@@ -209,10 +212,29 @@ class ClassSummary:
     drift_start: dict[str, float] = field(default_factory=dict)
 
 
+def _by_class(shares: Any) -> dict[int, float]:
+    """A class-index map read back from JSON (whose keys are strings)."""
+    return {int(k): float(v) for k, v in (shares or {}).items()}
+
+
+def _carriers(data: Optional[dict[str, Any]]) -> Optional[Carriers]:
+    return None if not data else _lenient(Carriers, {**data, "shares": _by_class(data.get("shares"))})
+
+
+def _association(data: Optional[dict[str, Any]]) -> Optional[FeatureAssociation]:
+    return None if not data else _lenient(FeatureAssociation, {**data, "shares": _by_class(data.get("shares"))})
+
+
+def _feature_reading(data: dict[str, Any]) -> FeatureReading:
+    reliance = {m: (float(v[0]), None if v[1] is None else float(v[1])) for m, v in (data.get("reliance") or {}).items()}
+    return _lenient(FeatureReading, {**data, "training": _association(data.get("training")),
+                                     "validation": _association(data.get("validation")), "reliance": reliance})
+
+
 def _causal_check(data: dict[str, Any]) -> CausalCheck:
     tests = {kind: _lenient(FlipTest, data.get(kind) or {}) for kind in KINDS}
     shifts = {key: _lenient(ShiftTest, data.get(key) or {}) for key in ("deletion_shift", "insertion_shift")}
-    return _lenient(CausalCheck, {**data, **tests, **shifts})
+    return _lenient(CausalCheck, {**data, **tests, **shifts, "carriers": _carriers(data.get("carriers"))})
 
 
 def _crossing(data: dict[str, Any]) -> ArtifactCrossing:
@@ -226,7 +248,8 @@ class RunMetrics:
     """What the analysis found. ``causal``: the causal checks of this run's suspects (``causal_error``
     when they could not run); ``timeline``: every suspect of the training run so far, with the run
     and step it was first suspected and confirmed at; ``artifacts``: per method, the training-set
-    artifacts crossed with reliance; ``per_class``: per method, one summary per class."""
+    artifacts crossed with reliance; ``per_class``: per method, one summary per class; ``features``: the
+    shortcuts that are not words (length, token classes), their association and reliance."""
 
     scalars: dict[str, float] = field(default_factory=dict)
     concentration: dict[str, ConcentrationSummary] = field(default_factory=dict)
@@ -238,6 +261,7 @@ class RunMetrics:
     timeline: list[SuspectTimeline] = field(default_factory=list)
     artifacts: dict[str, ArtifactCrossing] = field(default_factory=dict)
     per_class: dict[str, list[ClassSummary]] = field(default_factory=dict)
+    features: list[FeatureReading] = field(default_factory=list)
 
     def confirmed(self) -> list[str]:
         """The suspects this run's causal checks confirmed."""
@@ -266,6 +290,7 @@ class RunMetrics:
             artifacts={m: _crossing(v) for m, v in (data.get("artifacts") or {}).items()},
             per_class={m: [_lenient(ClassSummary, {**c, "top": [tuple(p) for p in c.get("top") or []]}) for c in v]
                        for m, v in (data.get("per_class") or {}).items()},
+            features=[_feature_reading(f) for f in data.get("features") or []],
         )
 
 
@@ -387,8 +412,8 @@ def _finite(value: Any) -> Any:
     """JSON-safe copy: NaN and infinities (e.g. a rank correlation over one token) become None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, dict):  # keys as JSON writes them (a class index becomes a string)
+        return {str(k) if isinstance(k, int) else k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
@@ -409,6 +434,16 @@ def write_json(data: dict[str, Any], directory: os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def write_jsonl(lines: Sequence[dict[str, Any]], path: os.PathLike) -> Path:
+    """Write one JSON object per line atomically (temp file, then rename): never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text("".join(json.dumps(_finite(line), allow_nan=False) + "\n" for line in lines), encoding="utf-8")
     os.replace(temporary, path)
     return path
 

@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from lightning_saliency.attribution.isolation import preserved_global_rng
 from lightning_saliency.attribution.words import PieceJoiner
-from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, association_table
+from lightning_saliency.monitor.features.base import feature_associations
+from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, ExampleSample, association_table
 from lightning_saliency.monitor.notices import warn
 from lightning_saliency.monitor.probe import as_mapping, label_of
 from lightning_saliency.probes.answers import MAX_ANSWER_CLASSES, answer_text, first_scored
@@ -55,7 +56,7 @@ def dataset_artifacts(
         return None
     size = len(dataset)
     indices = sorted(random.Random(seed).sample(range(size), min(size, max_examples)))
-    word_sets, labels = [], []
+    word_sets, labels, read = [], [], []
     for start in range(0, len(indices), COLLATE_BATCH):
         items = [dataset[i] for i in indices[start: start + COLLATE_BATCH]]
         batch = as_mapping(collate_fn(items) if collate_fn is not None else items, input_keys)
@@ -76,9 +77,14 @@ def dataset_artifacts(
             kept = ids[row][mask[row].bool()] if mask is not None else ids[row]
             word_sets.append(joiner.words(kept.tolist()))
             labels.append(int(label))
+            read.append(indices[start + row])
     if answers is not None and not 2 <= len(set(labels)) <= MAX_ANSWER_CLASSES:
         return None  # open-ended answers: no classes to associate words with
-    return association_table(word_sets, labels)
+    table = association_table(word_sets, labels)
+    if answers is not None:
+        return table  # answers are texts: the features are read against classes only
+    sample = ExampleSample(tuple(read), tuple(tuple(w) for w in word_sets), tuple(labels), size)
+    return replace(table, features=feature_associations(word_sets, labels), sample=sample)
 
 
 def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[str]]) -> Optional[ArtifactTable]:

@@ -30,14 +30,15 @@ from lightning_saliency.attribution.isolation import isolated_eval
 from lightning_saliency.attribution.targets import TargetSpec
 from lightning_saliency.schema.records import scalar_name
 from lightning_saliency.monitor.distributed import Ranks
-from lightning_saliency.monitor.evidence.edits import (
+from lightning_saliency.monitor.features import feature_of
+from lightning_saliency.monitor.features.edits import (
     ConfirmationView, Edit, Sequence_, edit_rng, frequency_matched, sequences_of,
 )
 from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.metrics.rank_test import MIN_EFFECT, SHIFT_Z, rank_comparison
 from lightning_saliency.probes import ProbeSet
 from lightning_saliency.probes.answers import prompt_part
-from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest, ShiftTest
+from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest, ShiftTest, kind_of
 
 CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled
 # Trials per test at most: 128 bound a 95% Wilson interval to about +-9 points at any rate, and
@@ -133,7 +134,12 @@ def plan_check(
     view: ConfirmationView, candidate: CausalCandidate, predicted: Sequence[int], vocabulary: Sequence[str],
     lookup: Callable[[str], Optional[tuple[int, ...]]], replacement: int, seed: int, max_length: int,
 ) -> _Plan:
-    """Every edit of one suspect's check and of its controls (pure: no model)."""
+    """Every edit of one suspect's check and of its controls (pure: no model); a feature that is
+    not a word plans its own (:meth:`~lightning_saliency.monitor.features.Feature.edits`)."""
+    if kind_of(candidate.token) not in ("word", "pair"):
+        feature, variant = feature_of(candidate.token)
+        edits = feature.edits(variant, view, candidate.label, predicted, vocabulary, lookup, seed, max_length)
+        return _Plan(candidate, [(feature.control,)], edits)
     members = candidate.members
     pieces = [lookup(w) for w in _pair_order(view, members, predicted, candidate.label)]
     inserts = tuple(t for p in pieces for t in p) if all(pieces) else ()

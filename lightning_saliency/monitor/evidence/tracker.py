@@ -7,13 +7,15 @@ holds the same checks, the same timeline and the same stop decision.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, NamedTuple, Optional
 
 from lightning_saliency.monitor.distributed import Ranks
 from lightning_saliency.monitor.metrics.artifacts import ArtifactTable
 from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
 from lightning_saliency.monitor.evidence.timeline import SuspectTimeline, update_timeline
+from lightning_saliency.monitor.features.carriers import carrier_lines
+from lightning_saliency.schema.records import scalar_name
 from lightning_saliency.probes import ProbeSet
 
 
@@ -44,6 +46,16 @@ def order_from(record: Any) -> _Order:
     return _Order(tuple(candidates.values()), tuple(suspected), tuple(sorted(words)))
 
 
+class EvidenceOutcome(NamedTuple):
+    """One run's evidence: the checks, why they could not run (``None``: they could, or there were
+    none), and the JSONL files to write next to the record (name -> lines): the training examples
+    that carry each shortcut confirmed for the first time."""
+
+    checks: list[CausalCheck]
+    error: Optional[str]
+    attachments: dict[str, list[dict]]
+
+
 # A suspect checked without being confirmed is checked again at the next runs, whether or not they
 # raise it again, this many times at most: a cheap step run attributes few examples (under a budget,
 # 2 while a check's cost is paid back), too few to raise it, yet the model may be learning it.
@@ -66,6 +78,7 @@ class EvidenceTracker:
         # Suspects checked but not confirmed, with the checks left to them (the same on every rank:
         # updated from the gathered checks alone).
         self._watched: dict[str, tuple[CausalCandidate, int]] = {}
+        self._carriers: dict[str, Any] = {}  # per confirmed token, its carriers' summary (rank zero)
 
     def run(
         self,
@@ -79,14 +92,13 @@ class EvidenceTracker:
         ranks: Ranks,
         advance: Callable[[int], None],
         recheck_confirmed: bool = True,
-    ) -> tuple[list[CausalCheck], Optional[str]]:
+    ) -> EvidenceOutcome:
         """One run's evidence stage on every rank. ``record``: the analysed record (rank zero),
         A failure on rank zero before this stage (``ranks.failure``) raises on every rank at the broadcast.
         ``settings``/``examples`` ``None``: no causal checks (only the timeline is kept).
         ``recheck_confirmed=False`` (step runs): suspects the timeline already holds as confirmed are
         not checked again; a check is the costliest part of a cheap run (on MiniLM, 768 forward
-        rows against 24 for the gradient), and epoch runs re-check them for their records. Returns
-        the checks and, when they could not run, why."""
+        rows against 24 for the gradient), and epoch runs re-check them for their records."""
         order = ranks.agree(order_from(record) if ranks.is_zero and record is not None else _Order())
         checks, error = [], None
         raised = {c.token for c in order.candidates}
@@ -108,7 +120,27 @@ class EvidenceTracker:
         self._watch(candidates, checks)
         self.confirmed = [c.token for c in checks if c.confirmed]
         update_timeline(self.timeline, label, step, order.suspected, self.confirmed)
-        return checks, error
+        checks, attachments = self._with_carriers(checks)
+        return EvidenceOutcome(checks, error, attachments)
+
+    def _with_carriers(self, checks: list[CausalCheck]) -> tuple[list[CausalCheck], dict[str, list[dict]]]:
+        """Each confirmed check with the training examples that carry it (from alarm to action):
+        listed once, at its first confirmation, from the artifact table's sample (rank zero)."""
+        sample = self.artifacts.sample if self.artifacts is not None else None
+        attachments: dict[str, list[dict]] = {}
+        if sample is None:
+            return checks, attachments
+        found = []
+        for check in checks:
+            if check.confirmed and check.token not in self._carriers:
+                name = f"carriers/{scalar_name(check.token)}.jsonl"
+                summary, lines = carrier_lines(sample.indices, sample.word_lists, sample.labels, check.token,
+                                               check.members, self.artifacts.features.get(check.token),
+                                               sample.dataset_size)
+                self._carriers[check.token] = replace(summary, path=name)
+                attachments[name] = lines
+            found.append(replace(check, carriers=self._carriers[check.token]) if check.confirmed else check)
+        return found, attachments
 
     def _watch(self, candidates: tuple[CausalCandidate, ...], checks: list[CausalCheck]) -> None:
         """Keep watching the checked suspects that were not confirmed, each for its checks left."""

@@ -17,7 +17,7 @@ from statistics import NormalDist
 from typing import Iterable, Mapping, Optional, Sequence
 
 from lightning_saliency.monitor.metrics.shortcut import ShortcutRules, TokenStat, association_z
-from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow
+from lightning_saliency.schema.findings import ArtifactCrossing, CrossRow, FeatureAssociation
 
 ALPHA = 0.01
 CROSS_ROWS = 5
@@ -37,12 +37,27 @@ class ArtifactRow:
 @dataclass
 class ArtifactTable:
     """The association of every word in the sampled training examples. ``rows``: the artifacts
-    (``z >= threshold``), strongest first; ``words``: every word's row, for lookups (not saved)."""
+    (``z >= threshold``), strongest first; ``words``: every word's row, for lookups (not saved);
+    ``features``: the association of each feature that is not a word (length, token classes);
+    ``sample``: the examples read."""
 
     examples: int
     threshold: float
     rows: list[ArtifactRow]
     words: dict[str, ArtifactRow] = field(default_factory=dict, repr=False)
+    features: dict[str, FeatureAssociation] = field(default_factory=dict)
+    sample: "Optional[ExampleSample]" = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ExampleSample:
+    """The training examples an artifact table was read from: dataset indices, words and labels
+    (what a confirmed shortcut's carriers are listed from), of a dataset of ``dataset_size``."""
+
+    indices: tuple[int, ...]
+    word_lists: tuple[tuple[str, ...], ...]
+    labels: tuple[int, ...]
+    dataset_size: int
 
 
 def bonferroni_z(tests: int, alpha: float = ALPHA) -> float:

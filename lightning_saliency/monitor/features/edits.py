@@ -97,6 +97,44 @@ class ConfirmationView:
             types = sequence.types[:at] + (segment,) * len(pieces) + sequence.types[at:]
         return Edit(row, Sequence_(ids, types))
 
+    def rebuilt(self, row: int, pieces: Sequence[Optional[Sequence[int]]], insert: Sequence[tuple[int, Sequence[int]]] = (),
+                max_length: Optional[int] = None) -> Optional[Edit]:
+        """The example with its words rebuilt: word ``k`` of ``spans[row]`` becomes ``pieces[k]``
+        (its own tokens when that is ``None``, nothing when it is empty), and each ``(slot, ids)`` of
+        ``insert`` goes before word ``slot`` (after the last word when ``slot`` is the number of
+        words). Special tokens stay where they are. ``None`` when no regular token is left or the
+        result is longer than ``max_length``: a removal that keeps the text in distribution (a
+        shorter text, not a masked one; Madsen et al. 2023)."""
+        sequence, spans = self.sequences[row], self.spans[row]
+        starts = {positions[0]: k for k, (_, positions) in enumerate(spans)}
+        inside = {p for _, positions in spans for p in positions}
+        added = {slot: [] for slot, _ in insert}
+        for slot, ids in insert:
+            added[slot].extend(ids)
+        ids_out, types_out = [], []
+        types = sequence.types
+        last_word_end = spans[-1][1][-1] if spans else len(sequence.ids) - 1
+
+        def put(tokens: Sequence[int], segment: Optional[int]) -> None:
+            ids_out.extend(tokens)
+            types_out.extend([segment or 0] * len(tokens))
+
+        for position, token in enumerate(sequence.ids):
+            segment = None if types is None else types[position]
+            if position in starts:
+                k = starts[position]
+                put(added.get(k, ()), segment)
+                word_pieces = pieces[k]
+                put([sequence.ids[p] for p in spans[k][1]] if word_pieces is None else word_pieces, segment)
+            elif position not in inside:
+                put([token], segment)
+            if position == last_word_end:
+                put(added.get(len(spans), ()), segment)
+        regular = sum(1 for t in ids_out if t not in self.special_ids)
+        if not regular or (max_length is not None and len(ids_out) > max_length):
+            return None
+        return Edit(row, Sequence_(tuple(ids_out), None if types is None else tuple(types_out)))
+
 
 def edit_rng(seed: int, *parts: object) -> random.Random:
     """A private generator for one edit (str seeds hash deterministically across processes)."""

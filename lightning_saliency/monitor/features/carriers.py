@@ -1,0 +1,45 @@
+"""From alarm to action: which training examples carry a shortcut, of any kind.
+
+A word carries it when it is among the example's words (a pair: both members); a feature that is
+not a word when :meth:`~.base.Feature.carries` says so, as the training set's association defines
+it (a length above the sample's median). The monitor lists the carriers of a confirmed shortcut
+among the training examples its artifact table read; :mod:`lightning_saliency.action` finds them
+in a whole dataset.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from lightning_saliency.monitor.features.base import feature_of
+from lightning_saliency.schema.findings import Carriers, FeatureAssociation, kind_of
+
+
+def carries(token: str, members: Sequence[str], words: Sequence[str],
+            reference: Optional[FeatureAssociation] = None) -> bool:
+    """Whether an example with ``words`` carries the shortcut ``token`` (its ``members`` for a
+    word or a pair; ``reference``: a feature's training-set association)."""
+    if kind_of(token) in ("word", "pair"):
+        present = set(words)
+        return all(member in present for member in members)
+    feature, variant = feature_of(token)
+    if reference is None:
+        raise ValueError(f"{token!r} is a feature's shortcut: its carriers need the training set's association "
+                         "(the record's metrics.features entry, or threshold= for a length).")
+    return feature.carries(variant, words, reference)
+
+
+def carrier_lines(indices: Sequence[int], word_lists: Sequence[Sequence[str]], labels: Sequence[Any], token: str,
+                  members: Sequence[str], reference: Optional[FeatureAssociation],
+                  dataset_size: Optional[int] = None) -> tuple[Carriers, list[dict[str, Any]]]:
+    """The carriers among these examples, as a summary (count, share overall and per class) and
+    as lines for a JSONL file (dataset index, label, text as its words)."""
+    lines, per_class, carried = [], {}, {}
+    for index, words, label in zip(indices, word_lists, labels):
+        per_class[label] = per_class.get(label, 0) + 1
+        if carries(token, members, words, reference):
+            carried[label] = carried.get(label, 0) + 1
+            lines.append({"index": int(index), "label": label, "text": " ".join(words)})
+    total = len(indices)
+    shares = {label: carried.get(label, 0) / count for label, count in per_class.items()}
+    summary = Carriers(len(lines), total, len(lines) / total if total else 0.0, shares, dataset_size)
+    return summary, lines

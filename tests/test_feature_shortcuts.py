@@ -1,0 +1,83 @@
+"""Shortcuts that are not words, planted one kind at a time in the demo corpus: the monitor names
+the kind, confirms it by the time the model relies on it (the ground truth, measured outside the
+monitor as the counterfactual accuracy of the kind's own edit), and lists the training examples
+that carry it; the clean control (tests/test_evidence.py, 3 seeds) confirms nothing of any kind."""
+import copy
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_saliency.demo.corpus import FILLER, LENGTH_EXTRA, Shortcut, make_corpus
+from lightning_saliency.schema.records import RunRecord
+from tests.test_evidence import STEP_EVERY, fit_single
+
+pytestmark = pytest.mark.slow
+
+
+def padded(words, rng):
+    """The length edit: as many filler words as planted positives carry in addition."""
+    for _ in range(LENGTH_EXTRA):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(FILLER))
+    return words
+
+
+def exclaimed(words, rng):
+    return words + ["!"]
+
+
+PLANTED = {
+    "length": ("zorbly", "length:long", padded),
+    "token_class": ("!", "token_class:punctuation", exclaimed),
+}
+
+
+def counterfactual_accuracy(module, state, tokenizer, edit):
+    """Of clean negative reviews the model gets right, the share still right after ``edit``; below
+    0.5 the feature overrides what the review says (``None`` with fewer than 20 right)."""
+    model = copy.deepcopy(module.model)
+    model.load_state_dict(state)
+    model.eval()
+    rng = random.Random(0)
+    plain = [t for t, y in zip(*make_corpus(200, Shortcut("none"), 1.0, 0.5, seed=1)) if y == 0]
+    edited = [" ".join(edit(t.split(), rng)) for t in plain]
+    with torch.no_grad():
+        right = model(**tokenizer(plain, padding=True, return_tensors="pt")).logits.argmax(-1) == 0
+        still = model(**tokenizer(edited, padding=True, return_tensors="pt")).logits.argmax(-1) == 0
+    return float((right & still).sum() / right.sum()) if right.sum() >= 20 else None
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTED))
+def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(kind, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    token, name, edit = PLANTED[kind]
+    monitor, checkpoints, module, data, tokenizer, trainer = fit_single(
+        kind, token=token, logger=TensorBoardLogger(str(tmp_path), name=kind))
+    last = RunRecord.from_json(monitor.history[-1])
+    entry = monitor.engine.timeline[name]
+    assert entry.kind == kind and entry.confirmed_step is not None, entry
+    accuracy = {step: counterfactual_accuracy(module, state, tokenizer, edit)
+                for step, state in checkpoints.states.items()}
+    broken = min(step for step, value in accuracy.items() if value is not None and value < 0.5)
+    print(f"\n{name}: first suspected at step {entry.first_suspected_step}, confirmed at step {entry.confirmed_step};"
+          f" counterfactual accuracy first below 0.5 at step {broken}")
+    # Runs are every STEP_EVERY steps after the first ones: confirmed at the first run that sees it.
+    assert entry.confirmed_step <= broken + STEP_EVERY
+
+    (check,) = [c for c in last.metrics.causal if c.token == name]
+    assert check.confirmed and check.kind == kind and check.label == 1
+    reading = {f.token: f for f in last.metrics.features}[name]
+    assert reading.training.label == 1 and reading.training.z > 5
+    # From alarm to action: the carriers, listed next to the record, and their shares.
+    carriers = check.carriers
+    folder = Path(trainer.logger.log_dir) / "saliency"
+    lines = [json.loads(line) for line in (folder / carriers.path).read_text().splitlines()]
+    assert len(lines) == carriers.count and carriers.examples == 800
+    assert carriers.shares[1] > carriers.shares[0] + 0.5, carriers
+    if kind == "token_class":
+        assert all("!" in line["text"].split() for line in lines)
+    else:
+        assert all(len(line["text"].split()) > reading.training.threshold for line in lines)
