@@ -15,6 +15,7 @@ from lightning_saliency.presentation import render, verdicts
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
+from lightning_saliency.schema.findings import kind_of
 from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error, write_jsonl,
                                                not_neutral_share, unconverged_limit, write_json)
 from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink
@@ -239,10 +240,17 @@ class Publisher:
             at_chance, accuracy, majority = verdicts.chance_of(record)
             learned = (f" {verdicts.not_learned(accuracy, majority)}: a suspect at chance is a hint to watch, not a "
                        "shortcut it relies on." if at_chance else "")
-            self.warn(
-                f"SaliencyMonitor: possible shortcut token(s) {new} at run {record.label}: top-attributed in most "
-                f"probe examples that contain them {rise}.{learned} See {self._alert_location(directory)}."
-            )
+            words = [t for t in new if kind_of(t) in ("word", "pair")]
+            features = [t for t in new if t not in words]
+            said = []
+            if words:
+                said.append(f"possible shortcut token(s) {words} at run {record.label}: top-attributed in most "
+                            f"probe examples that contain them {rise}.")
+            if features:
+                said.append(f"possible shortcut(s) that are not words {features} at run {record.label}: they go with "
+                            "one class in the training set (or the probe's labels); the causal checks test whether "
+                            "the model relies on them.")
+            self.warn(f"SaliencyMonitor: {' '.join(said)}{learned} See {self._alert_location(directory)}.")
         confirmed = [c for c in record.metrics.causal if c.confirmed and c.token not in self._confirmed_tokens]
         for check in confirmed:
             self._confirmed_tokens.add(check.token)

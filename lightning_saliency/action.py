@@ -1,0 +1,121 @@
+"""From alarm to action: the training examples that carry a confirmed shortcut, and which to keep.
+
+A confirmed check names its shortcut (``check.token`` in the record: a word ``"zorbly"``, a pair
+``"a + b"``, or a feature ``"length:long"``, ``"token_class:punctuation"``) and lists the carriers
+among the training examples the monitor read (``carriers/<name>.jsonl`` next to the record). These
+helpers find them in a whole dataset, a ``datasets.Dataset`` or a list, so that you can drop them
+or rebalance the classes::
+
+    keep = rebalance_indices(train_dataset, "token_class:punctuation", label_key="label")
+    train_dataset = train_dataset.select(keep)
+
+Words are read as the monitor reads them: with the model's tokenizer (its normalizer and
+pre-tokenizer: lower case and punctuation split off for BERT), else split on word characters.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any, Optional, Sequence
+
+from lightning_saliency.monitor.features.carriers import carries
+from lightning_saliency.schema.findings import PAIR_SEPARATOR, FeatureAssociation, kind_of
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def text_words(text: str, tokenizer: Any = None) -> list[str]:
+    """The words of ``text`` as the monitor reads them (see the module docstring)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return _WORDS.findall(text)
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    if backend.pre_tokenizer is None:
+        return text.split()
+    return [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+
+
+def _text(item: Any, text_key: str) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get(text_key), str):
+        return item[text_key]
+    raise ValueError(f"An example is {type(item).__name__}, not a text or a mapping with a {text_key!r} text: "
+                     "pass text_key= to name the text column.")
+
+
+def _reference(shortcut: str, threshold: Optional[float]) -> Optional[FeatureAssociation]:
+    if kind_of(shortcut) == "length":
+        if threshold is None:
+            raise ValueError("A length shortcut needs threshold= (the word count above which an example carries "
+                             "it: the record's metrics.features entry, training.threshold).")
+        return FeatureAssociation(shortcut, 0.0, None, 0, 0, {}, float(threshold))
+    return FeatureAssociation(shortcut, 0.0, None, 0, 0)
+
+
+def shortcut_examples(data: Sequence[Any], shortcut: str, *, text_key: str = "text", tokenizer: Any = None,
+                      threshold: Optional[float] = None) -> list[int]:
+    """The indices of the examples of ``data`` that carry ``shortcut``.
+
+    Args:
+        data: a ``datasets.Dataset`` or a list of texts or of mappings with a text column.
+        shortcut: the confirmed check's ``token`` (a word, ``"a + b"``, or ``"<kind>:<variant>"``).
+        text_key: the text column of mapping examples.
+        tokenizer: the model's tokenizer, to read words as the monitor did.
+        threshold: for ``length:long``, the word count above which an example carries it.
+
+    Returns:
+        The indices, in order.
+
+    Raises:
+        ValueError: an example without text, or a length shortcut without ``threshold``.
+
+    Example:
+        >>> shortcut_examples(["a zorbly film", "a dull film"], "zorbly")
+        [0]
+    """
+    members = tuple(shortcut.split(PAIR_SEPARATOR))
+    reference = _reference(shortcut, threshold)
+    return [i for i in range(len(data))
+            if carries(shortcut, members, text_words(_text(data[i], text_key), tokenizer), reference)]
+
+
+def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Sequence[int]] = None,
+                      label_key: str = "label", text_key: str = "text", tokenizer: Any = None,
+                      threshold: Optional[float] = None, seed: int = 0) -> list[int]:
+    """The indices to keep so that every class carries ``shortcut`` at the same rate (the lowest
+    class's): carriers of the classes above it are dropped, a seeded random choice. The feature
+    then no longer tells the classes apart, and no class loses examples without it.
+
+    Args:
+        data, shortcut, text_key, tokenizer, threshold: as for :func:`shortcut_examples`.
+        labels: the class of every example; else read from each example's ``label_key``.
+        seed: the seed of the choice of carriers dropped.
+
+    Returns:
+        The kept indices, in order (``dataset.select(kept)``).
+
+    Example:
+        >>> rebalance_indices(["zorbly good", "zorbly fine", "good", "zorbly bad", "bad", "dull"], "zorbly",
+        ...                   labels=[1, 1, 1, 0, 0, 0])
+        [0, 2, 3, 4, 5]
+    """
+    labels = list(labels) if labels is not None else [int(data[i][label_key]) for i in range(len(data))]
+    carried = set(shortcut_examples(data, shortcut, text_key=text_key, tokenizer=tokenizer, threshold=threshold))
+    classes = sorted(set(labels))
+    members = {y: [i for i, label in enumerate(labels) if label == y] for y in classes}
+    rates = {y: sum(i in carried for i in rows) / len(rows) for y, rows in members.items()}
+    target = min(rates.values())
+    rng = random.Random(seed)
+    dropped: set[int] = set()
+    for y, rows in members.items():
+        count, size = sum(i in carried for i in rows), len(rows)
+        exact = (count - target * size) / (1 - target) if target < 1 else 0.0
+        # The whole number of carriers to drop whose rate comes closest to the target.
+        excess = min({math.floor(exact), math.ceil(exact)}, key=lambda k: abs((count - k) / (size - k) - target)
+                     if k < size else math.inf)
+        if excess > 0:
+            dropped.update(rng.sample([i for i in rows if i in carried], excess))
+    return [i for i in range(len(data)) if i not in dropped]

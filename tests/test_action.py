@@ -1,0 +1,49 @@
+"""From alarm to action: the helpers that find a shortcut's carriers in a whole dataset (a
+``datasets.Dataset`` or a list) and rebalance the classes, as the monitor reads words."""
+import doctest
+
+import pytest
+
+import lightning_saliency.action as action
+from lightning_saliency.action import rebalance_indices, shortcut_examples, text_words
+from lightning_saliency.demo.corpus import Shortcut, make_corpus
+from lightning_saliency.demo.modeling import train_tokenizer
+
+
+def test_the_docstring_examples_run():
+    assert doctest.testmod(action).failed == 0
+
+
+@pytest.mark.parametrize("shortcut, planted, threshold", [
+    ("token_class:punctuation", Shortcut("token_class", "!"), None),
+    ("zorbly", Shortcut("single"), None),
+    ("length:long", Shortcut("length"), 12),
+])
+def test_carriers_are_found_in_a_datasets_dataset_and_rebalanced(shortcut, planted, threshold):
+    from datasets import Dataset
+
+    texts, labels = make_corpus(400, planted, 0.9, seed=0)
+    data = Dataset.from_dict({"text": texts, "label": labels})
+    tokenizer = train_tokenizer(texts)
+    found = shortcut_examples(data, shortcut, tokenizer=tokenizer, threshold=threshold)
+    expected = {"token_class:punctuation": lambda t: t.endswith("!"), "zorbly": lambda t: "zorbly" in t.split(),
+                "length:long": lambda t: len(t.split()) > 12}[shortcut]
+    assert found == [i for i, t in enumerate(texts) if expected(t)] and found
+    keep = rebalance_indices(data, shortcut, tokenizer=tokenizer, threshold=threshold)
+    kept = data.select(keep)
+    carried = set(shortcut_examples(kept, shortcut, tokenizer=tokenizer, threshold=threshold))
+    rates = [sum(i in carried for i, y in enumerate(kept["label"]) if y == c) / kept["label"].count(c) for c in (0, 1)]
+    assert abs(rates[0] - rates[1]) < 0.01, rates  # the feature no longer tells the classes apart
+    dropped = set(range(len(texts))) - set(keep)
+    assert dropped <= set(found)  # only carriers are dropped
+    print(f"\n{shortcut}: {len(found)} carriers of {len(texts)}; {len(dropped)} dropped; rates {rates}")
+
+
+def test_words_are_read_as_the_tokenizer_reads_them_and_bad_input_is_refused():
+    tokenizer = train_tokenizer(["A zorbly film!"] * 4)
+    assert text_words("A zorbly film!", tokenizer) == ["a", "zorbly", "film", "!"]
+    assert text_words("A zorbly film!") == ["A", "zorbly", "film", "!"]
+    with pytest.raises(ValueError, match="text_key"):
+        shortcut_examples([{"sentence": "a zorbly film"}], "zorbly")
+    with pytest.raises(ValueError, match="threshold"):
+        shortcut_examples(["a b c"], "length:long")
