@@ -176,7 +176,7 @@ def carriers_sentence(check: CausalCheck) -> str:
 
 
 def _class(check: CausalCheck, label: int) -> str:
-    return check.class_name if label == check.label else f"class {label}"
+    return check.label_name if label == check.label and check.label_name is not None else f"class {label}"
 
 
 def verdict(check: CausalCheck, at_chance: bool = False, accuracy: Optional[float] = None,
