@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_overhead import demo_setup, fit, minilm_setup  # noqa: E402
 
 from lightning_saliency.attribution import SpecialTokens  # noqa: E402
-from lightning_saliency.attribution.words import PieceJoiner  # noqa: E402
+from lightning_saliency.schema.words import PieceJoiner  # noqa: E402
 from lightning_saliency.demo.offline import minilm_folder  # noqa: E402
 from lightning_saliency.presentation import verdicts  # noqa: E402
 from lightning_saliency.monitor.evidence.artifacts import dataset_artifacts  # noqa: E402

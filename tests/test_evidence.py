@@ -15,7 +15,7 @@ from lightning_saliency import SaliencyMonitor
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
 from lightning_saliency.monitor.metrics import ShortcutRules
 from lightning_saliency.attribution import SpecialTokens
-from lightning_saliency.attribution.words import PieceJoiner
+from lightning_saliency.schema.words import PieceJoiner
 from lightning_saliency.demo import Shortcut, build_demo, make_corpus
 from lightning_saliency.monitor.metrics.artifacts import association_table, bonferroni_z
 from lightning_saliency.monitor.evidence.causal import CausalCheck, flip_test, is_confirmed

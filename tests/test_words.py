@@ -33,7 +33,7 @@ def test_merge_with_a_real_fast_tokenizer(demo_tokenizer):
 
 
 def test_word_scores_merge_pieces_into_words():
-    from lightning_saliency.attribution.words import join_pieces, word_scores
+    from lightning_saliency.schema.words import join_pieces, word_scores
 
     tokens = ["[CLS]", "the", "z", "##or", "##bly", "film", "[SEP]"]
     words, scores, special = word_scores(tokens, [0.0, 0.1, 0.5, 0.3, 0.2, -0.1, 0.0],

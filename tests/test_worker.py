@@ -1,6 +1,7 @@
 """The background publisher: order per tag, bounded memory (images dropped before records, never a
 record), and nothing lost when training raises."""
 import json
+import warnings as warnings_module
 import threading
 import time
 
@@ -40,20 +41,23 @@ class SlowSink(NullSink):
 
 
 def test_worker_runs_jobs_in_order_and_survives_a_failing_job():
-    warnings, done = [], []
-    worker = BackgroundWorker(warnings.append, max_pending=100)
-    for k in range(20):
-        worker.submit(lambda k=k: (time.sleep(0.001 * (k % 3)), done.append(k)))
-        if k == 5:
-            worker.submit(lambda: 1 / 0)
-    assert worker.flush(timeout=10)
+    done = []
+    worker = BackgroundWorker(max_pending=100)
+    with warnings_module.catch_warnings(record=True) as caught:
+        warnings_module.simplefilter("always")
+        for k in range(20):
+            worker.submit(lambda k=k: (time.sleep(0.001 * (k % 3)), done.append(k)))
+            if k == 5:
+                worker.submit(lambda: 1 / 0)
+        assert worker.flush(timeout=10)
+    warnings = [str(w.message) for w in caught]
     assert done == list(range(20))
     assert len(warnings) == 1 and "ZeroDivisionError" in warnings[0]
 
 
 def test_each_tag_reaches_the_sinks_in_run_order_and_images_leave_the_training_thread(tmp_path):
     sink = SlowSink(delay=0.01)
-    publisher = Publisher([sink], lambda message: None, max_pending=100)
+    publisher = Publisher([sink], max_pending=100)
     for step in range(6):
         record = run(f"{step:03d}", strength=2.0, step=step)
         publisher.publish(record, tmp_path, time.perf_counter(), None)
@@ -66,14 +70,16 @@ def test_each_tag_reaches_the_sinks_in_run_order_and_images_leave_the_training_t
 
 
 def test_a_slow_sink_loses_images_first_never_records_and_warns_once(tmp_path):
-    warnings = []
     sink = SlowSink(delay=0.3)
-    publisher = Publisher([sink], warnings.append, max_pending=1)
+    publisher = Publisher([sink], max_pending=1)
     started = time.perf_counter()
-    for step in range(5):
-        publisher.publish(run(f"{step:03d}", strength=2.0, step=step), tmp_path, time.perf_counter(), None)
-    submitting = time.perf_counter() - started
-    publisher.flush()
+    with warnings_module.catch_warnings(record=True) as caught:
+        warnings_module.simplefilter("always")
+        for step in range(5):
+            publisher.publish(run(f"{step:03d}", strength=2.0, step=step), tmp_path, time.perf_counter(), None)
+        submitting = time.perf_counter() - started
+        publisher.flush()
+    warnings = [str(w.message) for w in caught]
     assert submitting < 0.3 * 8  # the training thread did not wait for the 5 runs' images
     imaged = {s for kind, _, s in sink.calls if kind == "image"}
     assert 0 in imaged and len(imaged) < 5  # some runs lost their images ...

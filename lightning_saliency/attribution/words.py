@@ -6,14 +6,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from lightning_saliency.schema.words import (  # noqa: F401  (re-exported: the word helpers live in the schema)
-    PieceJoiner,
-    group_positions,
-    join_pieces,
-    span_sums,
-    word_scores,
-    word_spans,
-)
+from lightning_saliency.schema.words import group_positions
 
 REDUCTIONS = ("sum", "max_abs")
 

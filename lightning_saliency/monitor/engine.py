@@ -220,7 +220,7 @@ class MonitorEngine:
             raise ValueError("rank zero's run needs RunOutputs (the directory and the sinks).")
         if self._publisher is None:  # made on rank zero only, at its first run
             o = self.settings.output
-            self._publisher = Publisher(outputs.sinks, warn, o.top_k, o.example_images,
+            self._publisher = Publisher(outputs.sinks, o.top_k, o.example_images,
                                         self.settings.evidence.on_shortcut, outputs.no_images_hint, o.color_scale)
         return self._publisher
 

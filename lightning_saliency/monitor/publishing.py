@@ -61,8 +61,8 @@ class Publisher:
     """Sends each finished run to the sinks and to ``<directory>/saliency/epoch_<label>.json``.
 
     Args:
-        sinks: where scalars, images and text go.
-        warn: how warnings reach the user (default: Python warnings).
+        sinks: where scalars, images and text go (warnings reach the user through
+            :func:`~lightning_saliency.monitor.notices.warn`, the package's one way to warn).
         top_k: tokens per example in the markdown tables.
         log_example_images: also log one image per example (the grid image is always logged).
         on_shortcut: called as ``on_shortcut(suspects, record_json)`` when a run has suspects.
@@ -77,7 +77,6 @@ class Publisher:
     def __init__(
         self,
         sinks: Sequence[Sink],
-        warn: Callable[[str], None] = notices.warn,
         top_k: int = 5,
         log_example_images: bool = True,
         on_shortcut: Optional[Callable[[list, dict], None]] = None,
@@ -86,14 +85,14 @@ class Publisher:
         background: bool = True,
         max_pending: int = 4,
     ) -> None:
-        self.sinks, self.warn, self.top_k, self.color_scale = list(sinks), warn, top_k, color_scale
+        self.sinks, self.top_k, self.color_scale = list(sinks), top_k, color_scale
         self.log_example_images, self.on_shortcut = log_example_images, on_shortcut
         self._warned_tokens: set[str] = set()
         self._warned_skips: set[str] = set()
         self._confirmed_tokens: set[str] = set()
-        self.worker = BackgroundWorker(warn, max_pending) if background else None
+        self.worker = BackgroundWorker(max_pending) if background else None
         if no_images_hint and not any(s.takes_images for s in self.sinks) and self.sinks:
-            warn(no_images_hint)
+            notices.warn(no_images_hint)
 
     def publish(self, record: RunRecord, directory: Path, started: float, epoch_seconds: Optional[float],
                 attachments: Optional[Mapping[str, Sequence[dict]]] = None) -> tuple[RunRecord, dict[str, Any]]:
@@ -186,7 +185,7 @@ class Publisher:
         key = described
         if key not in self._warned_skips:  # the same examples skipped for the same reasons: said once
             self._warned_skips.add(key)
-            self.warn(f"SaliencyMonitor: run {record.label} skipped {len(record.skipped)} probe example(s) and "
+            notices.warn(f"SaliencyMonitor: run {record.label} skipped {len(record.skipped)} probe example(s) and "
                       f"attributed the other {len(record.examples)}: {described}")
 
     def _images_and_tables(self, record: RunRecord, sinks: list[Sink], images: bool = True) -> None:
@@ -250,11 +249,11 @@ class Publisher:
                 said.append(f"possible shortcut(s) that are not words {features} at run {record.label}: they go with "
                             "one class in the training set (or the probe's labels); the causal checks test whether "
                             "the model relies on them.")
-            self.warn(f"SaliencyMonitor: {' '.join(said)}{learned} See {self._alert_location(directory)}.")
+            notices.warn(f"SaliencyMonitor: {' '.join(said)}{learned} See {self._alert_location(directory)}.")
         confirmed = [c for c in record.metrics.causal if c.confirmed and c.token not in self._confirmed_tokens]
         for check in confirmed:
             self._confirmed_tokens.add(check.token)
-            self.warn(f"SaliencyMonitor: shortcut confirmed at run {record.label} (step {record.global_step}): "
+            notices.warn(f"SaliencyMonitor: shortcut confirmed at run {record.label} (step {record.global_step}): "
                       f"{verdicts.verdict(check, *verdicts.chance_of(record))}")
         if self.on_shortcut is not None:
             self.on_shortcut([s.as_dict() for suspects in found.values() for s in suspects], record.to_json())

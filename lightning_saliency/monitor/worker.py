@@ -18,23 +18,25 @@ import traceback
 import weakref
 from typing import Callable, Optional
 
+from lightning_saliency.monitor.notices import warn
+
 Job = Callable[[], None]
 
 
 class BackgroundWorker:
-    """Runs jobs on one background thread, in order. A failing job is reported through ``warn``
-    (with its traceback the first time) and the worker goes on.
+    """Runs jobs on one background thread, in order. A failing job is reported as a warning
+    (:func:`~lightning_saliency.monitor.notices.warn`, with its traceback the first time) and the
+    worker goes on.
 
     Args:
-        warn: how problems reach the user.
         max_pending: waiting jobs before new ones lose their images.
         max_records: further waiting jobs (light ones) before the training thread waits.
     """
 
-    def __init__(self, warn: Callable[[str], None], max_pending: int = 4, max_records: int = 64) -> None:
+    def __init__(self, max_pending: int = 4, max_records: int = 64) -> None:
         if max_pending < 1 or max_records < 1:
             raise ValueError("max_pending and max_records must be at least 1.")
-        self.warn, self.max_pending, self.max_records = warn, max_pending, max_records
+        self.max_pending, self.max_records = max_pending, max_records
         self._jobs: queue.Queue = queue.Queue()
         self._pending = 0
         self._state = threading.Condition()
@@ -61,7 +63,7 @@ class BackgroundWorker:
             self._pending += 1
         if not full and not self._warned_drop:
             self._warned_drop = True
-            self.warn(f"SaliencyMonitor: publishing falls behind training ({self.max_pending} runs waiting, e.g. a "
+            warn(f"SaliencyMonitor: publishing falls behind training ({self.max_pending} runs waiting, e.g. a "
                       "slow disk or logger): the images of waiting runs are dropped to bound memory; every record "
                       "is still written. Fewer examples (num_examples) or log_example_images=False draw less.")
         self._jobs.put(job if full else light)
@@ -91,7 +93,7 @@ class BackgroundWorker:
                     self._reported.add(cause)
                     message += "\n" + "".join(traceback.format_exception(type(error), error, error.__traceback__,
                                                                          limit=-3))
-                self.warn(message)
+                warn(message)
             finally:
                 self.busy_seconds += time.perf_counter() - started
                 with self._state:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from lightning_saliency.attribution.isolation import preserved_global_rng
-from lightning_saliency.attribution.words import PieceJoiner
+from lightning_saliency.schema.words import PieceJoiner
 from lightning_saliency.monitor.features.base import feature_associations
 from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, ExampleSample, association_table
 from lightning_saliency.monitor.notices import warn

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from lightning_saliency.attribution.tokens import SpecialTokens
-from lightning_saliency.attribution.words import word_spans
+from lightning_saliency.schema.words import word_spans
 from lightning_saliency.probes import ProbeSet
 
 
