@@ -123,8 +123,12 @@ def sampled(edits: list[Edit], seed: int, *parts: object) -> list[Edit]:
     return [edits[k] for k in keep]
 
 
-def filler_pieces(vocabulary: Sequence[str], lookup: Lookup, rng: random.Random, count: int) -> list[tuple[int, ...]]:
-    """``count`` words of the probe's own vocabulary as token ids (in distribution: words the
-    model sees in this data), drawn with ``rng``."""
-    pool = [ids for w in vocabulary if (ids := lookup(w))]
+def filler_pool(view: ConfirmationView, vocabulary: Sequence[str]) -> list[tuple[int, ...]]:
+    """The probe vocabulary's words as token ids, as they occur in these examples (in distribution:
+    words the model sees in this data): what padding and control edits draw from."""
+    return view.pieces_of(sorted(vocabulary))
+
+
+def filler_pieces(pool: Sequence[tuple[int, ...]], rng: random.Random, count: int) -> list[tuple[int, ...]]:
+    """``count`` words of ``pool`` (:func:`filler_pool`), drawn with ``rng``."""
     return [rng.choice(pool) for _ in range(count)] if pool else []

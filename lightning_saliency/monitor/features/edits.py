@@ -66,6 +66,16 @@ class ConfirmationView:
                     return tuple(sequence.ids[p] for p in positions)
         return None
 
+    def pieces_of(self, words: Sequence[str]) -> list[tuple[int, ...]]:
+        """The token ids of each of ``words`` that occurs in these examples (its first occurrence),
+        in the order of ``words``: one pass over the examples."""
+        wanted, found = set(words), {}
+        for sequence, spans in zip(self.sequences, self.spans):
+            for text, positions in spans:
+                if text in wanted and text not in found:
+                    found[text] = tuple(sequence.ids[p] for p in positions)
+        return [found[w] for w in words if w in found]
+
     def containing(self, words: Sequence[str], every: bool = True) -> list[int]:
         """Rows whose example contains every word of ``words`` (or any, with ``every=False``)."""
         test = all if every else any

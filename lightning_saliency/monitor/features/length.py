@@ -13,7 +13,7 @@ from statistics import median
 from typing import Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, Lookup, filler_pieces, register_feature, sampled,
+    Feature, Lookup, filler_pieces, filler_pool, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.monitor.metrics.rank_test import rank_comparison
@@ -54,13 +54,14 @@ class Length(Feature):
         gap = round(median(counts[r] for r in inside) - median(counts[r] for r in outside))
         cut = max(gap, 1)
         found: dict[str, list[Edit]] = {"deletion": [], "insertion": [], "control_deletion": [], "control_insertion": []}
+        pool = filler_pool(view, vocabulary)
         for row in range(len(view)):
             words = counts[row]
             if words <= cut:
                 continue
             rng = edit_rng(seed, self.kind, view.indices[row])
             chosen = set(rng.sample(range(words), cut))
-            fillers = filler_pieces(vocabulary, lookup, rng, cut)
+            fillers = filler_pieces(pool, rng, cut)
             if len(fillers) < cut:
                 continue
             replaced = iter(fillers)

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Callable, Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, Lookup, filler_pieces, presence_association, register_feature, sampled,
+    Feature, Lookup, filler_pieces, filler_pool, presence_association, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.schema.findings import FeatureAssociation
@@ -52,7 +52,7 @@ class TokenClass(Feature):
         common = next((w for w, _ in seen.most_common() if lookup(w)), None)
         ending = [flags[-1] for flags in marked if any(flags)]
         at_end = bool(ending) and sum(ending) >= len(ending) / 2
-        plain = [w for w in vocabulary if not test(w)]
+        pool = filler_pool(view, [w for w in vocabulary if not test(w)])
         for row, flags in enumerate(marked):
             rng = edit_rng(seed, self.kind, variant, view.indices[row])
             words = len(flags)
@@ -66,7 +66,7 @@ class TokenClass(Feature):
                 kinds = ("deletion", "control_deletion")
             elif predicted[row] != label and not any(flags) and common is not None and words:
                 slot = words if at_end else rng.randrange(words + 1)
-                filler = filler_pieces(plain, lookup, rng, 1)
+                filler = filler_pieces(pool, rng, 1)
                 if not filler:
                     continue
                 edit = view.rebuilt(row, [None] * words, [(slot, lookup(common))], max_length=max_length)
