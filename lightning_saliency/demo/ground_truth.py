@@ -8,7 +8,7 @@ when the monitor should have fired.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import lightning as L
 import torch
@@ -16,13 +16,17 @@ import torch
 
 class CounterfactualAccuracy(L.Callback):
     """Every ``every`` optimizer steps: of ``texts`` (all of class ``label``) that the live model
-    predicts right, the share still predicted ``label`` with ``word`` put first. Steps where fewer
+    predicts right, the share still predicted ``label`` with ``word`` put first (or after ``edit``,
+    a feature's counterfactual edit). Steps where fewer
     than ``min_right`` are right are not scored (too few to say). ``by_step``: step -> share;
     ``seconds``: the time this callback took (to leave it out of training time)."""
 
     def __init__(self, tokenizer: Any, texts: Sequence[str], word: str, label: int = 0, every: int = 2,
-                 max_length: int = 128, batch_size: int = 32, min_right: int = 10) -> None:
+                 max_length: int = 128, batch_size: int = 32, min_right: int = 10,
+                 edit: Optional[Callable[[str], str]] = None) -> None:
         self.tokenizer, self.texts, self.word, self.label = tokenizer, list(texts), word, label
+        # The counterfactual edit: the planted word put first, or a feature's own (a cut, a "!").
+        self.edit = edit or (lambda text: f"{word} {text}")
         self.every, self.max_length, self.batch_size, self.min_right = every, max_length, batch_size, min_right
         self.by_step: dict[int, float] = {}
         self.seconds = 0.0
@@ -49,7 +53,7 @@ class CounterfactualAccuracy(L.Callback):
         model.eval()
         with torch.no_grad(), torch.random.fork_rng():
             right = self._predicted(model, self.texts) == self.label
-            edited = [f"{self.word} {text}" for text, ok in zip(self.texts, right.tolist()) if ok]
+            edited = [self.edit(text) for text, ok in zip(self.texts, right.tolist()) if ok]
             still = (self._predicted(model, edited) == self.label) if edited else torch.zeros(0, dtype=torch.bool)
         model.train(was_training)
         if int(right.sum()) >= self.min_right:
