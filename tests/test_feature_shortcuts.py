@@ -81,3 +81,42 @@ def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(ki
         assert all("!" in line["text"].split() for line in lines)
     else:
         assert all(len(line["text"].split()) > reading.training.threshold for line in lines)
+
+
+def test_length_is_not_confirmed_in_a_model_that_learned_meaning_instead():
+    """A clean corpus (lengths vary, but not with the label) and a model that learned the sentiment
+    words: a length check, forced, edits hundreds of examples and confirms nothing."""
+    from contextlib import nullcontext
+
+    from lightning_saliency.attribution import AttributionConfig, SpecialTokens
+    from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
+    from lightning_saliency.monitor.model_access import ModelAccess, hf_forward
+    from lightning_saliency.monitor.evidence.artifacts import dataset_artifacts
+    from lightning_saliency.monitor.evidence.tracker import NEUTRAL_Z
+    from lightning_saliency.monitor.probe import probe_from_dataloader
+    from lightning_saliency.schema.words import PieceJoiner
+
+    monitor, _, module, data, tokenizer, _ = fit_single("none", epochs=3)
+    module.eval()
+    loader = data.val_dataloader()
+    examples = probe_from_dataloader(loader, 200, 1, tokenizer=tokenizer)
+    access = ModelAccess(module, hf_forward(module), tokenizer, SpecialTokens.from_tokenizer(tokenizer), None,
+                         nullcontext)
+    vocabulary = sorted({w for text in examples.texts for w in text.split()})
+    # What the monitor pads with: words the training set does not associate with a class.
+    table = dataset_artifacts(data.train_set, data.train_dataloader().collate_fn,
+                              PieceJoiner(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
+                                          SpecialTokens.from_tokenizer(tokenizer).special_ids))
+    neutral = [w for w in vocabulary if w not in table.words or table.words[w].z < NEUTRAL_Z]
+    assert "great" in vocabulary and "great" not in neutral and "movie" in neutral
+    settings = CausalSettings(AttributionConfig(max_tokens=4096), "classification", 0, 128)
+    for label in (0, 1):
+        (check,) = confirm_suspects(access, lambda: examples, examples,
+                                    [CausalCandidate("length:long", ("length:long",), label)], vocabulary, settings,
+                                    neutral=neutral)
+        trials = check.deletion.trials + check.insertion.trials
+        print(f"\nlength:long -> {label} in a clean model: {trials} edits; removal {check.deletion.rate:.2f} vs "
+              f"{check.control_deletion.rate:.2f}, insertion {check.insertion.rate:.2f} vs "
+              f"{check.control_insertion.rate:.2f}; effects {check.deletion_shift.effect:+.4f} "
+              f"{check.insertion_shift.effect:+.4f}")
+        assert trials >= 100 and not check.confirmed, check.confirmed_by

@@ -133,12 +133,16 @@ def _pair_order(view: ConfirmationView, members: tuple[str, ...], predicted: Seq
 def plan_check(
     view: ConfirmationView, candidate: CausalCandidate, predicted: Sequence[int], vocabulary: Sequence[str],
     lookup: Callable[[str], Optional[tuple[int, ...]]], replacement: int, seed: int, max_length: int,
+    neutral: Optional[Sequence[str]] = None,
 ) -> _Plan:
     """Every edit of one suspect's check and of its controls (pure: no model); a feature that is
     not a word plans its own (:meth:`~lightning_saliency.monitor.features.Feature.edits`)."""
     if kind_of(candidate.token) not in ("word", "pair"):
         feature, variant = feature_of(candidate.token)
-        edits = feature.edits(variant, view, candidate.label, predicted, vocabulary, lookup, seed, max_length)
+        # A feature's edits pad with words that go with no class (``neutral``), so that padding
+        # changes the length and not the meaning.
+        padding = vocabulary if neutral is None else neutral
+        edits = feature.edits(variant, view, candidate.label, predicted, padding, lookup, seed, max_length)
         return _Plan(candidate, [(feature.control,)], edits)
     members = candidate.members
     pieces = [lookup(w) for w in _pair_order(view, members, predicted, candidate.label)]
@@ -302,10 +306,13 @@ def confirm_suspects(
     settings: CausalSettings,
     ranks: Optional[Ranks] = None,
     advance: Callable[[int], None] = lambda rows: None,
+    neutral: Optional[Sequence[str]] = None,
 ) -> list[CausalCheck]:
     """The causal check of every candidate, on every rank alike. ``examples`` builds the
     confirmation set; ``probe`` supplies a suspect's token ids when the set lacks it; ``vocabulary``
-    holds the words the controls are drawn from. Two gathers when there are candidates, none without."""
+    holds the words the controls are drawn from; ``neutral``: those of them that go with no class,
+    what a feature's edits pad with (``None``: the vocabulary). Two gathers when there are
+    candidates, none without."""
     if not candidates:
         return []
     ranks = ranks or Ranks()
@@ -322,7 +329,7 @@ def confirm_suspects(
     def plans_of() -> list[_Plan]:
         probe_view = ConfirmationView(prompts(probe), access.special_tokens)
         lookup = lambda word: view.word_ids(word) or probe_view.word_ids(word)  # noqa: E731
-        return [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, max_length)
+        return [plan_check(view, c, predicted, vocabulary, lookup, replacement, settings.seed, max_length, neutral)
                 for c in candidates]
 
     plans: list[_Plan] = ranks.attempt(plans_of) or []  # a local failure still joins the second gather

@@ -26,11 +26,18 @@ class _Order:
     candidates: tuple[CausalCandidate, ...] = ()
     suspected: tuple[tuple[str, str], ...] = ()  # (token, method) of every suspect of the run
     vocabulary: tuple[str, ...] = ()
+    neutral: Optional[tuple[str, ...]] = None  # the vocabulary's words with no label association
 
 
-def order_from(record: Any) -> _Order:
-    """The suspects of an analysed record (strongest first, one check per token) and the probe
-    words the controls are drawn from (no suspect's word among them)."""
+# A word is neutral, fit to pad a text or stand in for another in a feature's edits, when its
+# training-set association with every class stays below this z (Gardner et al.'s).
+NEUTRAL_Z = 2.0
+
+
+def order_from(record: Any, artifacts: Optional[ArtifactTable] = None) -> _Order:
+    """The suspects of an analysed record (strongest first, one check per token), the probe words
+    the controls are drawn from (no suspect's word among them) and, with the training set's
+    ``artifacts``, those of them that go with no class (what a feature's edits pad with)."""
     candidates: dict[str, CausalCandidate] = {}
     suspected = []
     for method, findings in record.metrics.shortcut.items():
@@ -43,7 +50,10 @@ def order_from(record: Any) -> _Order:
     for example in record.examples if record.methods else ():  # the words are the same for every method
         texts, _, special = example.words(record.methods[0])
         words.update(w for w, is_special in zip(texts, special) if not is_special and w not in taken)
-    return _Order(tuple(candidates.values()), tuple(suspected), tuple(sorted(words)))
+    neutral = None
+    if artifacts is not None:
+        neutral = tuple(sorted(w for w in words if w not in artifacts.words or artifacts.words[w].z < NEUTRAL_Z))
+    return _Order(tuple(candidates.values()), tuple(suspected), tuple(sorted(words)), neutral)
 
 
 class EvidenceOutcome(NamedTuple):
@@ -99,7 +109,7 @@ class EvidenceTracker:
         ``recheck_confirmed=False`` (step runs): suspects the timeline already holds as confirmed are
         not checked again; a check is the costliest part of a cheap run (on MiniLM, 768 forward
         rows against 24 for the gradient), and epoch runs re-check them for their records."""
-        order = ranks.agree(order_from(record) if ranks.is_zero and record is not None else _Order())
+        order = ranks.agree(order_from(record, self.artifacts) if ranks.is_zero and record is not None else _Order())
         checks, error = [], None
         raised = {c.token for c in order.candidates}
         candidates = order.candidates + tuple(c for token, (c, _) in self._watched.items() if token not in raised)
@@ -110,11 +120,13 @@ class EvidenceTracker:
             # Control words are drawn from the probe's words, none of any checked suspect's.
             suspect_words = {m for c in candidates for m in c.members}
             vocabulary = [w for w in order.vocabulary if w not in suspect_words]
+            neutral = None if order.neutral is None else [w for w in order.neutral if w not in suspect_words]
             try:
                 # The checks' own failures stay theirs: a fresh failure state, so that the run's
                 # attributions stand without their evidence on every rank alike.
                 checks = confirm_suspects(access, examples, probe, candidates, vocabulary, settings,
-                                          Ranks(ranks.rank, ranks.world_size, in_step=ranks.in_step), advance)
+                                          Ranks(ranks.rank, ranks.world_size, in_step=ranks.in_step), advance,
+                                          neutral=neutral)
             except Exception as failure:  # the run's attributions stand without their evidence
                 error = f"{type(failure).__name__}: {failure}"
         self._watch(candidates, checks)
