@@ -106,7 +106,7 @@ def fit(setup, epochs: int, **monitor_options) -> tuple[list[float], float]:
     if monitor is None:
         return timer.epochs, 0.0, []
     # The files, not monitor.history: the background worker adds its own time ("background") there.
-    from lightning_saliency.schema.records import read_record
+    from lightning_saliency.schema.files import read_record
 
     records = [read_record(p).to_json() for p in sorted(Path(logger.log_dir, "saliency").glob("epoch_*.json"))]
     start = next((r["seconds"] for r in records if r["label"] == "start"), 0.0)

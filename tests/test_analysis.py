@@ -11,7 +11,8 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
 from lightning_saliency.monitor.metrics.faithfulness import faithfulness_summary
 from lightning_saliency.monitor.metrics import ShortcutRules
-from lightning_saliency.schema.records import ExampleRecord, RecordError, RunRecord, read_record, write_record
+from lightning_saliency.schema.files import read_record, write_record
+from lightning_saliency.schema.records import ExampleRecord, RecordError, RunRecord
 from tests.builders import synthetic_example, synthetic_run
 from lightning_saliency.settings import EvidenceSettings, MonitorSettings, ProbeSettings, RunSchedule
 

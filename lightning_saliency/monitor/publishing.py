@@ -16,8 +16,9 @@ from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
 from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
 from lightning_saliency.schema.findings import kind_of
-from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error, write_jsonl,
-                                               not_neutral_share, unconverged_limit, write_json)
+from lightning_saliency.schema.files import write_json, write_jsonl
+from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error,
+                                               not_neutral_share, unconverged_limit)
 from lightning_saliency.monitor.sinks import LoggerSink, NullSink, Sink, TensorBoardSink
 from lightning_saliency.monitor.worker import BackgroundWorker
 

@@ -1,6 +1,6 @@
 """Finding runs under a log directory and reading their ``saliency/epoch_*.json`` records.
 
-Records are read and validated by :func:`lightning_saliency.schema.records.read_record`, the one reader of
+Records are read and validated by :func:`lightning_saliency.schema.files.read_record`, the one reader of
 these files. A record that cannot be read (a run still writing, a crash mid-write, hand edits, another
 schema version) is reported and skipped: a report over a live or broken run never fails because of one file.
 """
@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from lightning_saliency.schema.records import RecordError, RunRecord, read_record
+from lightning_saliency.schema.files import read_record
+from lightning_saliency.schema.records import RecordError, RunRecord
 
 _STAGE_ORDER = {"fit": 0, "validate": 1}
 

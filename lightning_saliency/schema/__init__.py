@@ -10,7 +10,8 @@ from lightning_saliency.schema.findings import (
     SuspectTimeline,
     TokenStat,
 )
-from lightning_saliency.schema.records import ExampleRecord, RecordError, RunMetrics, RunRecord, read_record
+from lightning_saliency.schema.files import read_record
+from lightning_saliency.schema.records import ExampleRecord, RecordError, RunMetrics, RunRecord
 
 __all__ = [
     "ArtifactCrossing", "CausalCheck", "CrossRow", "ExampleRecord", "FlipTest", "RecordError", "RunMetrics",

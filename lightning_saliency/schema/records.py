@@ -9,30 +9,21 @@ never misread a file written by another version.
 """
 from __future__ import annotations
 
-import re
-
-import json
 import math
-import os
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+import re
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lightning_saliency.schema.findings import (
-    KINDS,
     ArtifactCrossing,
-    Carriers,
     CausalCheck,
-    CrossRow,
-    FeatureAssociation,
     FeatureReading,
-    FlipTest,
-    ShiftTest,
     Suspect,
     SuspectTimeline,
     TokenStat,
 )
+from lightning_saliency.schema.reading import causal_check, crossing, feature_reading, lenient
 from lightning_saliency.schema.words import span_sums, word_spans
 
 SCHEMA_VERSION = 1
@@ -184,22 +175,6 @@ class FaithfulnessSummary:
     sufficiency_aopc: float
 
 
-def _lenient(cls: type, data: dict[str, Any]) -> Any:
-    """``cls`` from a JSON object that may lack fields (an older or hand-edited record): missing
-    ones take the field's default, else None; unknown keys are ignored."""
-    values = {}
-    for f in fields(cls):
-        if f.name in data:
-            values[f.name] = data[f.name]
-        elif f.default is not MISSING:
-            values[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            values[f.name] = f.default_factory()
-        else:
-            values[f.name] = None
-    return cls(**values)
-
-
 @dataclass
 class ClassSummary:
     """One method's view of the probe examples of one true class (predicted where unlabelled):
@@ -210,37 +185,6 @@ class ClassSummary:
     examples: int
     top: list[tuple[str, float]]
     drift_start: dict[str, float] = field(default_factory=dict)
-
-
-def _by_class(shares: Any) -> dict[int, float]:
-    """A class-index map read back from JSON (whose keys are strings)."""
-    return {int(k): float(v) for k, v in (shares or {}).items()}
-
-
-def _carriers(data: Optional[dict[str, Any]]) -> Optional[Carriers]:
-    return None if not data else _lenient(Carriers, {**data, "shares": _by_class(data.get("shares"))})
-
-
-def _association(data: Optional[dict[str, Any]]) -> Optional[FeatureAssociation]:
-    return None if not data else _lenient(FeatureAssociation, {**data, "shares": _by_class(data.get("shares"))})
-
-
-def _feature_reading(data: dict[str, Any]) -> FeatureReading:
-    reliance = {m: (float(v[0]), None if v[1] is None else float(v[1])) for m, v in (data.get("reliance") or {}).items()}
-    return _lenient(FeatureReading, {**data, "training": _association(data.get("training")),
-                                     "validation": _association(data.get("validation")), "reliance": reliance})
-
-
-def _causal_check(data: dict[str, Any]) -> CausalCheck:
-    tests = {kind: _lenient(FlipTest, data.get(kind) or {}) for kind in KINDS}
-    shifts = {key: _lenient(ShiftTest, data.get(key) or {}) for key in ("deletion_shift", "insertion_shift")}
-    return _lenient(CausalCheck, {**data, **tests, **shifts, "carriers": _carriers(data.get("carriers"))})
-
-
-def _crossing(data: dict[str, Any]) -> ArtifactCrossing:
-    lists = {key: [_lenient(CrossRow, r) for r in data.get(key) or []]
-             for key in ("relied_artifacts", "relied_only", "ignored_artifacts")}
-    return _lenient(ArtifactCrossing, {**data, **lists})
 
 
 @dataclass
@@ -271,26 +215,26 @@ class RunMetrics:
     def from_json(cls, data: dict[str, Any]) -> "RunMetrics":
         return cls(
             scalars=dict(data.get("scalars", {})),
-            concentration={m: _lenient(ConcentrationSummary, v) for m, v in data.get("concentration", {}).items()},
+            concentration={m: lenient(ConcentrationSummary, v) for m, v in data.get("concentration", {}).items()},
             drift={
-                m: {name: _lenient(DriftBlock, {**b, "before_top": [[tuple(p) for p in top]
+                m: {name: lenient(DriftBlock, {**b, "before_top": [[tuple(p) for p in top]
                                                                     for top in b.get("before_top") or []]})
                     for name, b in blocks.items()}
                 for m, blocks in data.get("drift", {}).items()
             },
             shortcut={
-                m: ShortcutFindings([_lenient(Suspect, s) for s in v.get("suspects", [])],
-                                    [_lenient(TokenStat, t) for t in v.get("tokens", [])], v.get("reference"))
+                m: ShortcutFindings([lenient(Suspect, s) for s in v.get("suspects", [])],
+                                    [lenient(TokenStat, t) for t in v.get("tokens", [])], v.get("reference"))
                 for m, v in data.get("shortcut", {}).items()
             },
-            faithfulness={m: _lenient(FaithfulnessSummary, v) for m, v in data.get("faithfulness", {}).items()},
-            causal=[_causal_check(c) for c in data.get("causal") or []],
+            faithfulness={m: lenient(FaithfulnessSummary, v) for m, v in data.get("faithfulness", {}).items()},
+            causal=[causal_check(c) for c in data.get("causal") or []],
             causal_error=data.get("causal_error"),
-            timeline=[_lenient(SuspectTimeline, t) for t in data.get("timeline") or []],
-            artifacts={m: _crossing(v) for m, v in (data.get("artifacts") or {}).items()},
-            per_class={m: [_lenient(ClassSummary, {**c, "top": [tuple(p) for p in c.get("top") or []]}) for c in v]
+            timeline=[lenient(SuspectTimeline, t) for t in data.get("timeline") or []],
+            artifacts={m: crossing(v) for m, v in (data.get("artifacts") or {}).items()},
+            per_class={m: [lenient(ClassSummary, {**c, "top": [tuple(p) for p in c.get("top") or []]}) for c in v]
                        for m, v in (data.get("per_class") or {}).items()},
-            features=[_feature_reading(f) for f in data.get("features") or []],
+            features=[feature_reading(f) for f in data.get("features") or []],
         )
 
 
@@ -332,7 +276,7 @@ class RunRecord:
         data = asdict(self)
         ordered = {key: data[key] for key in ("schema", "run_id", "label", "stage", "step_run", "epoch", "global_step", "status", "error",
                                               "seconds", "timings", "settings", "methods", "examples", "skipped", "metrics")}
-        return _finite(ordered)
+        return finite(ordered)
 
     @classmethod
     def from_json(cls, data: Any) -> "RunRecord":
@@ -351,7 +295,7 @@ class RunRecord:
                 global_step=data.get("global_step") or 0, settings=dict(data.get("settings") or {}),
                 methods=methods, examples=[_example(e, position) for position, e in enumerate(data["examples"])],
                 metrics=RunMetrics.from_json(data.get("metrics") or {}), seconds=data.get("seconds"),
-                skipped=[_lenient(SkippedExample, k) for k in data.get("skipped") or []],
+                skipped=[lenient(SkippedExample, k) for k in data.get("skipped") or []],
                 timings=dict(data.get("timings") or {}),
                 status=data.get("status", "ok"), error=data.get("error"), run_id=data.get("run_id"),
                 step_run=bool(data.get("step_run", False)), schema=schema,
@@ -408,54 +352,15 @@ def _example(data: Any, position: int) -> ExampleRecord:
     return example
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON-safe copy: NaN and infinities (e.g. a rank correlation over one token) become None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):  # keys as JSON writes them (a class index becomes a string)
-        return {str(k) if isinstance(k, int) else k: _finite(v) for k, v in value.items()}
+        return {str(k) if isinstance(k, int) else k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
-
-
-def record_path(directory: os.PathLike, label: str) -> Path:
-    return Path(directory) / "saliency" / f"epoch_{label}.json"
-
-
-def write_record(record: RunRecord, directory: os.PathLike) -> Path:
-    """Write atomically (temp file, then rename) so readers never see half a file."""
-    return write_json(record.to_json(), directory)
-
-
-def write_json(data: dict[str, Any], directory: os.PathLike) -> Path:
-    """Write a record's JSON form (``RunRecord.to_json()``) atomically: temp file, then rename."""
-    path = record_path(directory, data["label"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
-
-
-def write_jsonl(lines: Sequence[dict[str, Any]], path: os.PathLike) -> Path:
-    """Write one JSON object per line atomically (temp file, then rename): never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text("".join(json.dumps(_finite(line), allow_nan=False) + "\n" for line in lines), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
-
-
-def read_record(path: os.PathLike) -> RunRecord:
-    """Read and validate one record. Raises :class:`RecordError` for a truncated or unreadable
-    file, a JSON that is not a record, or another schema version."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RecordError(f"truncated or unreadable JSON ({error})") from error
-    return RunRecord.from_json(data)
 
 
 def scalar_name(text: str) -> str:
