@@ -77,6 +77,12 @@ def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(ki
     lines = [json.loads(line) for line in (folder / carriers.path).read_text().splitlines()]
     assert len(lines) == carriers.count and carriers.examples == 800
     assert carriers.shares[1] > carriers.shares[0] + 0.5, carriers
+    # The report (and the TensorBoard tab, which serves it) names the kind.
+    from lightning_saliency.report import build_report, read_runs
+
+    page = build_report(read_runs(trainer.logger.save_dir))
+    for text in ("Shortcuts that are not words", name, f"<td>{kind}</td>", "training examples carrying it"):
+        assert text in page, text
     if kind == "token_class":
         assert all("!" in line["text"].split() for line in lines)
     else:

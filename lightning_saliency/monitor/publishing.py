@@ -14,7 +14,8 @@ from lightning_saliency.monitor import notices
 from lightning_saliency.presentation import render, verdicts
 from lightning_saliency.attribution import AttributionConfig
 from lightning_saliency.attribution.methods import is_signed
-from lightning_saliency.presentation.tables import artifact_table, causal_table, class_table, timeline_table
+from lightning_saliency.presentation.tables import (artifact_table, causal_table, class_table, feature_table,
+                                                    timeline_table)
 from lightning_saliency.schema.findings import kind_of
 from lightning_saliency.schema.files import write_json, write_jsonl
 from lightning_saliency.schema.records import (UNCONVERGED, ExampleRecord, RunRecord, completeness_error,
@@ -348,7 +349,7 @@ def alert_markdown(found: dict[str, list], record: Optional[RunRecord] = None) -
         text += "\n\n" + render.markdown_table(*causal_table(metrics), escape=True)
     elif metrics.causal_error:
         text += f"\n\nThe causal checks could not run: {render.escape_markdown(metrics.causal_error)}"
-    for title, table in (("When", timeline_table(metrics)),
+    for title, table in (("When", timeline_table(metrics)), ("Shortcuts that are not words", feature_table(metrics)),
                          ("Training-set artifacts", artifact_table(metrics, next(iter(found))))):
         if table is not None:
             text += f"\n\n**{title}**\n\n" + render.markdown_table(*table, escape=True)

@@ -98,9 +98,29 @@ def class_table(metrics: Any, method: str) -> Optional[Table]:
     return header, rows
 
 
+def _association(found: Any) -> str:
+    return "–" if found is None else f"z {found.z:.1f} (class {found.label}; {found.carriers} of {found.examples})"
+
+
+def feature_table(metrics: Any) -> Optional[Table]:
+    """One row per feature that is not a word: its kind, its association in the training sample and
+    in the probe's labels, and each method's share of |attribution| on its words (at ``start``)."""
+    if not metrics.features:
+        return None
+    header = ["feature", "kind", "training association", "probe association", "reliance now (at start)"]
+    rows = []
+    for reading in metrics.features:
+        reliance = "; ".join(f"{method} {now:.2f} ({'–' if before is None else f'{before:.2f}'})"
+                             for method, (now, before) in reading.reliance.items()) or "not measured by attribution"
+        rows.append([reading.token, reading.kind, _association(reading.training), _association(reading.validation),
+                     reliance])
+    return header, rows
+
+
 def evidence_tables(metrics: Any, method: str) -> list[tuple[str, Table]]:
     """Every evidence table of a run that has content, titled."""
     found = [("Causal checks", causal_table(metrics)), ("Suspect timeline", timeline_table(metrics)),
+             ("Shortcuts that are not words", feature_table(metrics)),
              (f"Training-set artifacts vs reliance ({method})", artifact_table(metrics, method)),
              (f"Per class ({method})", class_table(metrics, method))]
     return [(title, table) for title, table in found if table is not None]
