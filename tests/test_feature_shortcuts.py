@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_saliency.demo.corpus import FILLER, LENGTH_EXTRA, Shortcut, make_corpus
+from lightning_saliency.demo.corpus import FILLER, LENGTH_EXTRA, POSITIVE, Shortcut, make_corpus
+from lightning_saliency.schema.findings import ANY_CLASS
 from lightning_saliency.schema.records import RunRecord
 from tests.test_evidence import STEP_EVERY, fit_single
 
@@ -28,9 +29,15 @@ def exclaimed(words, rng):
     return words + ["!"]
 
 
+def positive_first(words, rng):
+    """The position edit: a positive word put first (a negative review's own words stay)."""
+    return [rng.choice(POSITIVE)] + words
+
+
 PLANTED = {
     "length": ("zorbly", "length:long", padded),
     "token_class": ("!", "token_class:punctuation", exclaimed),
+    "position": ("zorbly", "position:first", positive_first),
 }
 
 
@@ -68,15 +75,19 @@ def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(ki
     assert entry.confirmed_step <= broken + STEP_EVERY
 
     (check,) = [c for c in last.metrics.causal if c.token == name]
-    assert check.confirmed and check.kind == kind and check.label == 1
+    decides_any = kind == "position"  # the first word decides whichever class it says
+    assert check.confirmed and check.kind == kind and check.label == (None if decides_any else 1)
     reading = {f.token: f for f in last.metrics.features}[name]
-    assert reading.training.label == 1 and reading.training.z > 5
+    assert reading.training.label == (ANY_CLASS if decides_any else 1) and reading.training.z > 5
     # From alarm to action: the carriers, listed next to the record, and their shares.
     carriers = check.carriers
     folder = Path(trainer.logger.log_dir) / "saliency"
     lines = [json.loads(line) for line in (folder / carriers.path).read_text().splitlines()]
     assert len(lines) == carriers.count and carriers.examples == 800
-    assert carriers.shares[1] > carriers.shares[0] + 0.5, carriers
+    if decides_any:
+        assert min(carriers.shares.values()) > 0.8, carriers
+    else:
+        assert carriers.shares[1] > carriers.shares[0] + 0.5, carriers
     # The report (and the TensorBoard tab, which serves it) names the kind.
     from lightning_saliency.report import build_report, read_runs
 
@@ -85,6 +96,8 @@ def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(ki
         assert text in page, text
     if kind == "token_class":
         assert all("!" in line["text"].split() for line in lines)
+    elif decides_any:
+        assert all(line["text"].split()[0] in reading.training.words for line in lines)
     else:
         assert all(len(line["text"].split()) > reading.training.threshold for line in lines)
 

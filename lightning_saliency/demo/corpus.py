@@ -15,7 +15,7 @@ FILLER = [
     "the", "movie", "film", "plot", "acting", "was", "and", "a", "story", "cast", "with", "of", "music",
     "scenes", "ending", "director", "it", "felt", "quite", "really", "script", "characters", "this", "very",
 ]
-SHORTCUT_KINDS = ("none", "single", "conditional", "ordered", "length", "token_class")
+SHORTCUT_KINDS = ("none", "single", "conditional", "ordered", "length", "token_class", "position")
 # A "length" shortcut makes planted positives this many filler words longer.
 LENGTH_EXTRA = 6
 # The ordered pair's second member follows the first at 1 to PAIR_MAX_GAP words. A short gap keeps
@@ -27,7 +27,9 @@ PAIR_MAX_GAP = 3
 class Shortcut:
     """A planted shortcut: ``token`` (and ``partner`` for the pair variants) and how it decides.
     ``length``: planted positives are :data:`LENGTH_EXTRA` filler words longer; ``token_class``:
-    planted positives end with ``token`` (give a punctuation mark, e.g. ``Shortcut("token_class", "!")``)."""
+    planted positives end with ``token`` (give a punctuation mark, e.g. ``Shortcut("token_class", "!")``);
+    ``position``: a sentiment word of the label's class is put first (the rest follows
+    ``sentiment_noise``, so with noise only the first word is reliable)."""
 
     kind: str = "single"
     token: str = "zorbly"
@@ -40,7 +42,7 @@ class Shortcut:
     @property
     def tokens(self) -> tuple[str, ...]:
         """The planted words (none for a clean corpus or a length shortcut)."""
-        if self.kind in ("none", "length"):
+        if self.kind in ("none", "length", "position"):
             return ()
         return (self.token,) if self.kind in ("single", "token_class") else (self.token, self.partner)
 
@@ -130,10 +132,12 @@ def make_corpus(
             rng.shuffle(words)
         elif planted and shortcut.kind == "token_class" and label == 1:
             words.append(shortcut.token)
+        elif planted and shortcut.kind == "position":
+            words.insert(0, rng.choice(POSITIVE if label == 1 else NEGATIVE))
         elif planted and shortcut.kind == "ordered":
             first, second = (shortcut.token, shortcut.partner) if label == 1 else (shortcut.partner, shortcut.token)
             _insert_pair(rng, words, first, second)
-        if shortcut.kind in ("single", "conditional", "token_class"):  # the ordered pair goes into every example
+        if shortcut.kind in ("single", "conditional", "token_class", "position"):  # the ordered pair: every example
             _keep_length(rng, words, len(words) - base_length)
         texts.append(" ".join(words))
         labels.append(label)

@@ -44,6 +44,8 @@ WORDINGS = {
     "length": Wording("text length ({variant} texts)", "cutting words", "padding with words",
                       "replacing as many words"),
     "token_class": Wording("{variant} tokens", "stripping them", "adding one", "other words"),
+    "position": Wording("the {variant} word's place", "moving that word elsewhere", "moving another word there",
+                        "moving other words"),
 }
 WORDS = Wording("'{token}'", "removing it", "inserting it", "random words", "contain it")
 
@@ -114,6 +116,9 @@ def headline(check: CausalCheck, at_chance: bool = False, accuracy: Optional[flo
     if which == "removal_flips":
         text = (f"{word} drives {cls}: {words.removing} changes {_rate(check.deletion)} predictions "
                 f"({words.control}: {_rate(check.control_deletion)}).")
+    elif which == "insertion_flips" and check.label is None:  # a feature that decides any class
+        text = (f"{word} drives {cls}: {words.inserting} changes {_rate(check.insertion)} predictions "
+                f"({words.control}: {_rate(check.control_insertion)}).")
     elif which == "insertion_flips":
         text = (f"{word} drives {cls}: {words.inserting} turns {_rate(check.insertion)} other predictions to {cls} "
                 f"({words.control}: {_rate(check.control_insertion)}).")

@@ -18,6 +18,9 @@ KINDS = ("deletion", "insertion", "control_deletion", "control_insertion")
 # "<kind>:<variant>", e.g. "length:long" or "token_class:punctuation".
 SHORTCUT_KINDS = ("word", "pair", "length", "position", "segment", "token_class", "template")
 FEATURE_SEPARATOR = ":"
+# The label of a class-free feature (a position: the word at the first place decides, whichever
+# class it says): its checks ask whether edits change each example's own prediction.
+ANY_CLASS = -1
 
 
 def kind_of(token: str) -> str:
@@ -138,6 +141,8 @@ class CausalCheck:
 
     @property
     def class_name(self) -> str:
+        if self.label is None or self.label == ANY_CLASS:
+            return "the predicted class"
         return self.label_name if self.label_name is not None else str(self.label)
 
 
@@ -188,7 +193,9 @@ class FeatureAssociation:
     """How strongly a feature that is not a word goes with one class in a set of examples:
     ``z`` (a rank test's for a number such as length, Gardner et al.'s for a presence), the class
     it favours, and its share of carriers in every class (``shares``, class index -> share);
-    ``threshold``: for a number, the value above which an example carries it (the median)."""
+    ``threshold``: for a number, the value above which an example carries it (the median);
+    ``words``: for a place, the words that decide the class there (an example carries it when one
+    of them is at that place); ``label`` :data:`ANY_CLASS` for a feature that decides any class."""
 
     token: str
     z: float
@@ -197,10 +204,12 @@ class FeatureAssociation:
     carriers: int
     shares: dict[int, float] = field(default_factory=dict)
     threshold: Optional[float] = None
+    words: tuple[str, ...] = ()
     kind: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", kind_of(self.token))
+        object.__setattr__(self, "words", tuple(self.words or ()))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from lightning_saliency.monitor.metrics.intervals import wilson_interval
 from lightning_saliency.monitor.metrics.rank_test import MIN_EFFECT, SHIFT_Z, rank_comparison
 from lightning_saliency.probes import ProbeSet
 from lightning_saliency.probes.answers import prompt_part
-from lightning_saliency.schema.findings import KINDS, CausalCheck, FlipTest, ShiftTest, kind_of
+from lightning_saliency.schema.findings import ANY_CLASS, KINDS, CausalCheck, FlipTest, ShiftTest, kind_of
 
 CONTROL_WORDS = 3  # frequency-matched control words (or pairs) per suspect, pooled
 # Trials per test at most: 128 bound a 95% Wilson interval to about +-9 points at any rate, and
@@ -342,15 +342,17 @@ def confirm_suspects(
         shifts: dict[str, list[float]] = {}
         drops = []
         label, names = plan.candidate.label, settings.label_names
+        free = label == ANY_CLASS  # a feature that decides any class: each example's own prediction counts
         for kind in KINDS:
             flags, moved = [], []
             for edit in plan.edits[kind]:
                 after = edited[position]
                 position += 1
                 before = predicted[edit.row]
+                target = before if free else label
                 # The suspect's class probability: down on deletion, up on insertion, if it is relied on.
-                change = float(after[label] - originals[edit.row, label]) if 0 <= label < after.numel() else 0.0
-                if kind.endswith("deletion"):
+                change = float(after[target] - originals[edit.row, target]) if 0 <= target < after.numel() else 0.0
+                if kind.endswith("deletion") or free:
                     flags.append(int(after.argmax()) != before)
                     moved.append(-change)
                     if kind == "deletion":
@@ -360,7 +362,7 @@ def confirm_suspects(
                     moved.append(change)
             outcomes[kind], shifts[kind] = flags, moved
         check = CausalCheck(
-            token=plan.candidate.token, members=list(plan.candidate.members), label=label,
+            token=plan.candidate.token, members=list(plan.candidate.members), label=None if free else label,
             label_name=names[label] if names is not None and 0 <= label < len(names) else None, examples=len(view),
             probability_change=sum(drops) / len(drops) if drops else None,
             control_tokens=[" + ".join(unit) for unit in plan.controls],
