@@ -167,6 +167,7 @@ def run(seed: int, planted: bool, epochs: int, lr: float, max_length: int, show_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed (to resume a series)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
@@ -187,7 +188,7 @@ def main() -> None:
     print(f"{'seed':>4} {'steps':>5} {'truth':>5} {'suspected':>9} {'confirmed':>9} {'lead':>5} {'step runs':>9} "
           f"{'all runs':>8} {'val acc':>7}  association")
     results = []
-    for seed in range(0 if args.control_only else args.seeds):
+    for seed in range(args.first_seed, args.first_seed if args.control_only else args.seeds):
         r = run(seed, True, args.epochs, args.lr, args.max_length, args.runs, args.kind)
         results.append(r)
         lead = (r["truth"] - r["confirmed"]) if r["truth"] is not None and r["confirmed"] is not None else None
