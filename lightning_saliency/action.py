@@ -90,8 +90,13 @@ def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Se
     then no longer tells the classes apart, and no class loses examples without it.
 
     Args:
-        data, shortcut, text_key, tokenizer, threshold: as for :func:`shortcut_examples`.
+        data: a ``datasets.Dataset`` or a list, as for :func:`shortcut_examples`.
+        shortcut: the confirmed check's ``token``.
         labels: the class of every example; else read from each example's ``label_key``.
+        label_key: the label column of mapping examples.
+        text_key: the text column of mapping examples.
+        tokenizer: the model's tokenizer, to read words as the monitor did.
+        threshold: for ``length:long``, the word count above which an example carries it.
         seed: the seed of the choice of carriers dropped.
 
     Returns:
