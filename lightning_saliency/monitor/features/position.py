@@ -61,7 +61,9 @@ class Position(Feature):
         ys = [labels[k] for k in rows]
         accuracy, control = leave_one_out_accuracy(keys, ys), leave_one_out_accuracy(controls, ys)
         p = min(max(control, 0.01), 0.99)
-        z = (accuracy - control) / math.sqrt(p * (1 - p) / len(rows)) if rows else 0.0
+        # Both accuracies are estimates on these examples: the variance of their difference is twice
+        # one's (a clean 48-example corpus reached z 2.89 against a line of 2.88 with one's alone).
+        z = (accuracy - control) / math.sqrt(2 * p * (1 - p) / len(rows)) if rows else 0.0
         counts: dict[str, Counter] = {}
         for key, y in zip(keys, ys):
             counts.setdefault(key, Counter())[y] += 1
