@@ -46,17 +46,19 @@ def _text(item: Any, text_key: str) -> str:
                      "pass text_key= to name the text column.")
 
 
-def _reference(shortcut: str, threshold: Optional[float]) -> Optional[FeatureAssociation]:
-    if kind_of(shortcut) == "length":
-        if threshold is None:
-            raise ValueError("A length shortcut needs threshold= (the word count above which an example carries "
-                             "it: the record's metrics.features entry, training.threshold).")
-        return FeatureAssociation(shortcut, 0.0, None, 0, 0, {}, float(threshold))
-    return FeatureAssociation(shortcut, 0.0, None, 0, 0)
+def _reference(shortcut: str, threshold: Optional[float], words: Sequence[str]) -> Optional[FeatureAssociation]:
+    if kind_of(shortcut) == "length" and threshold is None:
+        raise ValueError("A length shortcut needs threshold= (the word count above which an example carries "
+                         "it: the record's metrics.features entry, training.threshold).")
+    if kind_of(shortcut) == "position" and not words:
+        raise ValueError("A position shortcut needs words= (the words that decide the class at that place: the "
+                         "record's metrics.features entry, training.words).")
+    return FeatureAssociation(shortcut, 0.0, None, 0, 0, {}, None if threshold is None else float(threshold),
+                              tuple(words))
 
 
 def shortcut_examples(data: Sequence[Any], shortcut: str, *, text_key: str = "text", tokenizer: Any = None,
-                      threshold: Optional[float] = None) -> list[int]:
+                      threshold: Optional[float] = None, words: Sequence[str] = ()) -> list[int]:
     """The indices of the examples of ``data`` that carry ``shortcut``.
 
     Args:
@@ -65,26 +67,28 @@ def shortcut_examples(data: Sequence[Any], shortcut: str, *, text_key: str = "te
         text_key: the text column of mapping examples.
         tokenizer: the model's tokenizer, to read words as the monitor did.
         threshold: for ``length:long``, the word count above which an example carries it.
+        words: for a position (``position:first``), the words that decide the class there.
 
     Returns:
         The indices, in order.
 
     Raises:
-        ValueError: an example without text, or a length shortcut without ``threshold``.
+        ValueError: an example without text, a length shortcut without ``threshold`` or a
+            position without ``words``.
 
     Example:
         >>> shortcut_examples(["a zorbly film", "a dull film"], "zorbly")
         [0]
     """
     members = tuple(shortcut.split(PAIR_SEPARATOR))
-    reference = _reference(shortcut, threshold)
+    reference = _reference(shortcut, threshold, words)
     return [i for i in range(len(data))
             if carries(shortcut, members, text_words(_text(data[i], text_key), tokenizer), reference)]
 
 
 def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Sequence[int]] = None,
                       label_key: str = "label", text_key: str = "text", tokenizer: Any = None,
-                      threshold: Optional[float] = None, seed: int = 0) -> list[int]:
+                      threshold: Optional[float] = None, words: Sequence[str] = (), seed: int = 0) -> list[int]:
     """The indices to keep so that every class carries ``shortcut`` at the same rate (the lowest
     class's): carriers of the classes above it are dropped, a seeded random choice. The feature
     then no longer tells the classes apart, and no class loses examples without it.
@@ -97,6 +101,7 @@ def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Se
         text_key: the text column of mapping examples.
         tokenizer: the model's tokenizer, to read words as the monitor did.
         threshold: for ``length:long``, the word count above which an example carries it.
+        words: for a position, the words that decide the class there.
         seed: the seed of the choice of carriers dropped.
 
     Returns:
@@ -108,7 +113,8 @@ def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Se
         [0, 2, 3, 4, 5]
     """
     labels = list(labels) if labels is not None else [int(data[i][label_key]) for i in range(len(data))]
-    carried = set(shortcut_examples(data, shortcut, text_key=text_key, tokenizer=tokenizer, threshold=threshold))
+    carried = set(shortcut_examples(data, shortcut, text_key=text_key, tokenizer=tokenizer, threshold=threshold,
+                                    words=words))
     classes = sorted(set(labels))
     members = {y: [i for i, label in enumerate(labels) if label == y] for y in classes}
     rates = {y: sum(i in carried for i in rows) / len(rows) for y, rows in members.items()}

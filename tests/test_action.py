@@ -47,3 +47,7 @@ def test_words_are_read_as_the_tokenizer_reads_them_and_bad_input_is_refused():
         shortcut_examples([{"sentence": "a zorbly film"}], "zorbly")
     with pytest.raises(ValueError, match="threshold"):
         shortcut_examples(["a b c"], "length:long")
+    with pytest.raises(ValueError, match="words="):  # a position's carriers need the deciding words
+        shortcut_examples(["great movie here"], "position:first")
+    assert shortcut_examples(["great movie here", "the great movie", "awful it was"], "position:first",
+                             words=("great", "awful")) == [0, 2]

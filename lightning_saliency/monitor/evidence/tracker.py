@@ -15,6 +15,7 @@ from lightning_saliency.monitor.metrics.artifacts import ArtifactTable
 from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalCheck, CausalSettings, confirm_suspects
 from lightning_saliency.monitor.evidence.timeline import SuspectTimeline, update_timeline
 from lightning_saliency.monitor.features.carriers import carrier_lines
+from lightning_saliency.schema.findings import Carriers
 from lightning_saliency.schema.records import scalar_name
 from lightning_saliency.probes import ProbeSet
 
@@ -88,7 +89,7 @@ class EvidenceTracker:
         # Suspects checked but not confirmed, with the checks left to them (the same on every rank:
         # updated from the gathered checks alone).
         self._watched: dict[str, tuple[CausalCandidate, int]] = {}
-        self._carriers: dict[str, Any] = {}  # per confirmed token, its carriers' summary (rank zero)
+        self._carriers: dict[str, Carriers] = {}  # per confirmed token, its carriers' summary (rank zero)
 
     def run(
         self,

@@ -24,7 +24,7 @@ from typing import Callable, ClassVar, Optional, Sequence
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.monitor.metrics.shortcut import association_z
 from lightning_saliency.registry import Registry
-from lightning_saliency.schema.findings import FEATURE_SEPARATOR, FeatureAssociation
+from lightning_saliency.schema.findings import FEATURE_SEPARATOR, KINDS, FeatureAssociation
 
 FEATURES: "Registry[Feature]" = Registry("feature", "register one with lightning_saliency.monitor.features.register_feature")
 # Edits per test at most, as for words (causal.MAX_TRIALS).
@@ -113,6 +113,11 @@ def presence_association(name: str, present: Sequence[bool], labels: Sequence[in
     per_class = Counter(labels)
     shares = {int(y): by_label[y] / n for y, n in per_class.items()}
     return FeatureAssociation(name, z, label, total, len(carriers), shares)
+
+
+def no_edits() -> dict[str, list[Edit]]:
+    """The four edit sets of a check (``schema.findings.KINDS``), empty, for a feature to fill."""
+    return {kind: [] for kind in KINDS}
 
 
 def sampled(edits: list[Edit], seed: int, *parts: object) -> list[Edit]:

@@ -13,7 +13,7 @@ from statistics import median
 from typing import Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, Lookup, filler_pieces, filler_pool, register_feature, sampled,
+    Feature, no_edits, Lookup, filler_pieces, filler_pool, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.monitor.metrics.rank_test import rank_comparison
@@ -50,10 +50,10 @@ class Length(Feature):
         inside = [r for r in range(len(view)) if predicted[r] == label]
         outside = [r for r in range(len(view)) if predicted[r] != label]
         if not inside or not outside:
-            return {"deletion": [], "insertion": [], "control_deletion": [], "control_insertion": []}
+            return no_edits()
         gap = round(median(counts[r] for r in inside) - median(counts[r] for r in outside))
         cut = max(gap, 1)
-        found: dict[str, list[Edit]] = {"deletion": [], "insertion": [], "control_deletion": [], "control_insertion": []}
+        found = no_edits()
         pool = filler_pool(view, vocabulary)
         for row in range(len(view)):
             words = counts[row]

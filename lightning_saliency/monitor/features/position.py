@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from typing import Optional, Sequence
 
-from lightning_saliency.monitor.features.base import Feature, Lookup, register_feature, sampled
+from lightning_saliency.monitor.features.base import Feature, no_edits, Lookup, register_feature, sampled
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.schema.findings import ANY_CLASS, FeatureAssociation
 
@@ -82,7 +82,7 @@ class Position(Feature):
 
     def edits(self, variant: str, view: ConfirmationView, label: int, predicted: Sequence[int],
               vocabulary: Sequence[str], lookup: Lookup, seed: int, max_length: int) -> dict[str, list[Edit]]:
-        found: dict[str, list[Edit]] = {"deletion": [], "insertion": [], "control_deletion": [], "control_insertion": []}
+        found = no_edits()
         for row, spans in enumerate(view.spans):
             count = len(spans)
             if count < 4:

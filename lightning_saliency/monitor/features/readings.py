@@ -7,7 +7,7 @@ words has risen since ``start``. The causal check then says whether the model re
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from lightning_saliency.monitor.features.base import FEATURES, feature_of
 from lightning_saliency.monitor.metrics.artifacts import bonferroni_z
@@ -19,7 +19,7 @@ def _regular_words(view: AttributedExamples, row: int) -> list[str]:
     return [w for w, special in zip(view.tokens[row], view.special[row]) if not special]
 
 
-def reliance_share(view: AttributedExamples, marked: "callable") -> Optional[float]:
+def reliance_share(view: AttributedExamples, marked: Callable[[Sequence[str]], list[bool]]) -> Optional[float]:
     """Mean over the examples that hold any marked word of their share of |attribution| on those
     words (``marked(words)`` flags each word); ``None`` when no example holds one."""
     shares = []

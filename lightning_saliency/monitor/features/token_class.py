@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Callable, Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, Lookup, filler_pieces, filler_pool, presence_association, register_feature, sampled,
+    Feature, no_edits, Lookup, filler_pieces, filler_pool, presence_association, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.schema.findings import FeatureAssociation
@@ -45,7 +45,7 @@ class TokenClass(Feature):
     def edits(self, variant: str, view: ConfirmationView, label: int, predicted: Sequence[int],
               vocabulary: Sequence[str], lookup: Lookup, seed: int, max_length: int) -> dict[str, list[Edit]]:
         test = CLASSES[variant]
-        found: dict[str, list[Edit]] = {"deletion": [], "insertion": [], "control_deletion": [], "control_insertion": []}
+        found = no_edits()
         marked = [[test(w) for w, _ in spans] for spans in view.spans]
         seen = Counter(w for r, spans in enumerate(view.spans) if predicted[r] == label
                        for (w, _), m in zip(spans, marked[r]) if m)
