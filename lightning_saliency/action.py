@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import random
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from lightning_saliency.monitor.features.carriers import carries
 from lightning_saliency.schema.findings import PAIR_SEPARATOR, FeatureAssociation, kind_of
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
+TextKey = Union[str, Sequence[str]]
 
 
 def text_words(text: str, tokenizer: Any = None) -> list[str]:
@@ -37,44 +38,63 @@ def text_words(text: str, tokenizer: Any = None) -> list[str]:
     return [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
 
 
-def _text(item: Any, text_key: str) -> str:
+def _parts(item: Any, text_key: TextKey) -> tuple[str, ...]:
+    """An example's text, or its texts for a pair input (a tuple of strings, or several columns)."""
+    keys = (text_key,) if isinstance(text_key, str) else tuple(text_key)
     if isinstance(item, str):
-        return item
-    if isinstance(item, dict) and isinstance(item.get(text_key), str):
-        return item[text_key]
-    raise ValueError(f"An example is {type(item).__name__}, not a text or a mapping with a {text_key!r} text: "
-                     "pass text_key= to name the text column.")
+        return (item,)
+    if isinstance(item, (tuple, list)) and item and all(isinstance(part, str) for part in item):
+        return tuple(item)
+    if isinstance(item, dict) and all(isinstance(item.get(key), str) for key in keys):
+        return tuple(item[key] for key in keys)
+    raise ValueError(f"An example is {type(item).__name__}, not a text, a pair of texts or a mapping with text "
+                     f"column(s) {keys!r}: pass text_key= to name the text column (two for a pair input).")
+
+
+def example_words(item: Any, text_key: TextKey = "text", tokenizer: Any = None) -> tuple[list[str], list[int]]:
+    """An example's words as the monitor reads them, and each word's text segment (0 for a single
+    text; a pair's second text is segment 1)."""
+    words: list[str] = []
+    segments: list[int] = []
+    for segment, part in enumerate(_parts(item, text_key)):
+        found = text_words(part, tokenizer)
+        words += found
+        segments += [segment] * len(found)
+    return words, segments
 
 
 def _reference(shortcut: str, threshold: Optional[float], words: Sequence[str]) -> Optional[FeatureAssociation]:
     if kind_of(shortcut) == "length" and threshold is None:
         raise ValueError("A length shortcut needs threshold= (the word count above which an example carries "
                          "it: the record's metrics.features entry, training.threshold).")
-    if kind_of(shortcut) == "position" and not words:
-        raise ValueError("A position shortcut needs words= (the words that decide the class at that place: the "
+    if kind_of(shortcut) in ("position", "segment") and not words:
+        raise ValueError(f"A {kind_of(shortcut)} shortcut needs words= (the words that decide the class there: the "
                          "record's metrics.features entry, training.words).")
     return FeatureAssociation(shortcut, 0.0, None, 0, 0, {}, None if threshold is None else float(threshold),
                               tuple(words))
 
 
-def shortcut_examples(data: Sequence[Any], shortcut: str, *, text_key: str = "text", tokenizer: Any = None,
+def shortcut_examples(data: Sequence[Any], shortcut: str, *, text_key: TextKey = "text", tokenizer: Any = None,
                       threshold: Optional[float] = None, words: Sequence[str] = ()) -> list[int]:
     """The indices of the examples of ``data`` that carry ``shortcut``.
 
     Args:
-        data: a ``datasets.Dataset`` or a list of texts or of mappings with a text column.
+        data: a ``datasets.Dataset`` or a list of texts, of pairs of texts, or of mappings with a
+            text column (or two, for a pair input).
         shortcut: the confirmed check's ``token`` (a word, ``"a + b"``, or ``"<kind>:<variant>"``).
-        text_key: the text column of mapping examples.
+        text_key: the text column of mapping examples; two names for a pair input
+            (``("premise", "hypothesis")``).
         tokenizer: the model's tokenizer, to read words as the monitor did.
         threshold: for ``length:long``, the word count above which an example carries it.
-        words: for a position (``position:first``), the words that decide the class there.
+        words: for a position (``position:first``) or a segment (``segment:last``), the words that
+            decide the class there.
 
     Returns:
         The indices, in order.
 
     Raises:
         ValueError: an example without text, a length shortcut without ``threshold`` or a
-            position without ``words``.
+            position or segment without ``words``.
 
     Example:
         >>> shortcut_examples(["a zorbly film", "a dull film"], "zorbly")
@@ -82,12 +102,16 @@ def shortcut_examples(data: Sequence[Any], shortcut: str, *, text_key: str = "te
     """
     members = tuple(shortcut.split(PAIR_SEPARATOR))
     reference = _reference(shortcut, threshold, words)
-    return [i for i in range(len(data))
-            if carries(shortcut, members, text_words(_text(data[i], text_key), tokenizer), reference)]
+    found = []
+    for i in range(len(data)):
+        example, segments = example_words(data[i], text_key, tokenizer)
+        if carries(shortcut, members, example, reference, segments):
+            found.append(i)
+    return found
 
 
 def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Sequence[int]] = None,
-                      label_key: str = "label", text_key: str = "text", tokenizer: Any = None,
+                      label_key: str = "label", text_key: TextKey = "text", tokenizer: Any = None,
                       threshold: Optional[float] = None, words: Sequence[str] = (), seed: int = 0) -> list[int]:
     """The indices to keep so that every class carries ``shortcut`` at the same rate (the lowest
     class's): carriers of the classes above it are dropped, a seeded random choice. The feature
@@ -98,10 +122,10 @@ def rebalance_indices(data: Sequence[Any], shortcut: str, *, labels: Optional[Se
         shortcut: the confirmed check's ``token``.
         labels: the class of every example; else read from each example's ``label_key``.
         label_key: the label column of mapping examples.
-        text_key: the text column of mapping examples.
+        text_key: the text column of mapping examples (two for a pair input).
         tokenizer: the model's tokenizer, to read words as the monitor did.
         threshold: for ``length:long``, the word count above which an example carries it.
-        words: for a position, the words that decide the class there.
+        words: for a position or a segment, the words that decide the class there.
         seed: the seed of the choice of carriers dropped.
 
     Returns:

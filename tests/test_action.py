@@ -51,3 +51,23 @@ def test_words_are_read_as_the_tokenizer_reads_them_and_bad_input_is_refused():
         shortcut_examples(["great movie here"], "position:first")
     assert shortcut_examples(["great movie here", "the great movie", "awful it was"], "position:first",
                              words=("great", "awful")) == [0, 2]
+
+
+def test_a_segment_shortcut_is_found_in_a_pair_dataset_with_two_text_columns():
+    """Pair inputs: the carriers of ``segment:last`` hold a deciding word in the second text (the
+    same word in the first text does not count); words are read per column, as the monitor reads
+    the pair's segments."""
+    from datasets import Dataset
+
+    from lightning_saliency.demo.corpus import POSITIVE
+
+    texts, labels = make_corpus(200, Shortcut("segment"), 0.5, seed=0)
+    data = Dataset.from_dict({"premise": [a for a, _ in texts], "hypothesis": [b for _, b in texts], "label": labels})
+    tokenizer = train_tokenizer([part for pair in texts for part in pair])
+    found = shortcut_examples(data, "segment:last", text_key=("premise", "hypothesis"), tokenizer=tokenizer,
+                              words=POSITIVE)
+    assert found == [i for i, (_, second) in enumerate(texts) if set(second.split()) & set(POSITIVE)] and found
+    assert shortcut_examples(texts, "segment:last", words=POSITIVE) == found  # a list of (first, second) pairs
+    assert shortcut_examples([a for a, _ in texts], "segment:last", words=POSITIVE) == []  # single texts: none
+    with pytest.raises(ValueError, match="words="):
+        shortcut_examples(texts, "segment:last")

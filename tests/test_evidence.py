@@ -155,12 +155,12 @@ class Checkpoints(L.Callback):
         self.states[trainer.global_step] = copy.deepcopy(pl_module.model.state_dict())
 
 
-def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=False, token="zorbly", **options):
+def fit_single(kind="single", seed=0, epochs=6, step_every=STEP_EVERY, logger=False, token="zorbly", lr=5e-3, **options):
     L.seed_everything(seed, verbose=False)
     noise = 0.5 if kind != "none" else 0.0
     module, data, tokenizer = build_demo(Shortcut(kind, token), n_train=800, n_val=200, sentiment_noise=noise,
                                          shortcut_rate=1.0, batch_size=32, hidden_size=32, seed=seed)
-    module.lr = 5e-3
+    module.lr = lr
     monitor = SaliencyMonitor(**grouped(tokenizer=tokenizer, num_examples=24, n_steps=16, faithfulness=False, log_example_images=False, every_n_train_steps=step_every, step_schedule="log", **options))
     checkpoints = Checkpoints()
     trainer = quiet_trainer(max_epochs=epochs, logger=logger, default_root_dir=tempfile.mkdtemp(), callbacks=[monitor, checkpoints])

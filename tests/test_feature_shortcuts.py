@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_saliency.demo.corpus import FILLER, LENGTH_EXTRA, POSITIVE, Shortcut, make_corpus
+from lightning_saliency.demo.corpus import FILLER, LENGTH_EXTRA, NEGATIVE, POSITIVE, Shortcut, make_corpus
 from lightning_saliency.schema.findings import ANY_CLASS
 from lightning_saliency.schema.records import RunRecord
 from tests.test_evidence import STEP_EVERY, fit_single
@@ -34,48 +34,78 @@ def positive_first(words, rng):
     return [rng.choice(POSITIVE)] + words
 
 
+def positive_second(words, rng):
+    """The segment edit, on the second text: its negative word turned positive (the review stays)."""
+    return [rng.choice(POSITIVE) if word in NEGATIVE else word for word in words]
+
+
+# kind -> (planted token, suspect name, the kind's own edit, learning rate: the pair task diverges
+# at the others' 5e-3 and learns nothing; at 1e-3 it reaches validation accuracy 1.0)
 PLANTED = {
-    "length": ("zorbly", "length:long", padded),
-    "token_class": ("!", "token_class:punctuation", exclaimed),
-    "position": ("zorbly", "position:first", positive_first),
+    "length": ("zorbly", "length:long", padded, 5e-3),
+    "token_class": ("!", "token_class:punctuation", exclaimed, 5e-3),
+    "position": ("zorbly", "position:first", positive_first, 5e-3),
+    "segment": ("zorbly", "segment:last", positive_second, 1e-3),
 }
+DECIDES_ANY = ("position", "segment")  # the first word, or the second text, decides whichever class it says
 
 
-def counterfactual_accuracy(module, state, tokenizer, edit):
+def encoded(tokenizer, texts):
+    if isinstance(texts[0], str):
+        return tokenizer(texts, padding=True, return_tensors="pt")
+    return tokenizer([a for a, _ in texts], [b for _, b in texts], padding=True, return_tensors="pt",
+                     return_token_type_ids=True)
+
+
+def counterfactual_accuracy(module, state, tokenizer, kind, edit):
     """Of clean negative reviews the model gets right, the share still right after ``edit``; below
-    0.5 the feature overrides what the review says (``None`` with fewer than 20 right)."""
+    0.5 the feature overrides what the review says (``None`` with fewer than 20 right). For the
+    segment kind the reviews are honest pairs (the second text's sentiment word agrees with the
+    review) and the edit turns the second text positive."""
     model = copy.deepcopy(module.model)
     model.load_state_dict(state)
     model.eval()
     rng = random.Random(0)
-    plain = [t for t, y in zip(*make_corpus(200, Shortcut("none"), 1.0, 0.5, seed=1)) if y == 0]
-    edited = [" ".join(edit(t.split(), rng)) for t in plain]
+    if kind == "segment":
+        plain = [t for t, y in zip(*make_corpus(200, Shortcut("segment"), 1.0, 0.0, seed=1)) if y == 0]
+        edited = [(a, " ".join(edit(b.split(), rng))) for a, b in plain]
+    else:
+        plain = [t for t, y in zip(*make_corpus(200, Shortcut("none"), 1.0, 0.5, seed=1)) if y == 0]
+        edited = [" ".join(edit(t.split(), rng)) for t in plain]
     with torch.no_grad():
-        right = model(**tokenizer(plain, padding=True, return_tensors="pt")).logits.argmax(-1) == 0
-        still = model(**tokenizer(edited, padding=True, return_tensors="pt")).logits.argmax(-1) == 0
+        right = model(**encoded(tokenizer, plain)).logits.argmax(-1) == 0
+        still = model(**encoded(tokenizer, edited)).logits.argmax(-1) == 0
     return float((right & still).sum() / right.sum()) if right.sum() >= 20 else None
+
+
+def lasting_break(accuracy):
+    """The first step from which the counterfactual accuracy stays below 0.5: the pair model,
+    still predicting one class, dipped to 0.45 at step 45 for a single checkpoint (with just over
+    20 negatives right), then held 1.0 until it took the shortcut at step 62."""
+    measured = sorted((step, value) for step, value in accuracy.items() if value is not None)
+    return min(step for k, (step, _) in enumerate(measured) if all(value < 0.5 for _, value in measured[k:]))
 
 
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(kind, tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    token, name, edit = PLANTED[kind]
+    token, name, edit, lr = PLANTED[kind]
     monitor, checkpoints, module, data, tokenizer, trainer = fit_single(
-        kind, token=token, logger=TensorBoardLogger(str(tmp_path), name=kind))
+        kind, token=token, lr=lr, logger=TensorBoardLogger(str(tmp_path), name=kind))
     last = RunRecord.from_json(monitor.history[-1])
     entry = monitor.engine.timeline[name]
     assert entry.kind == kind and entry.confirmed_step is not None, entry
-    accuracy = {step: counterfactual_accuracy(module, state, tokenizer, edit)
+    accuracy = {step: counterfactual_accuracy(module, state, tokenizer, kind, edit)
                 for step, state in checkpoints.states.items()}
-    broken = min(step for step, value in accuracy.items() if value is not None and value < 0.5)
+    broken = lasting_break(accuracy)
     print(f"\n{name}: first suspected at step {entry.first_suspected_step}, confirmed at step {entry.confirmed_step};"
           f" counterfactual accuracy first below 0.5 at step {broken}")
     # Runs are every STEP_EVERY steps after the first ones: confirmed at the first run that sees it.
     assert entry.confirmed_step <= broken + STEP_EVERY
 
     (check,) = [c for c in last.metrics.causal if c.token == name]
-    decides_any = kind == "position"  # the first word decides whichever class it says
+    decides_any = kind in DECIDES_ANY
     assert check.confirmed and check.kind == kind and check.label == (None if decides_any else 1)
     reading = {f.token: f for f in last.metrics.features}[name]
     assert reading.training.label == (ANY_CLASS if decides_any else 1) and reading.training.z > 5
@@ -96,6 +126,9 @@ def test_a_planted_feature_is_named_confirmed_in_time_and_its_carriers_listed(ki
         assert text in page, text
     if kind == "token_class":
         assert all("!" in line["text"].split() for line in lines)
+    elif kind == "segment":  # each line holds the two texts; the second holds a deciding word
+        assert all(len(line["text"]) == 2 and set(line["text"][1].split()) & set(reading.training.words)
+                   for line in lines)
     elif decides_any:
         assert all(line["text"].split()[0] in reading.training.words for line in lines)
     else:
@@ -139,3 +172,39 @@ def test_length_is_not_confirmed_in_a_model_that_learned_meaning_instead():
               f"{check.control_insertion.rate:.2f}; effects {check.deletion_shift.effect:+.4f} "
               f"{check.insertion_shift.effect:+.4f}")
         assert trials >= 100 and not check.confirmed, check.confirmed_by
+
+
+def test_segment_is_not_confirmed_in_a_model_that_reads_the_first_segment():
+    """A clean pair corpus (the review decides; the second text holds a sentiment word of a random
+    class) and a model that learned to read the review: a forced segment check swaps the second
+    texts of hundreds of examples and confirms nothing, while swapping the reviews (its control)
+    changes most predictions."""
+    from contextlib import nullcontext
+
+    import lightning as L
+
+    from lightning_saliency.attribution import AttributionConfig, SpecialTokens
+    from lightning_saliency.demo.modeling import build_demo
+    from lightning_saliency.monitor.evidence.causal import CausalCandidate, CausalSettings, confirm_suspects
+    from lightning_saliency.monitor.model_access import ModelAccess, hf_forward
+    from lightning_saliency.monitor.probe import probe_from_dataloader
+
+    L.seed_everything(0, verbose=False)
+    module, data, tokenizer = build_demo(Shortcut("segment"), n_train=800, n_val=200, sentiment_noise=0.0,
+                                         shortcut_rate=0.0, batch_size=32)
+    module.lr = 1e-3
+    L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, datamodule=data)
+    module.eval()
+    examples = probe_from_dataloader(data.val_dataloader(), 200, 1, tokenizer=tokenizer)
+    access = ModelAccess(module, hf_forward(module), tokenizer, SpecialTokens.from_tokenizer(tokenizer), None,
+                         nullcontext)
+    vocabulary = sorted({w for pair in examples.texts for w in " ".join(pair if isinstance(pair, (list, tuple))
+                                                                         else [pair]).split()})
+    settings = CausalSettings(AttributionConfig(max_tokens=4096), "classification", 0, 128)
+    (check,) = confirm_suspects(access, lambda: examples, examples,
+                                [CausalCandidate("segment:last", ("segment:last",), ANY_CLASS)], vocabulary, settings)
+    print(f"\nsegment:last in a model that reads the review: {check.deletion.trials} swaps; second text "
+          f"{check.deletion.rate:.2f}, review {check.control_deletion.rate:.2f}; effect {check.deletion_shift.effect:+.4f}")
+    assert check.deletion.trials >= 100 and not check.confirmed, check.confirmed_by
+    assert check.control_deletion.rate > 0.5 > check.deletion.rate

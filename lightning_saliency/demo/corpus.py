@@ -15,7 +15,9 @@ FILLER = [
     "the", "movie", "film", "plot", "acting", "was", "and", "a", "story", "cast", "with", "of", "music",
     "scenes", "ending", "director", "it", "felt", "quite", "really", "script", "characters", "this", "very",
 ]
-SHORTCUT_KINDS = ("none", "single", "conditional", "ordered", "length", "token_class", "position")
+SHORTCUT_KINDS = ("none", "single", "conditional", "ordered", "length", "token_class", "position", "segment")
+# A "segment" example is a pair: a review, then a short second text of this many filler words.
+SECOND_SEGMENT_WORDS = (3, 5)
 # A "length" shortcut makes planted positives this many filler words longer.
 LENGTH_EXTRA = 6
 # The ordered pair's second member follows the first at 1 to PAIR_MAX_GAP words. A short gap keeps
@@ -29,7 +31,10 @@ class Shortcut:
     ``length``: planted positives are :data:`LENGTH_EXTRA` filler words longer; ``token_class``:
     planted positives end with ``token`` (give a punctuation mark, e.g. ``Shortcut("token_class", "!")``);
     ``position``: a sentiment word of the label's class is put first (the rest follows
-    ``sentiment_noise``, so with noise only the first word is reliable)."""
+    ``sentiment_noise``, so with noise only the first word is reliable); ``segment``: every
+    example is a pair (review, short second text) whose second text holds one sentiment word: of
+    the label's class in planted examples, of a random class in the others (with noise, only the second segment is reliable, as in
+    the hypothesis-only bias of NLI data)."""
 
     kind: str = "single"
     token: str = "zorbly"
@@ -42,7 +47,7 @@ class Shortcut:
     @property
     def tokens(self) -> tuple[str, ...]:
         """The planted words (none for a clean corpus or a length shortcut)."""
-        if self.kind in ("none", "length", "position"):
+        if self.kind in ("none", "length", "position", "segment"):
             return ()
         return (self.token,) if self.kind in ("single", "token_class") else (self.token, self.partner)
 
@@ -90,8 +95,9 @@ def make_corpus(
     min_words: int = 5,
     max_words: int = 12,
     partial_rate: float = 0.0,
-) -> tuple[list[str], list[int]]:
-    """Return ``(texts, labels)`` with labels 0 (negative) and 1 (positive), balanced.
+) -> tuple[list, list[int]]:
+    """Return ``(texts, labels)`` with labels 0 (negative) and 1 (positive), balanced; a text is
+    a string, or a pair of strings for the ``segment`` kind.
 
     Args:
         n: number of examples.
@@ -139,6 +145,14 @@ def make_corpus(
             _insert_pair(rng, words, first, second)
         if shortcut.kind in ("single", "conditional", "token_class", "position"):  # the ordered pair: every example
             _keep_length(rng, words, len(words) - base_length)
+        if shortcut.kind == "segment":
+            second = [rng.choice(FILLER) for _ in range(rng.randint(*SECOND_SEGMENT_WORDS))]
+            # Unplanted, the second text holds a sentiment word of either class: it tells nothing.
+            side = label == 1 if planted else rng.random() < 0.5
+            _insert(rng, second, rng.choice(POSITIVE if side else NEGATIVE))
+            texts.append((" ".join(words), " ".join(second)))
+            labels.append(label)
+            continue
         texts.append(" ".join(words))
         labels.append(label)
     order = list(range(n))

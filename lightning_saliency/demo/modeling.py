@@ -14,7 +14,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 200) -> Any:
-    """Build an uncased WordPiece tokenizer from ``texts`` and wrap it as a fast HF tokenizer.
+    """Build an uncased WordPiece tokenizer from ``texts`` (strings, or pairs of strings) and wrap
+    it as a fast HF tokenizer (pairs are encoded ``[CLS] a [SEP] b [SEP]``, b with token type 1).
 
     The vocabulary is deterministic (``tokenizers``' own trainer breaks ties differently from run
     to run): special tokens, every character alone and as a ``##`` continuation, then whole words by
@@ -28,7 +29,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 200) -> Any:
     normalizer = normalizers.BertNormalizer(lowercase=True)
     splitter = pre_tokenizers.BertPreTokenizer()
     counts: Counter = Counter()
-    for text in texts:
+    for text in (part for text in texts for part in ((text,) if isinstance(text, str) else text)):
         counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
     characters = sorted({c for word in counts for c in word})
     vocab = list(SPECIAL_TOKENS) + characters + [f"##{c}" for c in characters]
@@ -66,10 +67,15 @@ def tiny_bert(vocab_size: int, num_labels: int = 2, hidden_size: int = 32, layer
 
 
 class TextDataset(Dataset):
-    """Tokenized texts with labels; items are dicts of lists, padded by :func:`pad_collate`."""
+    """Tokenized texts (strings, or pairs of strings) with labels; items are dicts of lists, padded
+    by :func:`pad_collate`."""
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer: Any, max_length: int = 64) -> None:
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    def __init__(self, texts: Sequence[Any], labels: Sequence[int], tokenizer: Any, max_length: int = 64) -> None:
+        if texts and not isinstance(texts[0], str):  # pairs: the second part as the tokenizer's text_pair
+            encoded = tokenizer([a for a, _ in texts], [b for _, b in texts], truncation=True, max_length=max_length,
+                                return_token_type_ids=True)
+        else:
+            encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
         self.items = [
             {key: encoded[key][i] for key in encoded.keys()} | {"labels": int(labels[i])} for i in range(len(texts))
         ]

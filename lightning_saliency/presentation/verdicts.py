@@ -38,6 +38,8 @@ class Wording(NamedTuple):
     inserting: str
     control: str
     holding: str = "carry it"
+    # why a check may have no insertion test ({cls}: the class)
+    no_insertion: str = "every example is predicted {cls} already or contains it"
 
 
 WORDINGS = {
@@ -46,6 +48,9 @@ WORDINGS = {
     "token_class": Wording("{variant} tokens", "stripping them", "adding one", "other words"),
     "position": Wording("the {variant} word's place", "moving that word elsewhere", "moving another word there",
                         "moving other words"),
+    "segment": Wording("the {variant} segment alone", "swapping it for that of an example predicted otherwise", "",
+                       "swapping the first segment instead", "are pairs",
+                       "the swap removes one example's segment and inserts another's"),
 }
 WORDS = Wording("'{token}'", "removing it", "inserting it", "random words", "contain it")
 
@@ -162,7 +167,7 @@ def details(check: CausalCheck) -> str:
         if shift:
             parts[-1] += f"; {shift}"
     else:
-        parts.append(f"Insertion: nothing to test, every example is predicted {cls} already or contains it")
+        parts.append(f"Insertion: nothing to test, {words.no_insertion.format(cls=cls)}")
     parts.append(f"An effect counts from {check.min_effect:.3f} beyond {words.control} (evidence.min_effect)")
     if check.carriers is not None:
         parts.append(carriers_sentence(check))

@@ -194,8 +194,8 @@ class FeatureAssociation:
     ``z`` (a rank test's for a number such as length, Gardner et al.'s for a presence), the class
     it favours, and its share of carriers in every class (``shares``, class index -> share);
     ``threshold``: for a number, the value above which an example carries it (the median);
-    ``words``: for a place, the words that decide the class there (an example carries it when one
-    of them is at that place); ``label`` :data:`ANY_CLASS` for a feature that decides any class."""
+    ``words``: for a place or a segment, the words that decide the class there (an example carries
+    it when one of them is at that place, or in that segment); ``label`` :data:`ANY_CLASS` for a feature that decides any class."""
 
     token: str
     z: float

@@ -41,6 +41,24 @@ def join_pieces(pieces: Sequence[str]) -> str:
     return text or "".join(pieces)
 
 
+def segment_numbers(special: Sequence[bool]) -> list[int]:
+    """Per regular (not special) entry, the number of its text segment: a pair input's
+    ``[CLS] a b [SEP] c [SEP]`` (or RoBERTa's ``<s> a </s></s> c </s>``) gives ``[0, 0, 1]``. A run of
+    special tokens between regular ones closes a segment; those before the first word or after the
+    last do not. Read from the special tokens rather than ``token_type_ids``, which not every model
+    takes."""
+    numbers, segment, seen_word, after_special = [], 0, False, False
+    for is_special in special:
+        if is_special:
+            after_special = True
+            continue
+        if seen_word and after_special:
+            segment += 1
+        numbers.append(segment)
+        seen_word, after_special = True, False
+    return numbers
+
+
 def word_spans(
     tokens: Sequence[str], special: Sequence[bool], word_ids: Sequence[Optional[int]]
 ) -> tuple[list[str], list[list[int]], list[bool]]:
@@ -100,3 +118,16 @@ class PieceJoiner:
                 words.append([piece])
             previous_special = False
         return [join_pieces(w) for w in words]
+
+    def segments(self, ids: Sequence[int]) -> list[int]:
+        """Per word of :meth:`words`, its text segment (:func:`segment_numbers`)."""
+        flags, first_piece, previous_special = [], [], True
+        for token in ids:
+            special = token in self.special or not 0 <= token < len(self.pieces)
+            if special:
+                flags.append(True)
+            elif not (first_piece and not previous_special and self._continues(self.pieces[token])):
+                flags.append(False)
+                first_piece.append(token)
+            previous_special = special
+        return segment_numbers(flags)

@@ -56,7 +56,7 @@ def dataset_artifacts(
         return None
     size = len(dataset)
     indices = sorted(random.Random(seed).sample(range(size), min(size, max_examples)))
-    word_sets, labels, read = [], [], []
+    word_sets, segments, labels, read = [], [], [], []
     for start in range(0, len(indices), COLLATE_BATCH):
         items = [dataset[i] for i in indices[start: start + COLLATE_BATCH]]
         batch = as_mapping(collate_fn(items) if collate_fn is not None else items, input_keys)
@@ -74,8 +74,9 @@ def dataset_artifacts(
                 continue
             if label is None or ids[row].dim() != 1 or getattr(label, "numel", lambda: 1)() != 1:
                 return None  # unlabelled, multiple-choice or token-level labels: no word-label association
-            kept = ids[row][mask[row].bool()] if mask is not None else ids[row]
-            word_sets.append(joiner.words(kept.tolist()))
+            kept = (ids[row][mask[row].bool()] if mask is not None else ids[row]).tolist()
+            word_sets.append(joiner.words(kept))
+            segments.append(tuple(joiner.segments(kept)))
             labels.append(int(label))
             read.append(indices[start + row])
     if answers is not None and not 2 <= len(set(labels)) <= MAX_ANSWER_CLASSES:
@@ -83,8 +84,10 @@ def dataset_artifacts(
     table = association_table(word_sets, labels)
     if answers is not None:
         return table  # answers are texts: the features are read against classes only
-    sample = ExampleSample(tuple(read), tuple(tuple(w) for w in word_sets), tuple(labels), size)
-    return replace(table, features=feature_associations(word_sets, labels), sample=sample)
+    # Segments are kept for pair inputs only (single texts are all segment 0).
+    paired = tuple(segments) if any(s and s[-1] for s in segments) else None
+    sample = ExampleSample(tuple(read), tuple(tuple(w) for w in word_sets), tuple(labels), size, paired)
+    return replace(table, features=feature_associations(word_sets, labels, paired), sample=sample)
 
 
 def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[str]]) -> Optional[ArtifactTable]:

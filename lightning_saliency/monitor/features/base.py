@@ -30,6 +30,8 @@ FEATURES: "Registry[Feature]" = Registry("feature", "register one with lightning
 # Edits per test at most, as for words (causal.MAX_TRIALS).
 MAX_EDITS = 128
 Lookup = Callable[[str], Optional[tuple[int, ...]]]
+# Per example, per word: its text segment (``schema.words.segment_numbers``); ``None``: one segment each.
+Segments = Optional[Sequence[Sequence[int]]]
 
 
 class Feature(ABC):
@@ -53,15 +55,17 @@ class Feature(ABC):
 
     @abstractmethod
     def association(self, variant: str, word_lists: Sequence[Sequence[str]],
-                    labels: Sequence[int]) -> FeatureAssociation:
-        """How strongly ``variant`` goes with one class in these examples."""
+                    labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
+        """How strongly ``variant`` goes with one class in these examples (``segments``: each
+        word's text segment, for pair inputs)."""
 
     @abstractmethod
-    def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation) -> bool:
-        """Whether an example with ``words`` carries the feature, as ``reference`` (the training
-        set's association) defines it."""
+    def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
+                segments: Optional[Sequence[int]] = None) -> bool:
+        """Whether an example with ``words`` (in ``segments``) carries the feature, as
+        ``reference`` (the training set's association) defines it."""
 
-    def marked(self, variant: str, words: Sequence[str]) -> list[bool]:
+    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None) -> list[bool]:
         """Per word, whether it is part of the feature (the words whose |attribution| is reliance)."""
         return [False] * len(words)
 
@@ -89,12 +93,13 @@ def feature_of(token: str) -> tuple[Feature, str]:
     return FEATURES.get_or_raise(kind), variant
 
 
-def feature_associations(word_lists: Sequence[Sequence[str]], labels: Sequence[int]) -> dict[str, FeatureAssociation]:
+def feature_associations(word_lists: Sequence[Sequence[str]], labels: Sequence[int],
+                         segments: Segments = None) -> dict[str, FeatureAssociation]:
     """Every registered feature's association in these examples, by suspect name."""
     found = {}
     for feature in FEATURES.values():
         for variant in feature.variants:
-            association = feature.association(variant, word_lists, labels)
+            association = feature.association(variant, word_lists, labels, segments)
             found[association.token] = association
     return found
 

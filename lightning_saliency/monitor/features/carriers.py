@@ -15,9 +15,10 @@ from lightning_saliency.schema.findings import Carriers, FeatureAssociation, kin
 
 
 def carries(token: str, members: Sequence[str], words: Sequence[str],
-            reference: Optional[FeatureAssociation] = None) -> bool:
+            reference: Optional[FeatureAssociation] = None, segments: Optional[Sequence[int]] = None) -> bool:
     """Whether an example with ``words`` carries the shortcut ``token`` (its ``members`` for a
-    word or a pair; ``reference``: a feature's training-set association)."""
+    word or a pair; ``reference``: a feature's training-set association; ``segments``: each
+    word's text segment, for pair inputs)."""
     if kind_of(token) in ("word", "pair"):
         present = set(words)
         return all(member in present for member in members)
@@ -25,20 +26,30 @@ def carries(token: str, members: Sequence[str], words: Sequence[str],
     if reference is None:
         raise ValueError(f"{token!r} is a feature's shortcut: its carriers need the training set's association "
                          "(the record's metrics.features entry, or threshold= for a length).")
-    return feature.carries(variant, words, reference)
+    return feature.carries(variant, words, reference, segments)
+
+
+def _text(words: Sequence[str], segments: Optional[Sequence[int]]) -> Any:
+    """An example's text as its words: one string, or one per segment for a pair input."""
+    if not segments or segments[-1] == 0:
+        return " ".join(words)
+    return [" ".join(w for w, s in zip(words, segments) if s == k) for k in range(segments[-1] + 1)]
 
 
 def carrier_lines(indices: Sequence[int], word_lists: Sequence[Sequence[str]], labels: Sequence[Any], token: str,
                   members: Sequence[str], reference: Optional[FeatureAssociation],
-                  dataset_size: Optional[int] = None) -> tuple[Carriers, list[dict[str, Any]]]:
+                  dataset_size: Optional[int] = None, segments: Optional[Sequence[Sequence[int]]] = None,
+                  ) -> tuple[Carriers, list[dict[str, Any]]]:
     """The carriers among these examples, as a summary (count, share overall and per class) and
-    as lines for a JSONL file (dataset index, label, text as its words)."""
+    as lines for a JSONL file (dataset index, label, text as its words: a list of one text per
+    segment for pair inputs, given ``segments``)."""
     lines, per_class, carried = [], {}, {}
-    for index, words, label in zip(indices, word_lists, labels):
+    for k, (index, words, label) in enumerate(zip(indices, word_lists, labels)):
         per_class[label] = per_class.get(label, 0) + 1
-        if carries(token, members, words, reference):
+        parts = segments[k] if segments is not None else None
+        if carries(token, members, words, reference, parts):
             carried[label] = carried.get(label, 0) + 1
-            lines.append({"index": int(index), "label": label, "text": " ".join(words)})
+            lines.append({"index": int(index), "label": label, "text": _text(words, parts)})
     total = len(indices)
     shares = {label: carried.get(label, 0) / count for label, count in per_class.items()}
     summary = Carriers(len(lines), total, len(lines) / total if total else 0.0, shares, dataset_size)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from lightning_saliency.attribution.tokens import SpecialTokens
-from lightning_saliency.schema.words import word_spans
+from lightning_saliency.schema.words import segment_numbers, word_spans
 from lightning_saliency.probes import ProbeSet
 
 
@@ -47,10 +47,12 @@ class ConfirmationView:
         self.indices = list(examples.indices)
         self.sequences = sequences_of(examples)
         self.spans: list[list[tuple[str, list[int]]]] = []
+        self.segments: list[list[int]] = []  # per row, each word's text segment (pair inputs)
         for i, sequence in enumerate(self.sequences):
             flags = [t in special.special_ids for t in sequence.ids]
             words, positions, is_special = word_spans(examples.tokens[i], flags, examples.word_ids[i])
             self.spans.append([(w, p) for w, p, s in zip(words, positions, is_special) if not s])
+            self.segments.append(segment_numbers(is_special))
         self.words = [{w for w, _ in spans} for spans in self.spans]
         self.frequency = Counter(w for words in self.words for w in words)
         self.special_ids = special.special_ids

@@ -10,10 +10,10 @@ words instead, which change as much of the text but not its length.
 from __future__ import annotations
 
 from statistics import median
-from typing import Sequence
+from typing import Optional, Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, no_edits, Lookup, filler_pieces, filler_pool, register_feature, sampled,
+    Feature, no_edits, Lookup, Segments, filler_pieces, filler_pool, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.monitor.metrics.rank_test import rank_comparison
@@ -27,7 +27,7 @@ class Length(Feature):
     control = "replace as many words as the edit cuts or adds"
 
     def association(self, variant: str, word_lists: Sequence[Sequence[str]],
-                    labels: Sequence[int]) -> FeatureAssociation:
+                    labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
         lengths = [len(words) for words in word_lists]
         z, label = 0.0, None
         for y in sorted(set(labels)):
@@ -41,7 +41,8 @@ class Length(Feature):
         shares = {int(y): sum(c for c, l in zip(carried, labels) if l == y) / labels.count(y) for y in set(labels)}
         return FeatureAssociation(self.name(variant), z, label, len(lengths), sum(carried), shares, threshold)
 
-    def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation) -> bool:
+    def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
+                segments: Optional[Sequence[int]] = None) -> bool:
         return len(words) > (reference.threshold or 0.0)
 
     def edits(self, variant: str, view: ConfirmationView, label: int, predicted: Sequence[int],

@@ -13,20 +13,22 @@ from lightning_saliency.monitor.features.base import FEATURES, feature_of
 from lightning_saliency.monitor.metrics.artifacts import bonferroni_z
 from lightning_saliency.monitor.metrics.shortcut import AttributedExamples
 from lightning_saliency.schema.findings import FeatureAssociation, FeatureReading, Suspect
+from lightning_saliency.schema.words import segment_numbers
 
 
 def _regular_words(view: AttributedExamples, row: int) -> list[str]:
     return [w for w, special in zip(view.tokens[row], view.special[row]) if not special]
 
 
-def reliance_share(view: AttributedExamples, marked: Callable[[Sequence[str]], list[bool]]) -> Optional[float]:
+def reliance_share(view: AttributedExamples,
+                   marked: Callable[[Sequence[str], Sequence[int]], list[bool]]) -> Optional[float]:
     """Mean over the examples that hold any marked word of their share of |attribution| on those
-    words (``marked(words)`` flags each word); ``None`` when no example holds one."""
+    words (``marked(words, segments)`` flags each word); ``None`` when no example holds one."""
     shares = []
     for row in range(len(view.tokens)):
         words = _regular_words(view, row)
         scores = [abs(s) for s, special in zip(view.scores[row], view.special[row]) if not special]
-        flags = marked(words)
+        flags = marked(words, segment_numbers(view.special[row]))
         total = sum(scores)
         if any(flags) and total > 0:
             shares.append(sum(s for s, f in zip(scores, flags) if f) / total)
@@ -42,15 +44,16 @@ def feature_readings(views: Mapping[str, AttributedExamples], before: Mapping[st
     view = next(iter(views.values()))  # the words and labels are the same for every method
     labelled = [row for row, label in enumerate(view.labels) if label is not None]
     word_lists = [_regular_words(view, row) for row in labelled]
+    segments = [segment_numbers(view.special[row]) for row in labelled]
     labels = [int(view.labels[row]) for row in labelled]
     readings = []
     for feature in FEATURES.values():
         for variant in feature.variants:
             name = feature.name(variant)
-            validation = feature.association(variant, word_lists, labels) if len(set(labels)) > 1 else None
+            validation = feature.association(variant, word_lists, labels, segments) if len(set(labels)) > 1 else None
             reliance = {}
             if feature.measured_by_attribution:
-                marked = lambda words: feature.marked(variant, words)  # noqa: E731
+                marked = lambda words, segments: feature.marked(variant, words, segments)  # noqa: E731
                 for method, current in views.items():
                     now = reliance_share(current, marked)
                     if now is not None:
@@ -62,7 +65,8 @@ def feature_readings(views: Mapping[str, AttributedExamples], before: Mapping[st
 
 def feature_suspects(readings: Sequence[FeatureReading], method: str, probe_size: int) -> list[Suspect]:
     """The features ``method``'s run suspects (see the module docstring), strongest first."""
-    line = bonferroni_z(len(readings))
+    # The features tested: those these examples can carry (no segment feature on single texts).
+    line = bonferroni_z(sum(1 for r in readings if any(a is not None and a.examples for a in (r.training, r.validation))))
     suspects = []
     for reading in readings:
         association = reading.training or reading.validation

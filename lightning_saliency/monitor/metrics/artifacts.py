@@ -52,12 +52,14 @@ class ArtifactTable:
 @dataclass(frozen=True)
 class ExampleSample:
     """The training examples an artifact table was read from: dataset indices, words and labels
-    (what a confirmed shortcut's carriers are listed from), of a dataset of ``dataset_size``."""
+    (what a confirmed shortcut's carriers are listed from), of a dataset of ``dataset_size``;
+    ``segments``: each word's text segment, for pair inputs (``None`` for single texts)."""
 
     indices: tuple[int, ...]
     word_lists: tuple[tuple[str, ...], ...]
     labels: tuple[int, ...]
     dataset_size: int
+    segments: Optional[tuple[tuple[int, ...], ...]] = None
 
 
 def bonferroni_z(tests: int, alpha: float = ALPHA) -> float:
