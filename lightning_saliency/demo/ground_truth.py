@@ -15,15 +15,16 @@ import torch
 
 
 class CounterfactualAccuracy(L.Callback):
-    """Every ``every`` optimizer steps: of ``texts`` (all of class ``label``) that the live model
+    """Every ``every`` optimizer steps: of ``texts`` (all of class ``label``; strings, or pairs of
+    strings for a pair input) that the live model
     predicts right, the share still predicted ``label`` with ``word`` put first (or after ``edit``,
     a feature's counterfactual edit). Steps where fewer
     than ``min_right`` are right are not scored (too few to say). ``by_step``: step -> share;
     ``seconds``: the time this callback took (to leave it out of training time)."""
 
-    def __init__(self, tokenizer: Any, texts: Sequence[str], word: str, label: int = 0, every: int = 2,
+    def __init__(self, tokenizer: Any, texts: Sequence[Any], word: str, label: int = 0, every: int = 2,
                  max_length: int = 128, batch_size: int = 32, min_right: int = 10,
-                 edit: Optional[Callable[[str], str]] = None) -> None:
+                 edit: Optional[Callable[[Any], Any]] = None) -> None:
         self.tokenizer, self.texts, self.word, self.label = tokenizer, list(texts), word, label
         # The counterfactual edit: the planted word put first, or a feature's own (a cut, a "!").
         self.edit = edit or (lambda text: f"{word} {text}")
@@ -31,12 +32,14 @@ class CounterfactualAccuracy(L.Callback):
         self.by_step: dict[int, float] = {}
         self.seconds = 0.0
 
-    def _predicted(self, model: torch.nn.Module, texts: Sequence[str]) -> torch.Tensor:
+    def _predicted(self, model: torch.nn.Module, texts: Sequence[Any]) -> torch.Tensor:
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(device)
+            chunk = list(texts[start:start + self.batch_size])
+            parts = (chunk,) if isinstance(chunk[0], str) else ([a for a, _ in chunk], [b for _, b in chunk])
+            batch = self.tokenizer(*parts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt").to(device)
             out.append(model(**batch).logits.argmax(-1).cpu())
         return torch.cat(out)
 
