@@ -131,3 +131,17 @@ def test_a_probe_of_one_class_is_never_called_at_chance():
     assert not is_at_chance(0.8, 0.5)
     assert not is_at_chance(1.0, 1.0) and not is_at_chance(0.5, 1.0)  # one class: chance cannot be told
     assert not is_at_chance(None, 0.5) and not is_at_chance(0.5, None)
+
+
+def test_a_segment_check_is_worded_as_the_swap_it_is():
+    from dataclasses import replace
+
+    c = check(deletion=[True] * 64, control_deletion=[False] * 60 + [True] * 4, drops=[0.6] * 64, control_drops=RANDOM)
+    c = replace(c, token="segment:last", members=["segment:last"], label=None, label_name=None)
+    assert c.kind == "segment"
+    assert verdicts.headline(c) == ("the last segment alone drives the predicted class: swapping it for that of an "
+                                    "example predicted otherwise changes 100% of 64 predictions (swapping the first "
+                                    "segment instead: 6% of 64).")
+    details = verdicts.details(c)
+    assert "flips 100% (94%-100%) of 64 examples that are pairs" in details
+    assert "Insertion: nothing to test, the swap removes one example's segment and inserts another's." in details
