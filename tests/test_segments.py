@@ -56,6 +56,11 @@ def test_the_segment_association_is_strong_when_planted_and_absent_on_single_tex
     single, single_labels = make_corpus(100, Shortcut("none"), seed=0)
     alone = feature_associations([t.split() for t in single], single_labels)["segment:last"]
     assert alone.examples == 0 and alone.z == 0.0 and alone.label is None  # counts for no test
+    # A shared first segment (a chat's system prompt before the user turn): the last deciding
+    # alone is the task itself, and the kind reads nothing.
+    shared = [("you are a helpful critic", b) for _, b in planted]
+    words, segments = word_lists(shared)
+    assert segment.association("last", words, labels, segments).examples == 0
 
 
 def test_carriers_of_a_pair_shortcut_hold_a_deciding_word_in_the_second_text():

@@ -8,7 +8,9 @@ on the last segment. The counterfactual swaps segments between examples the mode
 differently, in distribution (Madsen et al. 2023: real segments, not masks): the last segment for
 another example's, against the control of swapping the first segment instead. A model that reads
 both parts changes its prediction under either swap; one that reads the last part alone, under
-that one only. Single-segment inputs carry nothing of this kind and are left out.
+that one only. Single-segment inputs carry nothing of this kind and are left out, and so are
+inputs whose first segment is mostly the same text (:data:`SHARED_FIRST`): a shared system prompt
+before a chat's user turn, where the user turn alone *should* decide.
 """
 from __future__ import annotations
 
@@ -20,6 +22,15 @@ from lightning_saliency.monitor.features.base import Feature, Lookup, Segments, 
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.monitor.features.position import MIN_COUNT, MIN_PURITY
 from lightning_saliency.schema.findings import ANY_CLASS, FeatureAssociation
+
+
+# The kind reads nothing when this share of the examples or more have the same first segment: the
+# last segment deciding alone is then the task, not a bias (a chat's shared system prompt).
+SHARED_FIRST = 0.5
+
+
+def _first_segment(words: Sequence[str], segments: Sequence[int]) -> tuple[str, ...]:
+    return tuple(w for w, s in zip(words, segments) if s == 0)
 
 
 def _last_segment(words: Sequence[str], segments: Optional[Sequence[int]]) -> Optional[list[str]]:
@@ -67,6 +78,9 @@ class Segment(Feature):
                     labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
         rows = [] if segments is None else [
             k for k, words in enumerate(word_lists) if _last_segment(words, segments[k])]
+        firsts = Counter(_first_segment(word_lists[k], segments[k]) for k in rows) if rows else Counter()
+        if rows and firsts.most_common(1)[0][1] >= SHARED_FIRST * len(rows):
+            rows = []
         documents = [_last_segment(word_lists[k], segments[k]) or [] for k in rows] if segments is not None else []
         ys = [labels[k] for k in rows]
         z = 0.0
@@ -100,8 +114,10 @@ class Segment(Feature):
               vocabulary: Sequence[str], lookup: Lookup, seed: int, max_length: int) -> dict[str, list[Edit]]:
         found = no_edits()
         pairs = [row for row in range(len(view)) if view.segments[row] and view.segments[row][-1] > 0]
+        first = {row: _first_segment([w for w, _ in view.spans[row]], view.segments[row]) for row in pairs}
         for row in pairs:
-            partners = [other for other in pairs if predicted[other] != predicted[row]]
+            # A partner with the same first segment would make the control swap a no-op.
+            partners = [other for other in pairs if predicted[other] != predicted[row] and first[other] != first[row]]
             if not partners:
                 continue
             partner = edit_rng(seed, self.kind, variant, view.indices[row]).choice(partners)
