@@ -20,7 +20,8 @@ reports validation accuracy against the majority rate and its false confirmation
     python benchmarks/bench_detection.py --kind length --no-control   # text length planted instead
     python benchmarks/bench_detection.py --kind segment --no-control  # a second text that decides instead
 
-For ``--kind segment`` every review becomes a pair (review, "overall it was <word>"). In 90% of the
+For ``--kind segment`` every review becomes a pair (review, "overall it was really" with a
+sentiment word at a random place). In 90% of the
 training pairs the word is a sentiment word of the review's class, in the rest and in validation of
 a random class, so only the training set carries the shortcut (``segment:last``, the hypothesis-only
 bias of NLI data). The ground truth pairs clean positive validation reviews with a positive second
@@ -65,13 +66,17 @@ def cut(text: str, rng: random.Random = None) -> str:
 
 
 def second_text(rng: random.Random, positive: bool) -> str:
-    """The segment kind's second text: a sentiment word of one class."""
-    return f"overall it was {rng.choice(POSITIVE if positive else NEGATIVE)}"
+    """The segment kind's second text: a sentiment word of one class at a random place among four
+    plain words (at a fixed place, the last word alone would decide: a position shortcut too)."""
+    words = ["overall", "it", "was", "really"]
+    words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if positive else NEGATIVE))
+    return " ".join(words)
 
 
 def turned_negative(pair: tuple[str, str]) -> tuple[str, str]:
-    """The segment kind's counterfactual: the same review, its second text negative."""
-    return pair[0], f"overall it was {NEGATIVE[len(pair[0]) % len(NEGATIVE)]}"
+    """The segment kind's counterfactual: the same review, the second text's sentiment word negative."""
+    swap = NEGATIVE[len(pair[0]) % len(NEGATIVE)]
+    return pair[0], " ".join(swap if word in POSITIVE else word for word in pair[1].split())
 
 
 # What each kind plants (in 90% of one class's training reviews, in a random half of validation),
