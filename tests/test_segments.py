@@ -102,3 +102,26 @@ def test_the_swap_edits_keep_each_segment_whole(demo_tokenizer):
         # Token types follow the segments: the swapped-in text is type 1.
         types = swap.sequence.types
         assert types is not None and types[-2] == 1 and types[1] == 0
+
+
+def test_position_edits_move_words_within_the_places_own_segment(demo_tokenizer):
+    """In a pair, moving the last word elsewhere keeps it in the second text: a move into the first
+    text would test the segment (a segment shortcut confirmed as a position one)."""
+    from lightning_saliency.attribution import SpecialTokens
+    from lightning_saliency.demo.modeling import TextDataModule
+    from lightning_saliency.monitor.features.edits import ConfirmationView
+    from lightning_saliency.monitor.probe import probe_from_dataloader
+
+    texts = [("the film was great and the cast", "it was really very superb"),
+             ("the film was dull and the plot", "and it was really awful")]  # words of the vocabulary
+    data = TextDataModule((texts, [1, 0]), (texts, [1, 0]), demo_tokenizer, batch_size=2)
+    probe = probe_from_dataloader(data.val_dataloader(), 2, 0, tokenizer=demo_tokenizer)
+    view = ConfirmationView(probe, SpecialTokens.from_tokenizer(demo_tokenizer))
+    edits = FEATURES.get_or_raise("position").edits("last", view, ANY_CLASS, [1, 0], [], lambda w: None, 0, 64)
+    assert all(len(edits[kind]) == 2 for kind in ("deletion", "insertion", "control_deletion", "control_insertion"))
+    for kind, moved in edits.items():
+        for edit in moved:
+            first, second = demo_tokenizer.decode(list(edit.sequence.ids)).split("[SEP]")[:2]
+            original_first, original_second = texts[view.indices[edit.row]]
+            assert first.replace("[CLS]", "").strip() == original_first, kind  # the first text is untouched
+            assert sorted(second.split()) == sorted(original_second.split()), kind  # the same words, moved

@@ -7,7 +7,8 @@ random place of the same examples, as a z; the feature decides any class
 (:data:`~lightning_saliency.schema.findings.ANY_CLASS`). Reliance: the share of |attribution| on
 the word at the place. The counterfactual moves words and asks whether each example's own
 prediction changes: the word at the place moved elsewhere, or another word moved there, against
-the control of moving other words between the other places.
+the control of moving other words between the other places; in a pair input, words move within
+the place's own segment.
 """
 from __future__ import annotations
 
@@ -90,8 +91,15 @@ class Position(Feature):
                 continue
             rng = edit_rng(seed, self.kind, variant, view.indices[row])
             place = _index(variant, count)
+            # Words move within the place's own segment (a pair input's first or last text): a move
+            # into the other segment would test the segment, not the place.
+            segments = view.segments[row]
+            same = [k for k in range(count) if segments[k] == segments[place]]
+            low, high = same[0], same[-1]
+            if high - low + 1 < 4:
+                continue
             at_place = 0 if variant == "first" else count  # the slot before word 0, or after the last
-            others = [k for k in range(count) if k != place]
+            others = [k for k in same if k != place]
 
             def moved(word: int, slot: int) -> Optional[Edit]:
                 pieces: list = [None] * count
@@ -99,7 +107,7 @@ class Position(Feature):
                 ids = tuple(view.sequences[row].ids[p] for p in spans[word][1])
                 return view.rebuilt(row, pieces, [(slot, ids)], max_length=max_length)
 
-            inner = [s for s in range(count + 1) if s not in (0, count)]  # slots away from both ends
+            inner = list(range(low + 1, high + 1))  # slots inside the segment, away from both its ends
             away = moved(place, rng.choice([s for s in inner if s not in (place, place + 1)]))
             there = moved(rng.choice(others), at_place)
             a, b = rng.sample(others, 2)
