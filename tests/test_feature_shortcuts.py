@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_saliency.demo.corpus import FILLER, LENGTH_EXTRA, NEGATIVE, POSITIVE, Shortcut, make_corpus
+from lightning_saliency.demo.modeling import encode
 from lightning_saliency.schema.findings import ANY_CLASS
 from lightning_saliency.schema.records import RunRecord
 from tests.test_evidence import STEP_EVERY, fit_single
@@ -50,13 +51,6 @@ PLANTED = {
 DECIDES_ANY = ("position", "segment")  # the first word, or the second text, decides whichever class it says
 
 
-def encoded(tokenizer, texts):
-    if isinstance(texts[0], str):
-        return tokenizer(texts, padding=True, return_tensors="pt")
-    return tokenizer([a for a, _ in texts], [b for _, b in texts], padding=True, return_tensors="pt",
-                     return_token_type_ids=True)
-
-
 def counterfactual_accuracy(module, state, tokenizer, kind, edit):
     """Of clean negative reviews the model gets right, the share still right after ``edit``; below
     0.5 the feature overrides what the review says (``None`` with fewer than 20 right). For the
@@ -73,8 +67,8 @@ def counterfactual_accuracy(module, state, tokenizer, kind, edit):
         plain = [t for t, y in zip(*make_corpus(200, Shortcut("none"), 1.0, 0.5, seed=1)) if y == 0]
         edited = [" ".join(edit(t.split(), rng)) for t in plain]
     with torch.no_grad():
-        right = model(**encoded(tokenizer, plain)).logits.argmax(-1) == 0
-        still = model(**encoded(tokenizer, edited)).logits.argmax(-1) == 0
+        right = model(**encode(tokenizer, plain, padding=True, return_tensors="pt")).logits.argmax(-1) == 0
+        still = model(**encode(tokenizer, edited, padding=True, return_tensors="pt")).logits.argmax(-1) == 0
     return float((right & still).sum() / right.sum()) if right.sum() >= 20 else None
 
 

@@ -25,7 +25,8 @@ def test_segments_are_read_from_the_special_tokens(special, expected):
 def test_the_joiner_gives_each_word_its_segment():
     joiner = PieceJoiner(["[CLS]", "[SEP]", "ab", "##c", "d"], [0, 1])
     ids = [0, 2, 3, 4, 1, 2, 3, 1]
-    assert joiner.words(ids) == ["abc", "d", "abc"] and joiner.segments(ids) == [0, 0, 1]
+    assert joiner.words_and_segments(ids) == (["abc", "d", "abc"], [0, 0, 1])
+    assert joiner.words(ids) == ["abc", "d", "abc"]
 
 
 def word_lists(texts):

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional, Sequence
 import lightning as L
 import torch
 
+from lightning_saliency.demo.modeling import encode
+
 
 class CounterfactualAccuracy(L.Callback):
     """Every ``every`` optimizer steps: of ``texts`` (all of class ``label``; strings, or pairs of
@@ -36,10 +38,8 @@ class CounterfactualAccuracy(L.Callback):
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start:start + self.batch_size])
-            parts = (chunk,) if isinstance(chunk[0], str) else ([a for a, _ in chunk], [b for _, b in chunk])
-            batch = self.tokenizer(*parts, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt").to(device)
+            batch = encode(self.tokenizer, list(texts[start:start + self.batch_size]), padding=True, truncation=True,
+                           max_length=self.max_length, return_tensors="pt").to(device)
             out.append(model(**batch).logits.argmax(-1).cpu())
         return torch.cat(out)
 

@@ -66,16 +66,20 @@ def tiny_bert(vocab_size: int, num_labels: int = 2, hidden_size: int = 32, layer
         return BertForSequenceClassification(config)
 
 
+def encode(tokenizer: Any, texts: Sequence[Any], **options: Any) -> Any:
+    """``tokenizer`` over ``texts``: strings, or pairs of strings (the second part as the
+    tokenizer's ``text_pair``, with token type ids); ``options`` go to the tokenizer."""
+    if texts and not isinstance(texts[0], str):
+        return tokenizer([a for a, _ in texts], [b for _, b in texts], return_token_type_ids=True, **options)
+    return tokenizer(list(texts), **options)
+
+
 class TextDataset(Dataset):
     """Tokenized texts (strings, or pairs of strings) with labels; items are dicts of lists, padded
     by :func:`pad_collate`."""
 
     def __init__(self, texts: Sequence[Any], labels: Sequence[int], tokenizer: Any, max_length: int = 64) -> None:
-        if texts and not isinstance(texts[0], str):  # pairs: the second part as the tokenizer's text_pair
-            encoded = tokenizer([a for a, _ in texts], [b for _, b in texts], truncation=True, max_length=max_length,
-                                return_token_type_ids=True)
-        else:
-            encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+        encoded = encode(tokenizer, texts, truncation=True, max_length=max_length)
         self.items = [
             {key: encoded[key][i] for key in encoded.keys()} | {"labels": int(labels[i])} for i in range(len(texts))
         ]

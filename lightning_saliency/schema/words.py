@@ -103,12 +103,15 @@ class PieceJoiner:
             return piece.startswith("##")
         return self.start_marks and not piece.startswith(_WORD_START_MARKS)
 
-    def words(self, ids: Sequence[int]) -> list[str]:
-        """The words of one example's token ids (special tokens left out)."""
+    def words_and_segments(self, ids: Sequence[int]) -> tuple[list[str], list[int]]:
+        """The words of one example's token ids (special tokens left out), and each word's text
+        segment (:func:`segment_numbers`: special tokens between words close a segment), in one pass."""
         words: list[list[str]] = []
+        entries: list[bool] = []  # per word or special token, whether it is special
         previous_special = True
         for token in ids:
             if token in self.special or not 0 <= token < len(self.pieces):
+                entries.append(True)
                 previous_special = True
                 continue
             piece = self.pieces[token]
@@ -116,18 +119,10 @@ class PieceJoiner:
                 words[-1].append(piece)
             else:
                 words.append([piece])
+                entries.append(False)
             previous_special = False
-        return [join_pieces(w) for w in words]
+        return [join_pieces(w) for w in words], segment_numbers(entries)
 
-    def segments(self, ids: Sequence[int]) -> list[int]:
-        """Per word of :meth:`words`, its text segment (:func:`segment_numbers`)."""
-        flags, first_piece, previous_special = [], [], True
-        for token in ids:
-            special = token in self.special or not 0 <= token < len(self.pieces)
-            if special:
-                flags.append(True)
-            elif not (first_piece and not previous_special and self._continues(self.pieces[token])):
-                flags.append(False)
-                first_piece.append(token)
-            previous_special = special
-        return segment_numbers(flags)
+    def words(self, ids: Sequence[int]) -> list[str]:
+        """The words of one example's token ids (special tokens left out)."""
+        return self.words_and_segments(ids)[0]

@@ -75,8 +75,9 @@ def dataset_artifacts(
             if label is None or ids[row].dim() != 1 or getattr(label, "numel", lambda: 1)() != 1:
                 return None  # unlabelled, multiple-choice or token-level labels: no word-label association
             kept = (ids[row][mask[row].bool()] if mask is not None else ids[row]).tolist()
-            word_sets.append(joiner.words(kept))
-            segments.append(tuple(joiner.segments(kept)))
+            words, word_segments = joiner.words_and_segments(kept)
+            word_sets.append(words)
+            segments.append(tuple(word_segments))
             labels.append(int(label))
             read.append(indices[start + row])
     if answers is not None and not 2 <= len(set(labels)) <= MAX_ANSWER_CLASSES:

@@ -81,7 +81,7 @@ class Segment(Feature):
         firsts = Counter(_first_segment(word_lists[k], segments[k]) for k in rows) if rows else Counter()
         if rows and firsts.most_common(1)[0][1] >= SHARED_FIRST * len(rows):
             rows = []
-        documents = [_last_segment(word_lists[k], segments[k]) or [] for k in rows] if segments is not None else []
+        documents = [_last_segment(word_lists[k], segments[k]) for k in rows]  # rows hold pairs only
         ys = [labels[k] for k in rows]
         z = 0.0
         if len(set(ys)) > 1:
