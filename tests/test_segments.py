@@ -7,7 +7,7 @@ import pytest
 from lightning_saliency.demo.corpus import NEGATIVE, POSITIVE, Shortcut, make_corpus
 from lightning_saliency.monitor.features.base import FEATURES, feature_associations
 from lightning_saliency.monitor.features.carriers import carrier_lines
-from lightning_saliency.monitor.features.segment import naive_bayes_loo_accuracy
+from lightning_saliency.monitor.features.parts import naive_bayes_loo_accuracy
 from lightning_saliency.schema.findings import ANY_CLASS
 from lightning_saliency.schema.words import PieceJoiner, segment_numbers
 

@@ -149,8 +149,9 @@ def attributed_examples(record: RunRecord, method: str) -> AttributedExamples:
     known = all(e.label is not None for e in examples)
     labels = [e.label if known else e.predicted for e in examples]
     words = [e.words(method) for e in examples]
+    roles = [e.word_roles for e in examples] if any(e.roles is not None for e in examples) else None
     return AttributedExamples([w[0] for w in words], [w[1] for w in words], [w[2] for w in words], labels,
-                              [e.predicted for e in examples])
+                              [e.predicted for e in examples], roles)
 
 
 def _shortcuts(

@@ -134,6 +134,15 @@ class ExampleRecord:
         same for every method, so merged once per example (a run reads them per method and class)."""
         return word_spans(self.tokens, self.special, self.word_ids)
 
+    @property
+    def word_roles(self) -> Optional[list[Optional[str]]]:
+        """Per word (an entry of :meth:`words`), the chat turn of its first token; ``None`` when
+        the example is not a conversation."""
+        if self.roles is None:
+            return None
+        _, positions, _ = self.spans
+        return [self.roles[p[0]] if p and p[0] < len(self.roles) else None for p in positions]
+
     def words(self, method: str) -> tuple[list[str], list[float], list[bool]]:
         """Words (subwords merged by ``word_ids``, scores summed), their scores and special flags."""
         words, positions, flags = self.spans

@@ -4,11 +4,15 @@ collate function) into the token-label association table of
 from __future__ import annotations
 
 import random
+from functools import partial
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import torch
+
 from lightning_saliency.attribution.isolation import preserved_global_rng
 from lightning_saliency.schema.words import PieceJoiner
+from lightning_saliency.monitor.chat import template_mask, template_pieces
 from lightning_saliency.monitor.features.base import feature_associations
 from lightning_saliency.monitor.metrics.artifacts import ArtifactTable, ExampleSample, association_table
 from lightning_saliency.monitor.notices import warn
@@ -18,14 +22,21 @@ from lightning_saliency.probes.answers import MAX_ANSWER_CLASSES, answer_text, f
 COLLATE_BATCH = 256
 
 
+# A chat template's reader: ``(input_ids, attention_mask) -> (template, roles)``, as
+# :func:`lightning_saliency.monitor.chat.template_mask` gives them for a batch.
+TurnReader = Callable[[Any, Any], tuple[Any, list[list[Optional[str]]]]]
+
+
 @dataclass(frozen=True)
 class AnswerReading:
     """How to read a label-like answer off token-level labels: ``text`` turns the answer's ids into
     its class name; ``aligned``: the answer's labels sit on the input's positions after the prompt
-    (a causal LM's completion), else they are a separate target (an encoder-decoder's)."""
+    (a causal LM's completion), else they are a separate target (an encoder-decoder's);
+    ``turns``: the chat template's reader, when prompts are rendered conversations."""
 
     text: Callable[[list[int]], str]
     aligned: bool
+    turns: Optional[TurnReader] = None
 
     def prompt_and_answer(self, ids: Any, mask: Any, labels: Any) -> tuple[list[int], str]:
         real = mask.bool() if mask is not None else ids == ids
@@ -33,6 +44,30 @@ class AnswerReading:
             real = real.clone()
             real[first_scored(labels):] = False
         return ids[real].tolist(), self.text(labels[labels >= 0].tolist())
+
+
+def conversation_words(joiner: PieceJoiner, ids: Sequence[int], template: Sequence[bool],
+                       roles: Sequence[Optional[str]]) -> tuple[list[str], list[Optional[str]]]:
+    """A rendered conversation's words and each word's turn: the template's tokens are no words
+    (as in the probe), and a word never spans two turns."""
+    words: list[str] = []
+    word_roles: list[Optional[str]] = []
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            found = joiner.words([ids[k] for k in run])
+            words.extend(found)
+            word_roles.extend([roles[run[0]]] * len(found))
+            run.clear()
+
+    for k in range(len(ids)):
+        if template[k] or (run and roles[k] != roles[run[0]]):
+            close()
+        if not template[k]:
+            run.append(k)
+    close()
+    return words, word_roles
 
 
 def dataset_artifacts(
@@ -56,7 +91,7 @@ def dataset_artifacts(
         return None
     size = len(dataset)
     indices = sorted(random.Random(seed).sample(range(size), min(size, max_examples)))
-    word_sets, segments, labels, read = [], [], [], []
+    word_sets, segments, roles, labels, read = [], [], [], [], []
     for start in range(0, len(indices), COLLATE_BATCH):
         items = [dataset[i] for i in indices[start: start + COLLATE_BATCH]]
         batch = as_mapping(collate_fn(items) if collate_fn is not None else items, input_keys)
@@ -66,11 +101,22 @@ def dataset_artifacts(
         if batch_labels is None:
             batch_labels = [label_of(item, label_key, input_keys) for item in items]
         ids, mask = batch["input_ids"], batch.get("attention_mask")
+        turns = None
+        if answers is not None and answers.turns is not None:
+            turns = answers.turns(ids, mask if mask is not None else torch.ones_like(ids))
         for row, label in enumerate(batch_labels):
             if answers is not None and label is not None and getattr(label, "dim", lambda: 0)() == 1:
                 prompt, answer = answers.prompt_and_answer(ids[row], None if mask is None else mask[row], label)
-                word_sets.append(joiner.words(prompt))
+                if turns is not None:  # the prompt is the row's first real tokens, as its roles are
+                    real = mask[row].bool() if mask is not None else torch.ones_like(ids[row], dtype=torch.bool)
+                    template = turns[0][row][real].tolist()[: len(prompt)]
+                    words, word_roles = conversation_words(joiner, prompt, template, turns[1][row][: len(prompt)])
+                else:
+                    words, word_roles = joiner.words(prompt), []
+                word_sets.append(words)
+                roles.append(tuple(word_roles))
                 labels.append(answer)
+                read.append(indices[start + row])
                 continue
             if label is None or ids[row].dim() != 1 or getattr(label, "numel", lambda: 1)() != 1:
                 return None  # unlabelled, multiple-choice or token-level labels: no word-label association
@@ -83,25 +129,31 @@ def dataset_artifacts(
     if answers is not None and not 2 <= len(set(labels)) <= MAX_ANSWER_CLASSES:
         return None  # open-ended answers: no classes to associate words with
     table = association_table(word_sets, labels)
-    if answers is not None:
-        return table  # answers are texts: the features are read against classes only
-    # Segments are kept for pair inputs only (single texts are all segment 0).
+    # Segments are kept for pair inputs only (single texts are all segment 0), roles for
+    # conversations only. Answers are texts here: ``with_class_indices`` makes them classes.
     paired = tuple(segments) if any(s and s[-1] for s in segments) else None
-    sample = ExampleSample(tuple(read), tuple(tuple(w) for w in word_sets), tuple(labels), size, paired)
-    return replace(table, features=feature_associations(word_sets, labels, paired), sample=sample)
+    chat = tuple(roles) if any(any(r) for r in roles) else None
+    sample = ExampleSample(tuple(read), tuple(tuple(w) for w in word_sets), tuple(labels), size, paired, chat)
+    return replace(table, features=feature_associations(word_sets, labels, paired, chat), sample=sample)
 
 
 def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[str]]) -> Optional[ArtifactTable]:
     """``table`` with class indices as labels: a table of answer texts (a label-like completion's)
-    has them turned into the indices of ``names`` (the probe's answer classes; a word whose answer
-    is not among them keeps its z with no label), and is ``None`` without them."""
-    if table is None or not any(isinstance(r.label, str) for r in table.words.values()):
+    has them turned into the indices of ``names`` (the probe's answer classes; a word or feature
+    whose answer is not among them keeps its z with no label), and is ``None`` without them. The
+    sample keeps the answer texts: the carriers' lines name the answer."""
+    texts = any(isinstance(r.label, str) for r in table.words.values()) if table is not None else False
+    if table is None or not (texts or table.sample is not None and any(isinstance(y, str) for y in table.sample.labels)):
         return table
     if names is None:
         return None
     index = {name: i for i, name in enumerate(names)}
     relabel = lambda row: replace(row, label=index.get(row.label))  # noqa: E731
-    return replace(table, rows=[relabel(r) for r in table.rows], words={w: relabel(r) for w, r in table.words.items()})
+    features = {token: replace(f, label=index.get(f.label) if isinstance(f.label, str) else f.label,
+                               shares={index[y]: share for y, share in f.shares.items() if y in index})
+                for token, f in table.features.items()}
+    return replace(table, rows=[relabel(r) for r in table.rows], words={w: relabel(r) for w, r in table.words.items()},
+                   features=features)
 
 
 def training_artifacts(dataset: Any, collate_fn: Optional[Callable[[list], Any]], access: Any, settings: Any,
@@ -121,8 +173,10 @@ def training_artifacts(dataset: Any, collate_fn: Optional[Callable[[list], Any]]
         tokenizer = access.tokenizer
         joiner = PieceJoiner(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
                              access.special_tokens.special_ids)
+        pieces = template_pieces(tokenizer)
+        turns = partial(template_mask, tokenizer, pieces=pieces) if pieces else None
         answers = None if answers_aligned is None else AnswerReading(lambda ids: answer_text(ids, tokenizer),
-                                                                     answers_aligned)
+                                                                     answers_aligned, turns)
         with preserved_global_rng():
             table = dataset_artifacts(dataset, collate_fn, joiner, max_examples=settings.evidence.artifact_examples,
                                       seed=settings.probe.seed, label_key=settings.probe.label_key,

@@ -149,7 +149,7 @@ class EvidenceTracker:
                 name = f"carriers/{scalar_name(check.token)}.jsonl"
                 summary, lines = carrier_lines(sample.indices, sample.word_lists, sample.labels, check.token,
                                                check.members, self.artifacts.features.get(check.token),
-                                               sample.dataset_size, sample.segments)
+                                               sample.dataset_size, sample.segments, sample.roles)
                 self._carriers[check.token] = replace(summary, path=name)
                 attachments[name] = lines
             found.append(replace(check, carriers=self._carriers[check.token]) if check.confirmed else check)

@@ -32,6 +32,9 @@ MAX_EDITS = 128
 Lookup = Callable[[str], Optional[tuple[int, ...]]]
 # Per example, per word: its text segment (``schema.words.segment_numbers``); ``None``: one segment each.
 Segments = Optional[Sequence[Sequence[int]]]
+# Per example, per word: its chat turn (``system``, ``user``, ...; ``monitor.chat``) for a rendered
+# conversation; ``None``: no turns (plain texts and pairs).
+Roles = Optional[Sequence[Sequence[Optional[str]]]]
 
 
 class Feature(ABC):
@@ -55,17 +58,19 @@ class Feature(ABC):
 
     @abstractmethod
     def association(self, variant: str, word_lists: Sequence[Sequence[str]],
-                    labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
+                    labels: Sequence[int], segments: Segments = None,
+                    roles: Roles = None) -> FeatureAssociation:
         """How strongly ``variant`` goes with one class in these examples (``segments``: each
-        word's text segment, for pair inputs)."""
+        word's text segment, for pair inputs; ``roles``: each word's chat turn, for conversations)."""
 
     @abstractmethod
     def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
-                segments: Optional[Sequence[int]] = None) -> bool:
-        """Whether an example with ``words`` (in ``segments``) carries the feature, as
-        ``reference`` (the training set's association) defines it."""
+                segments: Optional[Sequence[int]] = None, roles: Optional[Sequence[Optional[str]]] = None) -> bool:
+        """Whether an example with ``words`` (in ``segments``, of chat turns ``roles``) carries the
+        feature, as ``reference`` (the training set's association) defines it."""
 
-    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None) -> list[bool]:
+    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None,
+               roles: Optional[Sequence[Optional[str]]] = None) -> list[bool]:
         """Per word, whether it is part of the feature (the words whose |attribution| is reliance)."""
         return [False] * len(words)
 
@@ -93,13 +98,14 @@ def feature_of(token: str) -> tuple[Feature, str]:
     return FEATURES.get_or_raise(kind), variant
 
 
-def feature_associations(word_lists: Sequence[Sequence[str]], labels: Sequence[int],
-                         segments: Segments = None) -> dict[str, FeatureAssociation]:
-    """Every registered feature's association in these examples, by suspect name."""
+def feature_associations(word_lists: Sequence[Sequence[str]], labels: Sequence, segments: Segments = None,
+                         roles: Roles = None) -> dict[str, FeatureAssociation]:
+    """Every registered feature's association in these examples, by suspect name (``labels``:
+    class indices, or answer texts for a completion: see ``evidence.artifacts.with_class_indices``)."""
     found = {}
     for feature in FEATURES.values():
         for variant in feature.variants:
-            association = feature.association(variant, word_lists, labels, segments)
+            association = feature.association(variant, word_lists, labels, segments, roles)
             found[association.token] = association
     return found
 

@@ -41,18 +41,28 @@ def sequences_of(examples: ProbeSet) -> list[Sequence_]:
 
 
 class ConfirmationView:
-    """The confirmation examples as token-id lists with their words and the words' positions."""
+    """The confirmation examples as token-id lists with their words and the words' positions.
+
+    A rendered conversation's template tokens (``special_tokens_mask``, set by ``monitor.chat``)
+    are special here as in the records: never words, never edited, always kept."""
 
     def __init__(self, examples: ProbeSet, special: SpecialTokens) -> None:
         self.indices = list(examples.indices)
         self.sequences = sequences_of(examples)
         self.spans: list[list[tuple[str, list[int]]]] = []
         self.segments: list[list[int]] = []  # per row, each word's text segment (pair inputs)
+        self.roles: list[list[Optional[str]]] = []  # per row, each word's chat turn (conversations)
+        marked = examples.inputs.get("special_tokens_mask")
+        mask = examples.inputs["attention_mask"].bool()
         for i, sequence in enumerate(self.sequences):
-            flags = [t in special.special_ids for t in sequence.ids]
+            given = marked[i][mask[i]].tolist() if marked is not None else [0] * len(sequence.ids)
+            flags = [t in special.special_ids or bool(m) for t, m in zip(sequence.ids, given)]
             words, positions, is_special = word_spans(examples.tokens[i], flags, examples.word_ids[i])
             self.spans.append([(w, p) for w, p, s in zip(words, positions, is_special) if not s])
             self.segments.append(segment_numbers(is_special))
+            roles = examples.roles[i] if examples.roles is not None else None
+            self.roles.append([roles[p[0]] if roles is not None and p[0] < len(roles) else None
+                               for _, p in self.spans[-1]])
         self.words = [{w for w, _ in spans} for spans in self.spans]
         self.frequency = Counter(w for words in self.words for w in words)
         self.special_ids = special.special_ids

@@ -13,7 +13,7 @@ from statistics import median
 from typing import Optional, Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, no_edits, Lookup, Segments, filler_pieces, filler_pool, register_feature, sampled,
+    Feature, no_edits, Lookup, Roles, Segments, filler_pieces, filler_pool, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.monitor.metrics.rank_test import rank_comparison
@@ -27,7 +27,8 @@ class Length(Feature):
     control = "replace as many words as the edit cuts or adds"
 
     def association(self, variant: str, word_lists: Sequence[Sequence[str]],
-                    labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
+                    labels: Sequence[int], segments: Segments = None,
+                    roles: Roles = None) -> FeatureAssociation:
         lengths = [len(words) for words in word_lists]
         z, label = 0.0, None
         for y in sorted(set(labels)):
@@ -42,7 +43,7 @@ class Length(Feature):
         return FeatureAssociation(self.name(variant), z, label, len(lengths), sum(carried), shares, threshold)
 
     def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
-                segments: Optional[Sequence[int]] = None) -> bool:
+                segments: Optional[Sequence[int]] = None, roles: Optional[Sequence[Optional[str]]] = None) -> bool:
         return len(words) > (reference.threshold or 0.0)
 
     def edits(self, variant: str, view: ConfirmationView, label: int, predicted: Sequence[int],

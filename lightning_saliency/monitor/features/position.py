@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from typing import Optional, Sequence
 
-from lightning_saliency.monitor.features.base import Feature, no_edits, Lookup, Segments, register_feature, sampled
+from lightning_saliency.monitor.features.base import Feature, no_edits, Lookup, Roles, Segments, register_feature, sampled
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.schema.findings import ANY_CLASS, FeatureAssociation
 
@@ -54,7 +54,8 @@ class Position(Feature):
     control = "move other words between the other places"
 
     def association(self, variant: str, word_lists: Sequence[Sequence[str]],
-                    labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
+                    labels: Sequence[int], segments: Segments = None,
+                    roles: Roles = None) -> FeatureAssociation:
         rows = [k for k, words in enumerate(word_lists) if len(words) >= 3]
         rng = random.Random(0)
         keys = [word_lists[k][_index(variant, len(word_lists[k]))] for k in rows]
@@ -75,10 +76,11 @@ class Position(Feature):
         return FeatureAssociation(self.name(variant), z, ANY_CLASS, len(rows), sum(carried), shares, None, deciding)
 
     def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
-                segments: Optional[Sequence[int]] = None) -> bool:
+                segments: Optional[Sequence[int]] = None, roles: Optional[Sequence[Optional[str]]] = None) -> bool:
         return len(words) >= 3 and words[_index(variant, len(words))] in reference.words
 
-    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None) -> list[bool]:
+    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None,
+               roles: Optional[Sequence[Optional[str]]] = None) -> list[bool]:
         place = _index(variant, len(words))
         return [k == place for k in range(len(words))]
 

@@ -20,15 +20,23 @@ def _regular_words(view: AttributedExamples, row: int) -> list[str]:
     return [w for w, special in zip(view.tokens[row], view.special[row]) if not special]
 
 
-def reliance_share(view: AttributedExamples,
-                   marked: Callable[[Sequence[str], Sequence[int]], list[bool]]) -> Optional[float]:
+def _regular_roles(view: AttributedExamples, row: int) -> Optional[list[Optional[str]]]:
+    if view.roles is None or view.roles[row] is None:
+        return None
+    return [r for r, special in zip(view.roles[row], view.special[row]) if not special]
+
+
+Marked = Callable[[Sequence[str], Sequence[int], Optional[Sequence[Optional[str]]]], list[bool]]
+
+
+def reliance_share(view: AttributedExamples, marked: Marked) -> Optional[float]:
     """Mean over the examples that hold any marked word of their share of |attribution| on those
-    words (``marked(words, segments)`` flags each word); ``None`` when no example holds one."""
+    words (``marked(words, segments, roles)`` flags each word); ``None`` when no example holds one."""
     shares = []
     for row in range(len(view.tokens)):
         words = _regular_words(view, row)
         scores = [abs(s) for s, special in zip(view.scores[row], view.special[row]) if not special]
-        flags = marked(words, segment_numbers(view.special[row]))
+        flags = marked(words, segment_numbers(view.special[row]), _regular_roles(view, row))
         total = sum(scores)
         if any(flags) and total > 0:
             shares.append(sum(s for s, f in zip(scores, flags) if f) / total)
@@ -45,15 +53,17 @@ def feature_readings(views: Mapping[str, AttributedExamples], before: Mapping[st
     labelled = [row for row, label in enumerate(view.labels) if label is not None]
     word_lists = [_regular_words(view, row) for row in labelled]
     segments = [segment_numbers(view.special[row]) for row in labelled]
+    roles = [_regular_roles(view, row) for row in labelled] if view.roles is not None else None
     labels = [int(view.labels[row]) for row in labelled]
     readings = []
     for feature in FEATURES.values():
         for variant in feature.variants:
             name = feature.name(variant)
-            validation = feature.association(variant, word_lists, labels, segments) if len(set(labels)) > 1 else None
+            validation = (feature.association(variant, word_lists, labels, segments, roles)
+                          if len(set(labels)) > 1 else None)
             reliance = {}
             if feature.measured_by_attribution:
-                marked = lambda words, segments: feature.marked(variant, words, segments)  # noqa: E731
+                marked = lambda words, segments, roles: feature.marked(variant, words, segments, roles)  # noqa: E731
                 for method, current in views.items():
                     now = reliance_share(current, marked)
                     if now is not None:

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Callable, Optional, Sequence
 
 from lightning_saliency.monitor.features.base import (
-    Feature, no_edits, Lookup, Segments, filler_pieces, filler_pool, presence_association, register_feature, sampled,
+    Feature, no_edits, Lookup, Roles, Segments, filler_pieces, filler_pool, presence_association, register_feature, sampled,
 )
 from lightning_saliency.monitor.features.edits import ConfirmationView, Edit, edit_rng
 from lightning_saliency.schema.findings import FeatureAssociation
@@ -32,15 +32,17 @@ class TokenClass(Feature):
     control = "strip as many other words, or add a vocabulary word at the same place"
 
     def association(self, variant: str, word_lists: Sequence[Sequence[str]],
-                    labels: Sequence[int], segments: Segments = None) -> FeatureAssociation:
+                    labels: Sequence[int], segments: Segments = None,
+                    roles: Roles = None) -> FeatureAssociation:
         test = CLASSES[variant]
         return presence_association(self.name(variant), [any(test(w) for w in words) for words in word_lists], labels)
 
     def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
-                segments: Optional[Sequence[int]] = None) -> bool:
+                segments: Optional[Sequence[int]] = None, roles: Optional[Sequence[Optional[str]]] = None) -> bool:
         return any(CLASSES[variant](w) for w in words)
 
-    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None) -> list[bool]:
+    def marked(self, variant: str, words: Sequence[str], segments: Optional[Sequence[int]] = None,
+               roles: Optional[Sequence[Optional[str]]] = None) -> list[bool]:
         return [CLASSES[variant](w) for w in words]
 
     def edits(self, variant: str, view: ConfirmationView, label: int, predicted: Sequence[int],

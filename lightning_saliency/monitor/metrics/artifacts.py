@@ -53,13 +53,16 @@ class ArtifactTable:
 class ExampleSample:
     """The training examples an artifact table was read from: dataset indices, words and labels
     (what a confirmed shortcut's carriers are listed from), of a dataset of ``dataset_size``;
-    ``segments``: each word's text segment, for pair inputs (``None`` for single texts)."""
+    ``segments``: each word's text segment, for pair inputs (``None`` for single texts);
+    ``roles``: each word's chat turn, for conversations (``None`` otherwise). ``labels`` are class
+    indices, or a completion's answer texts."""
 
     indices: tuple[int, ...]
     word_lists: tuple[tuple[str, ...], ...]
-    labels: tuple[int, ...]
+    labels: tuple
     dataset_size: int
     segments: Optional[tuple[tuple[int, ...], ...]] = None
+    roles: Optional[tuple[tuple[Optional[str], ...], ...]] = None
 
 
 def bonferroni_z(tests: int, alpha: float = ALPHA) -> float:

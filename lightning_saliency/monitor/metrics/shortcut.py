@@ -250,13 +250,14 @@ def strongest_first(suspects: Iterable[Suspect]) -> list[Suspect]:
 class AttributedExamples(NamedTuple):
     """One method's view of a run's probe examples, the input of :func:`find_suspects`.
     ``labels``: the validation labels (``None`` entries where unknown); ``predictions``: the
-    model's predicted classes."""
+    model's predicted classes; ``roles``: per entry of ``tokens``, its chat turn (conversations)."""
 
     tokens: Sequence[Sequence[str]]
     scores: Sequence[Sequence[float]]
     special: Sequence[Sequence[bool]]
     labels: Optional[Sequence[Optional[int]]] = None
     predictions: Optional[Sequence[int]] = None
+    roles: Optional[Sequence[Sequence[Optional[str]]]] = None
 
 
 @dataclass(frozen=True)
