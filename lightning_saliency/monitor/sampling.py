@@ -97,8 +97,10 @@ def sample_confirmation(settings: MonitorSettings, access: ModelAccess, loader: 
     # Answer classes: the examples keep their token-level answers (the checks score prompts alone);
     # otherwise one class per example.
     reader = get_task(settings.task) if probe.answers is not None else None
-    sample = probe_from_dataloader(loader, settings.evidence.confirm_examples, s.seed + 1, tokenizer=access.tokenizer,
-                                   label_key=s.label_key, input_keys=s.input_keys, task=reader)
+    # A conversation's template is special here as in the probe: never edited, and its turns known.
+    sample = with_chat_roles(probe_from_dataloader(loader, settings.evidence.confirm_examples, s.seed + 1,
+                                                   tokenizer=access.tokenizer, label_key=s.label_key,
+                                                   input_keys=s.input_keys, task=reader), access.tokenizer)
     rows, skipped = attributable_rows(sample, access.special_tokens, range(len(sample)), max_length)
     if skipped and speak:
         named = "; ".join(f"dataset index {sample.indices[row]}: {reason}" for row, reason in skipped[:5])

@@ -51,6 +51,9 @@ WORDINGS = {
     "segment": Wording("the {variant} segment alone", "swapping it for that of an example predicted otherwise", "",
                        "swapping the first segment instead", "are pairs",
                        "the swap removes one example's segment and inserts another's"),
+    "template": Wording("the {variant} turn alone", "swapping it for that of an example predicted otherwise", "",
+                        "swapping the user turn instead", "are conversations",
+                        "the swap removes one example's turn and inserts another's"),
 }
 WORDS = Wording("'{token}'", "removing it", "inserting it", "random words", "contain it")
 

@@ -141,7 +141,7 @@ def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[
     """``table`` with class indices as labels: a table of answer texts (a label-like completion's)
     has them turned into the indices of ``names`` (the probe's answer classes; a word or feature
     whose answer is not among them keeps its z with no label), and is ``None`` without them. The
-    sample keeps the answer texts: the carriers' lines name the answer."""
+    sample (what carriers are listed from) keeps the examples whose answer is a class."""
     texts = any(isinstance(r.label, str) for r in table.words.values()) if table is not None else False
     if table is None or not (texts or table.sample is not None and any(isinstance(y, str) for y in table.sample.labels)):
         return table
@@ -152,8 +152,15 @@ def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[
     features = {token: replace(f, label=index.get(f.label) if isinstance(f.label, str) else f.label,
                                shares={index[y]: share for y, share in f.shares.items() if y in index})
                 for token, f in table.features.items()}
+    sample = table.sample
+    if sample is not None:
+        kept = [k for k, y in enumerate(sample.labels) if y in index]
+        pick = lambda values: None if values is None else tuple(values[k] for k in kept)  # noqa: E731
+        sample = replace(sample, indices=pick(sample.indices), word_lists=pick(sample.word_lists),
+                         labels=tuple(index[sample.labels[k]] for k in kept), segments=pick(sample.segments),
+                         roles=pick(sample.roles))
     return replace(table, rows=[relabel(r) for r in table.rows], words={w: relabel(r) for w, r in table.words.items()},
-                   features=features)
+                   features=features, sample=sample)
 
 
 def training_artifacts(dataset: Any, collate_fn: Optional[Callable[[list], Any]], access: Any, settings: Any,

@@ -122,7 +122,7 @@ def presence_association(name: str, present: Sequence[bool], labels: Sequence[in
         if value > z:
             z, label = value, y
     per_class = Counter(labels)
-    shares = {int(y): by_label[y] / n for y, n in per_class.items()}
+    shares = {y: by_label[y] / n for y, n in per_class.items()}
     return FeatureAssociation(name, z, label, total, len(carriers), shares)
 
 

@@ -39,7 +39,7 @@ class Length(Feature):
                 z, label = value, y
         threshold = float(median(lengths)) if lengths else 0.0
         carried = [n > threshold for n in lengths]
-        shares = {int(y): sum(c for c, l in zip(carried, labels) if l == y) / labels.count(y) for y in set(labels)}
+        shares = {y: sum(c for c, l in zip(carried, labels) if l == y) / labels.count(y) for y in set(labels)}
         return FeatureAssociation(self.name(variant), z, label, len(lengths), sum(carried), shares, threshold)
 
     def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,

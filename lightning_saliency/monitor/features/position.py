@@ -42,7 +42,7 @@ def leave_one_out_accuracy(keys: Sequence[str], labels: Sequence[int]) -> float:
         others = by_key[key].copy()
         others[label] -= 1
         pool = others if sum(others.values()) > 0 else overall
-        right += max(pool, key=lambda y: (pool[y], -y)) == label
+        right += max(sorted(pool), key=lambda y: pool[y]) == label  # ties: the first label in order
     return right / len(keys) if keys else 0.0
 
 
@@ -72,7 +72,7 @@ class Position(Feature):
         deciding = tuple(sorted(w for w, c in counts.items()
                                 if sum(c.values()) >= MIN_COUNT and max(c.values()) / sum(c.values()) >= MIN_PURITY))
         carried = [key in deciding for key in keys]
-        shares = {int(y): sum(c for c, l in zip(carried, ys) if l == y) / ys.count(y) for y in set(ys)}
+        shares = {y: sum(c for c, l in zip(carried, ys) if l == y) / ys.count(y) for y in set(ys)}
         return FeatureAssociation(self.name(variant), z, ANY_CLASS, len(rows), sum(carried), shares, None, deciding)
 
     def carries(self, variant: str, words: Sequence[str], reference: FeatureAssociation,
