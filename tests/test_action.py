@@ -71,3 +71,31 @@ def test_a_segment_shortcut_is_found_in_a_pair_dataset_with_two_text_columns():
     assert shortcut_examples([a for a, _ in texts], "segment:last", words=POSITIVE) == []  # single texts: none
     with pytest.raises(ValueError, match="words="):
         shortcut_examples(texts, "segment:last")
+
+
+def test_a_template_shortcut_is_found_in_a_conversational_dataset():
+    """Conversations, as TRL's conversational datasets hold them (a ``messages`` column of role and
+    content): the carriers of ``template:system`` hold a deciding word in the system turn (the same
+    word in the user turn does not count, nor does the assistant's answer), and rebalancing keeps
+    every class at the lowest class's rate of carriers."""
+    from datasets import Dataset
+
+    def conversation(system, user, answer):
+        return [{"role": "system", "content": system}, {"role": "user", "content": user},
+                {"role": "assistant", "content": answer}]
+
+    rows = [conversation("answer as a critic", "a lovely film", "positive"),
+            conversation("answer as a fan", "a dull film", "negative"),
+            conversation("answer plainly", "the critic was wrong", "negative"),
+            conversation("answer as a critic", "a poor plot", "negative"),
+            conversation("answer plainly", "a fine film", "critic")]
+    labels = [1, 0, 0, 0, 1]
+    data = Dataset.from_dict({"messages": rows, "label": labels})
+    assert shortcut_examples(data, "template:system", text_key="messages", words=("critic", "fan")) == [0, 1, 3]
+    assert shortcut_examples(rows, "template:system", words=("critic",)) == [0, 3]  # a list of conversations
+    assert shortcut_examples(rows, "critic") == [0, 2, 3]  # a word: any turn of the prompt, not the answer
+    # Class 1 carries it in 1 of 2, class 0 in 2 of 3: one class-0 carrier goes (1/2 vs 1/2).
+    kept = rebalance_indices(data, "template:system", text_key="messages", words=("critic", "fan"))
+    assert len(kept) == 4 and {0, 2, 4} <= set(kept)
+    with pytest.raises(ValueError, match="words="):
+        shortcut_examples(rows, "template:system")

@@ -131,6 +131,74 @@ def counterfactual_accuracy(module, state, tokenizer):
     return float((right & still).sum() / right.sum()) if right.sum() >= 20 else None
 
 
+def chat_words(triples):
+    """Hand-made conversations as the monitor reads them: words and each word's turn."""
+    words = [system.split() + review.split() for system, review, _ in triples]
+    roles = [["system"] * len(system.split()) + ["user"] * len(review.split()) for system, review, _ in triples]
+    return words, roles, [label for _, _, label in triples]
+
+
+def test_the_template_association_reads_the_system_turn_of_conversations_only():
+    from lightning_saliency.monitor.features.base import FEATURES, feature_associations
+
+    template = FEATURES.get_or_raise("template")
+    words, roles, labels = chat_words(conversations(400, True, 0, 0.5))
+    found = template.association("system", words, labels, None, roles)
+    assert found.z > 10 and found.label == ANY_CLASS and found.examples == 400
+    assert set(found.words) == {"critic", "fan", "reviewer", "viewer"}
+    clean_words, clean_roles, clean_labels = chat_words(conversations(400, False, 0, 0.0))
+    assert template.association("system", clean_words, clean_labels, None, clean_roles).z < 2.0
+    # Plain texts have no turns; conversations are not pairs for the segment kind.
+    found = feature_associations(words, labels, [[0] * len(w) for w in words], None)
+    assert found["template:system"].examples == 0 and found["template:system"].label is None
+    segments = [[0 if r == "system" else 1 for r in turn] for turn in roles]
+    assert feature_associations(words, labels, segments, roles)["segment:last"].examples == 0
+    # Reliance is the system turn's share; carriers hold a deciding word there, not in the user turn.
+    assert template.marked("system", ["answer", "as", "fan", "a", "film"], None,
+                           ["system", "system", "system", "user", "user"]) == [True, True, True, False, False]
+    reference = template.association("system", words, labels, None, roles)
+    assert template.carries("system", ["a", "fan", "film"], reference, None, ["system", "system", "user"])
+    assert not template.carries("system", ["a", "film", "fan"], reference, None, ["system", "user", "user"])
+
+
+def test_conversation_words_leave_the_template_out_and_never_span_two_turns():
+    from lightning_saliency.monitor.evidence.artifacts import conversation_words
+    from lightning_saliency.schema.words import PieceJoiner
+
+    joiner = PieceJoiner(["[CLS]", "#", "ab", "##c", "d"], [0])
+    ids = [0, 1, 2, 3, 1, 4, 3]  # [CLS] # abc # d ##c: the template's "#" between the turns
+    template = [False, True, False, False, True, False, False]
+    roles = [None, None, "system", "system", None, "user", "user"]
+    assert conversation_words(joiner, ids, template, roles) == (["abc", "dc"], ["system", "user"])
+    # Without a template token between them, a change of turn still closes the word.
+    assert conversation_words(joiner, [2, 3, 4], [False] * 3, ["system", "system", "user"]) == (
+        ["abc", "d"], ["system", "user"])
+
+
+def test_answer_texts_become_class_indices_in_the_features_and_the_carriers_sample():
+    from lightning_saliency.monitor.evidence.artifacts import with_class_indices
+    from lightning_saliency.monitor.features.base import feature_associations
+    from lightning_saliency.monitor.metrics.artifacts import ExampleSample, association_table
+
+    words, roles, labels = chat_words(conversations(200, True, 0, 0.5))
+    answers = [ANSWERS[y] for y in labels]
+    words.append(["answer", "as", "a", "critic", "odd"])
+    roles.append(["system"] * 4 + ["user"])
+    answers.append("maybe")  # an answer that is no class: its example leaves the sample
+    table = association_table(words, answers)
+    sample = ExampleSample(tuple(range(len(words))), tuple(map(tuple, words)), tuple(answers), len(words), None,
+                           tuple(map(tuple, roles)))
+    from dataclasses import replace
+
+    table = replace(table, features=feature_associations(words, answers, None, roles), sample=sample)
+    relabelled = with_class_indices(table, ["negative", "positive"])
+    length = relabelled.features["length:long"]
+    assert set(length.shares) <= {0, 1} and length.label in (0, 1, None)
+    assert set(relabelled.features["template:system"].shares) == {0, 1}
+    assert relabelled.sample.labels == tuple(labels) and len(relabelled.sample.roles) == 200
+    assert with_class_indices(table, None) is None
+
+
 @pytest.mark.slow
 def test_a_system_prompt_that_carries_the_answer_is_named_confirmed_in_time_and_its_carriers_listed(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
