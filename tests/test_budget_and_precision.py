@@ -96,3 +96,44 @@ def test_token_budget_follows_the_training_batch_and_bf16_mixed_matches_fp32(tmp
         assert torch.corrcoef(torch.stack([x, y]))[0, 1] > 0.95
         # Completeness still holds within bf16's resolution: IG is accumulated in float32.
         assert abs(b["delta"]["integrated_gradients"]) <= 0.05 * abs(b["target_score"]) + 0.05
+
+
+def test_under_a_budget_in_debt_step_runs_do_not_check_again_what_was_never_confirmed(demo_tokenizer):
+    """A suspect raised at every step run and never confirmed would be checked at every one, each
+    check costing more than the run's attribution. Under ``budget=``, while the step runs' account
+    is in debt, a step run checks only suspects it has not checked before; epoch runs, and step runs
+    once the debt is paid back, check them all."""
+    from dataclasses import replace
+
+    from lightning_saliency.attribution import AttributionConfig
+    from lightning_saliency.monitor.analysis import AnalysisSettings, analyse
+    from lightning_saliency.monitor.distributed import Ranks
+    from lightning_saliency.monitor.evidence.causal import CausalSettings
+    from lightning_saliency.monitor.evidence.tracker import EvidenceTracker
+    from lightning_saliency.monitor.planning import RunPlanner
+    from lightning_saliency.monitor.probe import probe_from_texts
+    from lightning_saliency.settings import MonitorSettings
+    from tests.builders import BagOfWords, bag_of_words_access, synthetic_run
+
+    start, later = synthetic_run("start", 0.1), synthetic_run("000", 2.0)
+    record = replace(later, metrics=analyse(later, start, start, AnalysisSettings(top_k=3)))
+    access = bag_of_words_access(BagOfWords(len(demo_tokenizer)), demo_tokenizer)  # zorbly decides nothing
+    texts = [f"the {w} film was {v}" for w in ("zorbly", "plain") for v in ("long", "short", "fine", "dull")]
+    examples = probe_from_texts(texts, demo_tokenizer, [1, 1, 1, 1, 0, 0, 0, 0], 64)
+    settings = CausalSettings(AttributionConfig(max_tokens=4096), "classification", 0, 64)
+    tracker = EvidenceTracker()
+
+    def checked(step, **options):
+        outcome = tracker.run(record, access, lambda: examples, examples, settings, f"step_{step}", step, Ranks(),
+                              lambda rows: None, recheck_confirmed=False, **options)
+        return [c.token for c in outcome.checks]
+
+    assert checked(1) == ["zorbly"]  # new: checked, and not confirmed
+    assert checked(2, recheck_unconfirmed=False) == []  # in debt: not again
+    assert checked(3) == ["zorbly"]  # paid back: again
+    planner = RunPlanner(MonitorSettings(budget=0.1))
+    step_budget = planner.budget_for(step_run=True)
+    assert planner.rechecks_unconfirmed(True) and planner.rechecks_unconfirmed(False)
+    step_budget.balance = -1.0  # a check overspent the step runs' account by a second
+    assert not planner.rechecks_unconfirmed(True) and planner.rechecks_unconfirmed(False)
+    assert RunPlanner(MonitorSettings()).rechecks_unconfirmed(True)  # no budget: always

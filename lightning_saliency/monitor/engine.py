@@ -197,7 +197,8 @@ class MonitorEngine:
                 confirmation = _first_examples(confirmation, STEP_RUN_CONFIRM_EXAMPLES)
         checks, causal_error, attachments = self._evidence.run(
             record, access, confirmation, examples, self._probing.causal_settings(config), request.label,
-            request.global_step, ranks, lambda rows: None, recheck_confirmed=not request.step_run)
+            request.global_step, ranks, lambda rows: None, recheck_confirmed=not request.step_run,
+            recheck_unconfirmed=self._planner.rechecks_unconfirmed(request.step_run))
         if record is None:  # not rank zero
             return None
         if causal_error is not None:

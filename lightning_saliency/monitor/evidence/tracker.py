@@ -28,6 +28,8 @@ class _Order:
     suspected: tuple[tuple[str, str], ...] = ()  # (token, method) of every suspect of the run
     vocabulary: tuple[str, ...] = ()
     neutral: Optional[tuple[str, ...]] = None  # the vocabulary's words with no label association
+    # Rank zero's say on whether suspects checked before and never confirmed are checked again.
+    recheck_unconfirmed: bool = True
 
 
 # A word is neutral, fit to pad a text or stand in for another in a feature's edits, when its
@@ -90,6 +92,8 @@ class EvidenceTracker:
         # updated from the gathered checks alone).
         self._watched: dict[str, tuple[CausalCandidate, int]] = {}
         self._carriers: dict[str, Carriers] = {}  # per confirmed token, its carriers' summary (rank zero)
+        # Tokens checked at least once and never confirmed (the same on every rank).
+        self._unconfirmed: set[str] = set()
 
     def run(
         self,
@@ -103,20 +107,28 @@ class EvidenceTracker:
         ranks: Ranks,
         advance: Callable[[int], None],
         recheck_confirmed: bool = True,
+        recheck_unconfirmed: bool = True,
     ) -> EvidenceOutcome:
         """One run's evidence stage on every rank. ``record``: the analysed record (rank zero),
         A failure on rank zero before this stage (``ranks.failure``) raises on every rank at the broadcast.
         ``settings``/``examples`` ``None``: no causal checks (only the timeline is kept).
         ``recheck_confirmed=False`` (step runs): suspects the timeline already holds as confirmed are
         not checked again; a check is the costliest part of a cheap run (on MiniLM, 768 forward
-        rows against 24 for the gradient), and epoch runs re-check them for their records."""
-        order = ranks.agree(order_from(record, self.artifacts) if ranks.is_zero and record is not None else _Order())
+        rows against 24 for the gradient), and epoch runs re-check them for their records.
+        ``recheck_unconfirmed=False`` (rank zero's say, agreed with the order): suspects checked
+        before and never confirmed are not checked again at this run; new suspects still are."""
+        order = _Order(recheck_unconfirmed=recheck_unconfirmed)
+        if ranks.is_zero and record is not None:
+            order = replace(order_from(record, self.artifacts), recheck_unconfirmed=recheck_unconfirmed)
+        order = ranks.agree(order)
         checks, error = [], None
         raised = {c.token for c in order.candidates}
         candidates = order.candidates + tuple(c for token, (c, _) in self._watched.items() if token not in raised)
         if not recheck_confirmed:  # the timeline is the same on every rank: every rank drops the same
             candidates = tuple(c for c in candidates
                                if c.token not in self.timeline or self.timeline[c.token].confirmed_run is None)
+        if not order.recheck_unconfirmed:
+            candidates = tuple(c for c in candidates if c.token not in self._unconfirmed)
         if settings is not None and examples is not None and candidates:
             # Control words are drawn from the probe's words, none of any checked suspect's.
             suspect_words = {m for c in candidates for m in c.members}
@@ -160,8 +172,10 @@ class EvidenceTracker:
         by_token = {c.token: c for c in candidates}
         for check in checks:
             if check.confirmed:
+                self._unconfirmed.discard(check.token)
                 self._watched.pop(check.token, None)
             elif check.token in by_token:
+                self._unconfirmed.add(check.token)
                 left = self._watched.get(check.token, (None, WATCHED_CHECKS))[1] - 1
                 if left > 0:
                     self._watched[check.token] = (by_token[check.token], left)
