@@ -142,9 +142,11 @@ def with_class_indices(table: Optional[ArtifactTable], names: Optional[Sequence[
     has them turned into the indices of ``names`` (the probe's answer classes; a word or feature
     whose answer is not among them keeps its z with no label), and is ``None`` without them. The
     sample (what carriers are listed from) keeps the examples whose answer is a class."""
-    texts = any(isinstance(r.label, str) for r in table.words.values()) if table is not None else False
-    if table is None or not (texts or table.sample is not None and any(isinstance(y, str) for y in table.sample.labels)):
-        return table
+    if table is None:
+        return None
+    sampled = table.sample.labels if table.sample is not None else ()
+    if not any(isinstance(label, str) for label in [r.label for r in table.words.values()] + list(sampled)):
+        return table  # class indices already
     if names is None:
         return None
     index = {name: i for i, name in enumerate(names)}
