@@ -145,3 +145,17 @@ def test_a_segment_check_is_worded_as_the_swap_it_is():
     details = verdicts.details(c)
     assert "flips 100% (94%-100%) of 64 examples that are pairs" in details
     assert "Insertion: nothing to test, the swap removes one example's segment and inserts another's." in details
+
+
+def test_a_template_check_is_worded_as_the_swap_of_turns_it_is():
+    from dataclasses import replace
+
+    c = check(deletion=[True] * 64, control_deletion=[False] * 64, drops=[0.6] * 64, control_drops=RANDOM)
+    c = replace(c, token="template:system", members=["template:system"], label=None, label_name=None)
+    assert c.kind == "template"
+    assert verdicts.headline(c) == ("the system turn alone drives the predicted class: swapping it for that of an "
+                                    "example predicted otherwise changes 100% of 64 predictions (swapping the user "
+                                    "turn instead: 0% of 64).")
+    details = verdicts.details(c)
+    assert "flips 100% (94%-100%) of 64 examples that are conversations" in details
+    assert "Insertion: nothing to test, the swap removes one example's turn and inserts another's." in details
