@@ -131,6 +131,12 @@ def test_under_a_budget_in_debt_step_runs_do_not_check_again_what_was_never_conf
     assert checked(1) == ["zorbly"]  # new: checked, and not confirmed
     assert checked(2, recheck_unconfirmed=False) == []  # in debt: not again
     assert checked(3) == ["zorbly"]  # paid back: again
+    # A check with nothing to edit tested nothing: the suspect is still new, and checked in debt
+    # too (a segment check before the model predicts both classes has no swaps to make).
+    examples = probe_from_texts([f"the plain film was {v}" for v in ("long", "short", "fine", "dull")], demo_tokenizer,
+                                [1, 1, 0, 0], 64)
+    tracker = EvidenceTracker()
+    assert checked(1) == ["zorbly"] and checked(2, recheck_unconfirmed=False) == ["zorbly"]
     planner = RunPlanner(MonitorSettings(budget=0.1))
     step_budget = planner.budget_for(step_run=True)
     assert planner.rechecks_unconfirmed(True) and planner.rechecks_unconfirmed(False)

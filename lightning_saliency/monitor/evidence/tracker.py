@@ -92,7 +92,8 @@ class EvidenceTracker:
         # updated from the gathered checks alone).
         self._watched: dict[str, tuple[CausalCandidate, int]] = {}
         self._carriers: dict[str, Carriers] = {}  # per confirmed token, its carriers' summary (rank zero)
-        # Tokens checked at least once and never confirmed (the same on every rank).
+        # Tokens checked at least once, with edits to test, and never confirmed (the same on every
+        # rank). A check without edits (no example predicted otherwise to swap with) tested nothing.
         self._unconfirmed: set[str] = set()
 
     def run(
@@ -175,7 +176,8 @@ class EvidenceTracker:
                 self._unconfirmed.discard(check.token)
                 self._watched.pop(check.token, None)
             elif check.token in by_token:
-                self._unconfirmed.add(check.token)
+                if check.deletion.trials or check.insertion.trials:  # a check that tested nothing is no check
+                    self._unconfirmed.add(check.token)
                 left = self._watched.get(check.token, (None, WATCHED_CHECKS))[1] - 1
                 if left > 0:
                     self._watched[check.token] = (by_token[check.token], left)
