@@ -133,29 +133,19 @@ def test_a_probe_of_one_class_is_never_called_at_chance():
     assert not is_at_chance(None, 0.5) and not is_at_chance(0.5, None)
 
 
-def test_a_segment_check_is_worded_as_the_swap_it_is():
+@pytest.mark.parametrize("token, subject, control, holding, part", [
+    ("segment:last", "the last segment", "the first segment", "pairs", "segment"),
+    ("template:system", "the system turn", "the user turn", "conversations", "turn"),
+])
+def test_a_swap_check_is_worded_as_the_swap_it_is(token, subject, control, holding, part):
     from dataclasses import replace
 
     c = check(deletion=[True] * 64, control_deletion=[False] * 60 + [True] * 4, drops=[0.6] * 64, control_drops=RANDOM)
-    c = replace(c, token="segment:last", members=["segment:last"], label=None, label_name=None)
-    assert c.kind == "segment"
-    assert verdicts.headline(c) == ("the last segment alone drives the predicted class: swapping it for that of an "
-                                    "example predicted otherwise changes 100% of 64 predictions (swapping the first "
-                                    "segment instead: 6% of 64).")
+    c = replace(c, token=token, members=[token], label=None, label_name=None)
+    assert c.kind == token.split(":")[0]
+    assert verdicts.headline(c) == (f"{subject} alone drives the predicted class: swapping it for that of an "
+                                    f"example predicted otherwise changes 100% of 64 predictions (swapping {control} "
+                                    "instead: 6% of 64).")
     details = verdicts.details(c)
-    assert "flips 100% (94%-100%) of 64 examples that are pairs" in details
-    assert "Insertion: nothing to test, the swap removes one example's segment and inserts another's." in details
-
-
-def test_a_template_check_is_worded_as_the_swap_of_turns_it_is():
-    from dataclasses import replace
-
-    c = check(deletion=[True] * 64, control_deletion=[False] * 64, drops=[0.6] * 64, control_drops=RANDOM)
-    c = replace(c, token="template:system", members=["template:system"], label=None, label_name=None)
-    assert c.kind == "template"
-    assert verdicts.headline(c) == ("the system turn alone drives the predicted class: swapping it for that of an "
-                                    "example predicted otherwise changes 100% of 64 predictions (swapping the user "
-                                    "turn instead: 0% of 64).")
-    details = verdicts.details(c)
-    assert "flips 100% (94%-100%) of 64 examples that are conversations" in details
-    assert "Insertion: nothing to test, the swap removes one example's turn and inserts another's." in details
+    assert f"flips 100% (94%-100%) of 64 examples that are {holding}" in details
+    assert f"Insertion: nothing to test, the swap removes one example's {part} and inserts another's." in details
