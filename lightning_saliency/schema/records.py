@@ -24,7 +24,7 @@ from lightning_saliency.schema.findings import (
     TokenStat,
 )
 from lightning_saliency.schema.reading import causal_check, crossing, feature_reading, lenient
-from lightning_saliency.schema.words import span_sums, word_spans
+from lightning_saliency.schema.words import span_roles, span_sums, word_spans
 
 SCHEMA_VERSION = 1
 
@@ -138,10 +138,7 @@ class ExampleRecord:
     def word_roles(self) -> Optional[list[Optional[str]]]:
         """Per word (an entry of :meth:`words`), the chat turn of its first token; ``None`` when
         the example is not a conversation."""
-        if self.roles is None:
-            return None
-        _, positions, _ = self.spans
-        return [self.roles[p[0]] if p and p[0] < len(self.roles) else None for p in positions]
+        return None if self.roles is None else span_roles(self.roles, self.spans[1])
 
     def words(self, method: str) -> tuple[list[str], list[float], list[bool]]:
         """Words (subwords merged by ``word_ids``, scores summed), their scores and special flags."""

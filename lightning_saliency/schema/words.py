@@ -80,6 +80,14 @@ def word_scores(
     return words, span_sums(scores, positions), flags
 
 
+def span_roles(roles: Optional[Sequence[Optional[str]]], positions: Sequence[Sequence[int]]) -> list[Optional[str]]:
+    """Per word (its token ``positions``), the chat turn of its first token (``roles``: per token,
+    as ``monitor.chat`` reads them); ``None`` for every word without roles."""
+    if roles is None:
+        return [None] * len(positions)
+    return [roles[p[0]] if p and p[0] < len(roles) else None for p in positions]
+
+
 def span_sums(scores: Sequence[float], positions: Sequence[Sequence[int]]) -> list[float]:
     """Each word's score: the sum of its tokens' scores."""
     return [float(sum(scores[p] for p in span)) for span in positions]

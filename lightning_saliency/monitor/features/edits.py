@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from lightning_saliency.attribution.tokens import SpecialTokens
-from lightning_saliency.schema.words import segment_numbers, word_spans
+from lightning_saliency.schema.words import segment_numbers, span_roles, word_spans
 from lightning_saliency.probes import ProbeSet
 
 
@@ -61,8 +61,7 @@ class ConfirmationView:
             self.spans.append([(w, p) for w, p, s in zip(words, positions, is_special) if not s])
             self.segments.append(segment_numbers(is_special))
             roles = examples.roles[i] if examples.roles is not None else None
-            self.roles.append([roles[p[0]] if roles is not None and p[0] < len(roles) else None
-                               for _, p in self.spans[-1]])
+            self.roles.append(span_roles(roles, [p for _, p in self.spans[-1]]))
         self.words = [{w for w, _ in spans} for spans in self.spans]
         self.frequency = Counter(w for words in self.words for w in words)
         self.special_ids = special.special_ids
